@@ -1,0 +1,17 @@
+"""User-facing errors. The CLI prints their message on one line and exits with code 2."""
+
+
+class JrlError(Exception):
+    """Base class for errors caused by user input (config, env, checkpoint)."""
+
+
+class ConfigError(JrlError, ValueError):
+    """A config key is unknown, has the wrong type, or is out of range."""
+
+
+class EnvError(JrlError, ValueError):
+    """An environment id is unknown or an env cannot be built or used."""
+
+
+class CheckpointError(JrlError, ValueError):
+    """A checkpoint is missing, incomplete, corrupt, or belongs to something else."""
