@@ -1,0 +1,410 @@
+"""Frozen config dataclasses and their strict parser.
+
+Configs are frozen dataclasses. Users hand in plain dicts (RLlib style), JSON or YAML; ``parse``
+checks every key against the dataclass fields (unknown key -> ``ConfigError`` naming the dotted path
+and the closest valid key), checks types and ranges, and builds the frozen instance. ``merge`` layers
+overrides on an existing config: defaults < YAML < ``--config`` JSON < flags.
+
+Field metadata understood by the parser:
+  ``key``: external name when it is not a valid Python identifier (``lambda``).
+  ``min`` / ``max``: inclusive numeric bounds.  ``gt``: exclusive lower bound.
+  ``choices``: allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union
+
+from jrl.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def field(default: Any = dataclasses.MISSING, *, key: str | None = None, min: float | None = None,
+          max: float | None = None, gt: float | None = None, choices: tuple | None = None,
+          default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with validation metadata (see module docstring)."""
+    meta = {k: v for k, v in dict(key=key, min=min, max=max, gt=gt, choices=choices).items()
+            if v is not None}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _frozen_dict(**kwargs: Any) -> Any:
+    return dataclasses.field(default_factory=lambda: dict(kwargs))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExplorationConfig:
+    """Epsilon-greedy exploration (RLlib's ``exploration_config``).
+
+    Attributes:
+      type: exploration kind; ``EpsilonGreedy`` is the one jrl has for discrete actions.
+      initial_epsilon: epsilon at timestep 0.
+      final_epsilon: epsilon after ``epsilon_timesteps`` env steps.
+      epsilon_timesteps: env steps over which epsilon decays linearly.
+    """
+
+    type: str = field("EpsilonGreedy", choices=("EpsilonGreedy",))
+    initial_epsilon: float = field(1.0, min=0.0, max=1.0)
+    final_epsilon: float = field(0.02, min=0.0, max=1.0)
+    epsilon_timesteps: int = field(10_000, min=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Network architecture (RLlib's ``model`` dict).
+
+    Attributes:
+      fcnet_hiddens: sizes of the fully connected layers.
+      fcnet_activation: activation of the fully connected layers.
+      conv_filters: ``[[out_channels, [kh, kw], stride], ...]`` for image inputs; ``None`` picks the
+        Nature-CNN stack for 84x84 inputs.
+      conv_activation: activation of the conv layers.
+      vf_share_layers: actor-critic algorithms share the torso between policy and value heads.
+      free_log_std: continuous policies learn a state-independent log std.
+      dueling: override the algorithm's dueling setting for Q networks (``None``: keep it).
+      grayscale: image observations are converted to one channel.
+      dim: side of the square image after resizing.
+    """
+
+    fcnet_hiddens: tuple[int, ...] = (256, 256)
+    fcnet_activation: str = field("tanh", choices=("tanh", "relu", "swish", "elu", "gelu", "linear"))
+    conv_filters: tuple[tuple[int, tuple[int, int], int], ...] | None = None
+    conv_activation: str = field("relu", choices=("tanh", "relu", "swish", "elu", "gelu", "linear"))
+    vf_share_layers: bool = False
+    free_log_std: bool = False
+    dueling: bool | None = None
+    grayscale: bool = False
+    dim: int = field(84, min=8)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CommonConfig:
+    """Keys every algorithm understands; names follow RLlib's where users know them.
+
+    Attributes:
+      env: environment id (gymnasium id or a name given to ``jrl.register_env``).
+      env_config: dict passed to registered env creators (and as kwargs to ``gymnasium.make``).
+      framework: only ``"jax"``; accepted so RLlib configs that name it keep working.
+      num_workers: rollout workers as Ray actors; 0 samples in the trainer's process.
+      num_envs_per_worker: envs stepped together in each worker's vector env.
+      rollout_fragment_length: steps per env in one sampled fragment.
+      train_batch_size: env steps (on-policy) or replay samples (off-policy) per learner update.
+      gamma: discount factor.
+      lr: learning rate.
+      grad_clip: clip gradients to this global norm (``None``: no clipping).
+      seed: seed for params, exploration and envs.
+      explore: act stochastically (sampling / epsilon-greedy) while training.
+      horizon: cut episodes after this many steps (truncation); ``None`` keeps the env's limit.
+      clip_rewards: ``True`` clips rewards to their sign, a number clips to ``[-x, x]``.
+      clip_actions: clip continuous actions to the action space bounds before ``env.step``.
+      observation_filter: ``NoFilter`` or ``MeanStdFilter`` (running mean/std normalization).
+      model: network architecture, see ``ModelConfig``.
+      callbacks: a ``jrl.DefaultCallbacks`` subclass or instance, a dict of functions keyed by
+        hook name, or a ``"module:attr"`` import path.
+      metrics_smoothing_episodes: episode statistics cover at least this many recent episodes.
+      timesteps_per_iteration: each ``train()`` samples at least this many env steps.
+      min_iter_time_s: each ``train()`` runs at least this many seconds.
+      evaluation_interval: run greedy evaluation every this many iterations (``None``: never).
+      evaluation_num_episodes: episodes per evaluation.
+      evaluation_config: config overrides for evaluation (e.g. ``{"explore": True}``).
+      num_gpus: GPUs for the learner; fractions share a GPU between trainers.
+      num_cpus_per_worker / num_gpus_per_worker / custom_resources_per_worker: Ray resources
+        for each rollout worker.
+      num_cpus_for_driver: CPUs reserved for the trainer process (Tune placement).
+      log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
+      output: directory to write sampled experiences to as JSON lines (``None``: off).
+      output_compress_columns: columns stored zlib+base64 compressed in ``output``.
+      monitor: record videos of training episodes into the results directory.
+    """
+
+    env: str | None = None
+    env_config: dict = _frozen_dict()
+    framework: str = field("jax", choices=("jax",))
+    num_workers: int = field(0, min=0)
+    num_envs_per_worker: int = field(1, min=1)
+    rollout_fragment_length: int = field(200, min=1)
+    train_batch_size: int = field(4000, min=1)
+    gamma: float = field(0.99, min=0.0, max=1.0)
+    lr: float = field(5e-4, gt=0.0)
+    grad_clip: float | None = field(None, gt=0.0)
+    seed: int = 0
+    explore: bool = True
+    horizon: int | None = field(None, min=1)
+    clip_rewards: bool | float | None = None
+    clip_actions: bool = True
+    observation_filter: str = field("NoFilter", choices=("NoFilter", "MeanStdFilter"))
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    callbacks: Any = None
+    metrics_smoothing_episodes: int = field(100, min=1)
+    timesteps_per_iteration: int = field(0, min=0)
+    min_iter_time_s: float = field(0.0, min=0.0)
+    evaluation_interval: int | None = field(None, min=1)
+    evaluation_num_episodes: int = field(10, min=1)
+    evaluation_config: dict = _frozen_dict()
+    num_gpus: float = field(0.0, min=0.0)
+    num_cpus_per_worker: float = field(1.0, min=0.0)
+    num_gpus_per_worker: float = field(0.0, min=0.0)
+    custom_resources_per_worker: dict = _frozen_dict()
+    num_cpus_for_driver: float = field(1.0, min=0.0)
+    log_level: str = field("WARN", choices=("DEBUG", "INFO", "WARN", "WARNING", "ERROR"))
+    output: str | None = None
+    output_compress_columns: tuple[str, ...] = ("obs", "new_obs")
+    monitor: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _key_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {_key_of(f): f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is tuple:
+        return "list"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Returns ``value`` converted to ``tp`` or raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        args = typing.get_args(tp)
+        # Try exact-kind members first so that ``bool | float`` keeps ``True`` a bool.
+        for arg in sorted(args, key=lambda a: 0 if _exact(value, a) else 1):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(
+            f"config key '{path}' must be {_type_name(tp)}, got {_describe(value)}") from None
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{path}' must be null, got {_describe(value)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{path}' must be a mapping, got {_describe(value)}")
+        return parse(tp, value, path=path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' must be bool, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key '{path}' must be int, got {_describe(value)}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{path}' must be float, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{path}' must be str, got {_describe(value)}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{path}' must be a mapping, got {_describe(value)}")
+        return dict(value)
+    if origin is tuple:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{path}' must be a list, got {_describe(value)}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(
+                f"config key '{path}' must be a list of {len(args)} items, got {_describe(value)}")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    raise ConfigError(f"config key '{path}' has an unsupported type {tp!r}")
+
+
+def _exact(value: Any, tp: Any) -> bool:
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float, str):
+        return type(value) is tp
+    return False
+
+
+def _check_range(value: Any, f: dataclasses.Field, path: str) -> None:
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        options = ", ".join(repr(c) for c in meta["choices"])
+        near = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"config key '{path}' must be one of {options}, got {value!r}{hint}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"config key '{path}' must be >= {meta['min']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"config key '{path}' must be <= {meta['max']}, got {value!r}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ConfigError(f"config key '{path}' must be > {meta['gt']}, got {value!r}")
+
+
+def unknown_key_error(key: str, valid: list[str], prefix: str) -> ConfigError:
+    """The error for an unknown key, naming its dotted path and the nearest valid key."""
+    path = f"{prefix}{key}"
+    near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+    return ConfigError(f"unknown config key '{path}'{hint}")
+
+
+def parse(cls: type[C], data: Mapping[str, Any] | None = None, *, path: str = "") -> C:
+    """Builds a frozen ``cls`` from a mapping of external keys, checking every key and value."""
+    data = dict(data or {})
+    fields = _fields(cls)
+    hints = _hints(cls)
+    prefix = f"{path}." if path else ""
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise unknown_key_error(key, list(fields), prefix)
+        f = fields[key]
+        value = _coerce(value, hints[f.name], prefix + key)
+        _check_range(value, f, prefix + key)
+        kwargs[f.name] = value
+    instance = cls(**kwargs)
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        validate()
+    return instance
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as a plain dict of external keys (nested dataclasses become dicts)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = to_dict(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        out[_key_of(f)] = value
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists and non-JSON objects (callbacks) as import paths."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overrides``; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge(config: C, *overrides: Mapping[str, Any] | None) -> C:
+    """``config`` with each mapping of overrides applied in order, strictly parsed again."""
+    data = to_dict(config)
+    # Free-form dict fields (env_config, ...) are replaced, not merged, except nested dataclasses.
+    for override in overrides:
+        if not override:
+            continue
+        if not isinstance(override, Mapping):
+            raise ConfigError(f"config must be a mapping, got {_describe(override)}")
+        for key, value in override.items():
+            if isinstance(value, Mapping) and isinstance(data.get(key), Mapping) and \
+                    _is_dataclass_field(type(config), key):
+                data[key] = deep_merge(data[key], value)
+            else:
+                data[key] = value
+    return parse(type(config), data)
+
+
+def _is_dataclass_field(cls: type, key: str) -> bool:
+    f = _fields(cls).get(key)
+    return f is not None and dataclasses.is_dataclass(_hints(cls)[f.name])
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Reads a YAML or JSON mapping from ``path``."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file '{path}' must hold a mapping, got {type(data).__name__}")
+    return dict(data)
+
+
+def resolve_import(spec: str, what: str = "object") -> Any:
+    """Imports ``"module:attr"`` or ``"module.attr"``."""
+    module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"cannot import {what} '{spec}': {e}") from None
+    return obj

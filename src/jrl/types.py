@@ -1,0 +1,86 @@
+"""Core types shared by algorithms, rollouts and the trainer.
+
+Everything here is either static Python data describing an environment (``EnvSpec``) or a pytree of
+arrays (``Transition``). Algorithms are ``Algorithm`` tuples of pure functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+PRNGKey = jax.Array
+Params = Any
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Static description of an environment as the learner sees it (after preprocessing).
+
+    Attributes:
+      obs_shape: shape of one preprocessed observation.
+      obs_dtype: numpy dtype name of the preprocessed observation.
+      action_kind: ``"discrete"`` or ``"continuous"``.
+      num_actions: number of discrete actions (0 for continuous).
+      action_shape: shape of one action (``()`` for discrete).
+      action_low: lower bounds of a Box action space (``None`` for discrete).
+      action_high: upper bounds of a Box action space (``None`` for discrete).
+    """
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: str = "float32"
+    action_kind: str = "discrete"
+    num_actions: int = 0
+    action_shape: tuple[int, ...] = ()
+    action_low: tuple[float, ...] | None = None
+    action_high: tuple[float, ...] | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.action_kind == "discrete"
+
+    @property
+    def action_dtype(self) -> str:
+        return "int32" if self.discrete else "float32"
+
+
+class Transition(NamedTuple):
+    """One step (or a batch of steps) of experience.
+
+    Shapes are ``[T, B, ...]`` for on-policy fragments (time-major) or ``[N, ...]`` for replay samples.
+    ``terminated`` and ``truncated`` are kept apart: a truncated step bootstraps from the value of
+    ``next_obs``, a terminated one does not. ``next_obs`` is the true next observation (the final
+    observation of an episode at its last step, not the reset observation).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array
+    behaviour_logp: jax.Array
+
+
+class Algorithm(NamedTuple):
+    """An algorithm as pure, jittable functions over its ``TrainState`` pytree.
+
+    Attributes:
+      init: ``init(key) -> TrainState`` builds a fresh state.
+      update: ``update(state, batch) -> (state, metrics)`` runs one learner step.
+      act: ``act(policy, obs, key, explore) -> (action, extras)`` for a batch of observations
+        ``[B, ...]``; ``extras`` holds e.g. ``behaviour_logp``, ``vf_preds``, ``q_values``.
+      policy: ``policy(state) -> Policy`` the pytree ``act`` needs (params, filter statistics,
+        exploration parameters), small enough to ship to rollout workers.
+      name: the registered algorithm name (``"PPO"``, ``"DQN"``).
+    """
+
+    init: Callable[[PRNGKey], Any]
+    update: Callable[[Any, Transition], tuple[Any, Metrics]]
+    act: Callable[[Any, jax.Array, PRNGKey, bool], tuple[jax.Array, dict[str, jax.Array]]]
+    policy: Callable[[Any], Any]
+    name: str = ""
