@@ -1,0 +1,30 @@
+"""jrl: reinforcement learning as pure JAX functions.
+
+Quick use::
+
+    import jrl
+    trainer = jrl.Trainer("PPO", env="CartPole-v1", config={"lr": 3e-4})
+    result = trainer.train()
+    path = trainer.save()
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from jrl.callbacks import DefaultCallbacks, Episode
+from jrl.errors import CheckpointError, ConfigError, EnvError, JrlError
+from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.filters import get_filter
+from jrl.rollout.preprocessors import get_preprocessor
+from jrl.trainer import Trainer
+
+try:
+    __version__ = version("jrl")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CheckpointError", "ConfigError", "DefaultCallbacks", "EnvContext", "EnvError", "Episode",
+    "JrlError", "Trainer", "get_filter", "get_preprocessor", "register_env", "__version__",
+]

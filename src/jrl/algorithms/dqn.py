@@ -1,0 +1,220 @@
+"""Deep Q-Networks (Mnih et al., 2015) with double-Q, dueling heads and n-step targets.
+
+``postprocess`` turns a time-major fragment into n-step replay items; ``update`` takes a replay
+sample ``[N]`` and runs one Huber-TD step. The target network is copied every
+``target_network_update_freq`` env steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrl.config import CommonConfig, ExplorationConfig, ModelConfig, field, to_dict
+from jrl.errors import ConfigError
+from jrl.networks import catalog
+from jrl.ops.losses import huber_loss, l2_loss
+from jrl.ops.returns import n_step_returns
+from jrl.rollout.filters import FilterState, get_filter
+from jrl.types import Algorithm, EnvSpec, Transition
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DQNConfig(CommonConfig):
+    """DQN settings (RLlib names) on top of the common ones.
+
+    Attributes:
+      dueling: dueling value/advantage heads.
+      double_q: pick the bootstrap action with the online network (double Q-learning).
+      hiddens: hidden layers of the Q head after the torso.
+      n_step: n-step return length.
+      target_network_update_freq: copy online to target params every this many env steps.
+      buffer_size: replay capacity in transitions.
+      learning_starts: env steps sampled before learning starts.
+      training_intensity: replay ratio (sampled-for-training / env steps); ``None`` does one update
+        per sampled fragment.
+      td_error_loss_fn: ``huber`` or ``mse``.
+      adam_epsilon: Adam's epsilon.
+      exploration_config: epsilon-greedy schedule.
+    """
+
+    lr: float = field(1e-3, gt=0.0)
+    train_batch_size: int = field(64, min=1)
+    rollout_fragment_length: int = field(4, min=1)
+    timesteps_per_iteration: int = field(1000, min=0)
+    grad_clip: float | None = field(10.0, gt=0.0)
+    model: ModelConfig = dataclasses.field(
+        default_factory=lambda: ModelConfig(fcnet_hiddens=(64, 64), fcnet_activation="relu"))
+    dueling: bool = True
+    double_q: bool = True
+    hiddens: tuple[int, ...] = (64,)
+    n_step: int = field(3, min=1)
+    target_network_update_freq: int = field(500, min=1)
+    buffer_size: int = field(50_000, min=1)
+    learning_starts: int = field(1000, min=0)
+    training_intensity: float | None = field(None, gt=0.0)
+    td_error_loss_fn: str = field("huber", choices=("huber", "mse"))
+    adam_epsilon: float = field(1e-8, gt=0.0)
+    exploration_config: ExplorationConfig = dataclasses.field(
+        default_factory=lambda: ExplorationConfig(epsilon_timesteps=10_000, final_epsilon=0.02))
+
+    def validate(self) -> None:
+        if self.n_step > self.rollout_fragment_length:
+            raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
+                              f"rollout_fragment_length ({self.rollout_fragment_length})")
+
+    @property
+    def updates_per_fragment(self) -> int:
+        """Learner steps after each sampled fragment of ``rollout_fragment_length * num_envs``."""
+        if self.training_intensity is None:
+            return 1
+        steps = self.rollout_fragment_length * self.num_envs_per_worker * max(1, self.num_workers)
+        return max(1, round(self.training_intensity * steps / self.train_batch_size))
+
+
+DEFAULT_CONFIG: dict[str, Any] = to_dict(DQNConfig())
+
+
+class QBatch(NamedTuple):
+    """Replay items for Q-learning; ``reward`` is the n-step return, ``discount`` the
+    bootstrap factor (``gamma**m``, or 0 after termination)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: jax.Array
+
+
+class DQNState(NamedTuple):
+    params: Any
+    target_params: Any
+    opt_state: Any
+    key: jax.Array
+    obs_filter: FilterState
+    num_updates: jax.Array
+    env_steps: jax.Array
+    last_target_update: jax.Array
+
+
+class DQNPolicy(NamedTuple):
+    params: Any
+    obs_filter: FilterState
+    epsilon: jax.Array
+
+
+def dqn_td_error(q_tm1: jax.Array, a_tm1: jax.Array, r_t: jax.Array, discount_t: jax.Array,
+                 q_t_target: jax.Array, q_t_online: jax.Array | None) -> jax.Array:
+    """TD errors ``[N]``: target ``r + discount * Q_target(s', a*)`` minus ``Q(s, a)``.
+
+    ``a*`` is ``argmax Q_online(s')`` when ``q_t_online`` is given (double Q), else
+    ``argmax Q_target(s')``.
+    """
+    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target], [2, 1, 1, 1, 2])
+    selector = q_t_target if q_t_online is None else q_t_online
+    best = jnp.argmax(selector, axis=-1)
+    q_next = jnp.take_along_axis(q_t_target, best[:, None], axis=-1)[:, 0]
+    target = jax.lax.stop_gradient(r_t + discount_t * q_next)
+    q_taken = jnp.take_along_axis(q_tm1, a_tm1[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return target - q_taken
+
+
+def epsilon_at(exploration: ExplorationConfig, env_steps: jax.Array) -> jax.Array:
+    """Linearly decayed epsilon after ``env_steps``."""
+    return optax.linear_schedule(exploration.initial_epsilon, exploration.final_epsilon,
+                                 exploration.epsilon_timesteps)(env_steps)
+
+
+def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = None) -> Algorithm:
+    """Builds DQN's ``Algorithm`` for ``spec`` (discrete actions)."""
+    if spec is None:
+        raise ConfigError("make_dqn needs the env spec")
+    if not spec.discrete:
+        raise ConfigError("DQN needs a discrete action space; use PPO (or SAC) for continuous "
+                          "actions")
+    net = networks if networks is not None else catalog.make_q_network(
+        spec, config.model, dueling=config.dueling, hiddens=tuple(config.hiddens))
+    obs_filter = get_filter(config.observation_filter)
+    optimizer = optax.adam(config.lr, eps=config.adam_epsilon)
+    if config.grad_clip is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
+    loss_elementwise = huber_loss if config.td_error_loss_fn == "huber" else l2_loss
+
+    def q_values(params, filter_state, obs):
+        return net.apply(params, obs_filter.apply(filter_state, obs))
+
+    def init(key: jax.Array) -> DQNState:
+        key, init_key = jax.random.split(key)
+        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
+        zero = jnp.zeros((), jnp.int32)
+        return DQNState(params=params, target_params=params, opt_state=optimizer.init(params),
+                        key=key, obs_filter=obs_filter.init(spec.obs_shape), num_updates=zero,
+                        env_steps=zero, last_target_update=zero)
+
+    def policy(state: DQNState) -> DQNPolicy:
+        return DQNPolicy(state.params, state.obs_filter,
+                         epsilon_at(config.exploration_config, state.env_steps))
+
+    def act(policy: DQNPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
+        q = q_values(policy.params, policy.obs_filter, obs)
+        greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
+        if not explore:
+            return greedy, {"q_values": q}
+        explore_key, action_key = jax.random.split(key)
+        random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
+        take_random = jax.random.uniform(explore_key, greedy.shape) < policy.epsilon
+        return jnp.where(take_random, random_action, greedy), {"q_values": q}
+
+    def update(state: DQNState, batch: QBatch) -> tuple[DQNState, dict[str, jax.Array]]:
+        def loss_fn(params):
+            q_tm1 = q_values(params, state.obs_filter, batch.obs)
+            q_t_target = q_values(state.target_params, state.obs_filter, batch.next_obs)
+            q_t_online = (q_values(params, state.obs_filter, batch.next_obs)
+                          if config.double_q else None)
+            td = dqn_td_error(q_tm1, batch.action, batch.reward, batch.discount, q_t_target,
+                              q_t_online)
+            return jnp.mean(loss_elementwise(td)), (td, q_tm1)
+
+        (loss, (td, q_tm1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        due = state.env_steps - state.last_target_update >= config.target_network_update_freq
+        target_params = jax.tree.map(lambda t, p: jnp.where(due, p, t), state.target_params,
+                                     params)
+        new_state = state._replace(
+            params=params, target_params=target_params, opt_state=opt_state,
+            num_updates=state.num_updates + 1,
+            last_target_update=jnp.where(due, state.env_steps, state.last_target_update))
+        metrics = {"loss": loss, "mean_q": jnp.mean(q_tm1), "mean_td_error": jnp.mean(td),
+                   "grad_gnorm": optax.global_norm(grads),
+                   "cur_epsilon": epsilon_at(config.exploration_config, state.env_steps)}
+        return new_state, metrics
+
+    return Algorithm(init=init, update=update, act=act, policy=policy, name="DQN")
+
+
+def postprocess(config: DQNConfig, fragment: Transition) -> QBatch:
+    """n-step replay items ``[T * B]`` from a time-major ``[T, B]`` fragment (pure, jittable)."""
+    returns, discount, bootstrap_index = n_step_returns(
+        fragment.reward, fragment.terminated, fragment.truncated, config.gamma, config.n_step)
+    T, B = fragment.reward.shape
+    next_obs = fragment.next_obs[bootstrap_index, jnp.arange(B)[None, :]]
+    flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
+    return QBatch(obs=flat(fragment.obs), action=flat(fragment.action).astype(jnp.int32),
+                  reward=flat(returns), discount=flat(discount), next_obs=flat(next_obs))
+
+
+def __getattr__(name: str) -> Any:
+    # DQNTrainer is built lazily: the trainer imports the rollout stack, the algorithm does not.
+    if name == "DQNTrainer":
+        from jrl.trainer import make_trainer_class
+
+        trainer_cls = make_trainer_class("DQN")
+        globals()[name] = trainer_cls
+        return trainer_cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,242 @@
+"""Proximal Policy Optimization (Schulman et al., 2017) as an ``Algorithm`` triple.
+
+``update`` takes a time-major ``[T, B]`` batch, computes values and GAE with the current params,
+then runs ``num_sgd_iter`` epochs of shuffled minibatch steps, all inside one jit-able function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrl.config import CommonConfig, field, to_dict
+from jrl.errors import ConfigError
+from jrl.networks import catalog
+from jrl.ops.returns import gae
+from jrl.rollout.filters import FilterState, get_filter
+from jrl.types import Algorithm, EnvSpec, Transition
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOConfig(CommonConfig):
+    """PPO settings (RLlib names) on top of the common ones.
+
+    Attributes:
+      lambda_: GAE lambda (key ``lambda``).
+      use_gae: use GAE advantages; ``False`` uses discounted returns minus the value baseline
+        (GAE with lambda 1).
+      clip_param: PPO surrogate clipping epsilon.
+      vf_clip_param: clip value predictions to within this of the old ones (``None``: off).
+      vf_loss_coeff: weight of the value loss.
+      entropy_coeff: weight of the entropy bonus.
+      kl_coeff: initial weight of the KL penalty (0 disables it).
+      kl_target: target KL for the adaptive penalty.
+      sgd_minibatch_size: minibatch size of each SGD step.
+      num_sgd_iter: epochs over the train batch per update.
+      adam_epsilon: Adam's epsilon.
+      lr_annealing: decay the learning rate linearly to 0 over ``lr_annealing_timesteps``.
+      lr_annealing_timesteps: env steps over which ``lr_annealing`` decays.
+      normalize_advantages: standardize advantages over the train batch.
+    """
+
+    lr: float = field(3e-4, gt=0.0)
+    train_batch_size: int = field(4000, min=1)
+    rollout_fragment_length: int = field(200, min=1)
+    lambda_: float = field(0.95, key="lambda", min=0.0, max=1.0)
+    use_gae: bool = True
+    clip_param: float = field(0.2, gt=0.0)
+    vf_clip_param: float | None = field(10.0, gt=0.0)
+    vf_loss_coeff: float = field(0.5, min=0.0)
+    entropy_coeff: float = field(0.0, min=0.0)
+    kl_coeff: float = field(0.0, min=0.0)
+    kl_target: float = field(0.01, gt=0.0)
+    sgd_minibatch_size: int = field(128, min=1)
+    num_sgd_iter: int = field(10, min=1)
+    adam_epsilon: float = field(1e-5, gt=0.0)
+    lr_annealing: bool = False
+    lr_annealing_timesteps: int = field(1_000_000, min=1)
+    normalize_advantages: bool = True
+
+    def validate(self) -> None:
+        if self.sgd_minibatch_size > self.train_batch_size:
+            raise ConfigError(f"config key 'sgd_minibatch_size' ({self.sgd_minibatch_size}) must "
+                              f"be <= train_batch_size ({self.train_batch_size})")
+
+
+DEFAULT_CONFIG: dict[str, Any] = to_dict(PPOConfig())
+
+
+class PPOState(NamedTuple):
+    """Learner state of PPO: arrays only."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    obs_filter: FilterState
+    kl_coeff: jax.Array
+    num_updates: jax.Array
+    env_steps: jax.Array
+
+
+class PPOPolicy(NamedTuple):
+    """What ``act`` needs: network params and observation-filter statistics."""
+
+    params: Any
+    obs_filter: FilterState
+
+
+def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: jax.Array
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Clipped surrogate + (clipped) value loss - entropy bonus + KL penalty, for ``[N]`` samples.
+
+    Args:
+      dist: current action distribution.
+      value: current value predictions ``[N]``.
+      batch: ``actions``, ``behaviour_logp``, ``advantages``, ``value_targets``, ``old_values``.
+      old_dist: the distribution the batch was evaluated with at the start of the update.
+      config: PPO config (clip params and coefficients).
+      kl_coeff: current KL penalty weight.
+    """
+    logp = dist.log_prob(batch["actions"])
+    chex.assert_equal_shape([logp, batch["advantages"]])
+    ratio = jnp.exp(logp - batch["behaviour_logp"])
+    advantages = batch["advantages"]
+    surrogate = jnp.minimum(
+        ratio * advantages,
+        jnp.clip(ratio, 1.0 - config.clip_param, 1.0 + config.clip_param) * advantages)
+    policy_loss = -jnp.mean(surrogate)
+    vf_error = jnp.square(value - batch["value_targets"])
+    if config.vf_clip_param is not None:
+        clipped_value = batch["old_values"] + jnp.clip(
+            value - batch["old_values"], -config.vf_clip_param, config.vf_clip_param)
+        vf_error = jnp.maximum(vf_error, jnp.square(clipped_value - batch["value_targets"]))
+    vf_loss = 0.5 * jnp.mean(vf_error)
+    entropy = jnp.mean(dist.entropy())
+    kl = jnp.mean(old_dist.kl(dist))
+    total = (policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+             + kl_coeff * kl)
+    clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > config.clip_param).astype(jnp.float32))
+    return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
+                   "entropy": entropy, "kl": kl, "clip_frac": clip_frac}
+
+
+def make_optimizer(config: Any, lr: Any = None) -> optax.GradientTransformation:
+    """Adam (with optional global-norm gradient clipping)."""
+    lr = config.lr if lr is None else lr
+    adam = optax.adam(lr, eps=getattr(config, "adam_epsilon", 1e-8))
+    if config.grad_clip is None:
+        return adam
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
+
+
+def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = None) -> Algorithm:
+    """Builds PPO's ``Algorithm`` for ``spec``; ``networks`` defaults to the catalog's actor-critic."""
+    if spec is None:
+        raise ConfigError("make_ppo needs the env spec")
+    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
+    obs_filter = get_filter(config.observation_filter)
+    if config.lr_annealing:
+        # Updates per env step are fixed by the config, so the schedule is in optimizer steps.
+        steps_per_update = config.num_sgd_iter * max(
+            1, config.train_batch_size // config.sgd_minibatch_size)
+        total = max(1, config.lr_annealing_timesteps // config.train_batch_size) * steps_per_update
+        lr_schedule = optax.linear_schedule(config.lr, 0.0, total)
+    else:
+        steps_per_update = 0
+        lr_schedule = optax.constant_schedule(config.lr)
+    optimizer = make_optimizer(config, lr_schedule)
+
+    def forward(params, obs_filter_state, obs):
+        dist_params, value = net.apply(params, obs_filter.apply(obs_filter_state, obs))
+        return catalog.make_distribution(spec, dist_params), value
+
+    def init(key: jax.Array) -> PPOState:
+        key, init_key = jax.random.split(key)
+        dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+        params = net.init(init_key, dummy)
+        return PPOState(params=params, opt_state=optimizer.init(params), key=key,
+                        obs_filter=obs_filter.init(spec.obs_shape),
+                        kl_coeff=jnp.asarray(config.kl_coeff, jnp.float32),
+                        num_updates=jnp.zeros((), jnp.int32),
+                        env_steps=jnp.zeros((), jnp.int32))
+
+    def policy(state: PPOState) -> PPOPolicy:
+        return PPOPolicy(state.params, state.obs_filter)
+
+    def act(policy: PPOPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
+        dist, value = forward(policy.params, policy.obs_filter, obs)
+        action = dist.sample(key) if explore else dist.mode()
+        return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
+
+    def update(state: PPOState, batch: Transition) -> tuple[PPOState, dict[str, jax.Array]]:
+        T, B = batch.reward.shape
+        flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
+        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
+        old_dist, values = forward(state.params, state.obs_filter, obs)
+        _, next_values = forward(state.params, state.obs_filter, next_obs)
+        lambda_ = config.lambda_ if config.use_gae else 1.0
+        advantages, value_targets = gae(
+            batch.reward, values.reshape(T, B), next_values.reshape(T, B),
+            batch.terminated, batch.truncated, config.gamma, lambda_)
+        advantages, value_targets = flat(advantages), flat(value_targets)
+        if config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        data = {"obs": obs, "actions": flat(batch.action), "behaviour_logp": flat(
+            batch.behaviour_logp), "advantages": advantages, "value_targets": value_targets,
+            "old_values": values, "old_dist": old_dist}
+        n = T * B
+        mb = min(config.sgd_minibatch_size, n)
+        num_mb = n // mb
+
+        def loss_fn(params, minibatch, kl_coeff):
+            dist, value = forward(params, state.obs_filter, minibatch["obs"])
+            return ppo_loss(dist, value, minibatch, minibatch["old_dist"], config, kl_coeff)
+
+        def sgd_step(carry, idx):
+            params, opt_state = carry
+            minibatch = jax.tree.map(lambda x: x[idx], data)
+            grads, stats = jax.grad(loss_fn, has_aux=True)(params, minibatch, state.kl_coeff)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            stats["grad_gnorm"] = optax.global_norm(grads)
+            return (params, opt_state), stats
+
+        def epoch(carry, key):
+            perm = jax.random.permutation(key, n)[: num_mb * mb].reshape(num_mb, mb)
+            return jax.lax.scan(sgd_step, carry, perm)
+
+        key, *epoch_keys = jax.random.split(state.key, config.num_sgd_iter + 1)
+        (params, opt_state), stats = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jnp.stack(epoch_keys))
+        stats = jax.tree.map(jnp.mean, stats)
+        kl_coeff = state.kl_coeff
+        if config.kl_coeff > 0:
+            kl = stats["kl"]
+            kl_coeff = jnp.where(kl > 2.0 * config.kl_target, kl_coeff * 1.5,
+                                 jnp.where(kl < 0.5 * config.kl_target, kl_coeff * 0.5, kl_coeff))
+        explained_var = 1.0 - jnp.var(value_targets - values) / (jnp.var(value_targets) + 1e-8)
+        stats.update(cur_kl_coeff=kl_coeff, vf_explained_var=explained_var,
+                     cur_lr=lr_schedule(state.num_updates * steps_per_update))
+        new_state = PPOState(params=params, opt_state=opt_state, key=key,
+                             obs_filter=obs_filter.update(state.obs_filter, obs),
+                             kl_coeff=kl_coeff, num_updates=state.num_updates + 1,
+                             env_steps=state.env_steps + n)
+        return new_state, stats
+
+    return Algorithm(init=init, update=update, act=act, policy=policy, name="PPO")
+
+
+def __getattr__(name: str) -> Any:
+    # PPOTrainer is built lazily: the trainer imports the rollout stack, the algorithm does not.
+    if name == "PPOTrainer":
+        from jrl.trainer import make_trainer_class
+
+        trainer_cls = make_trainer_class("PPO")
+        globals()[name] = trainer_cls
+        return trainer_cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,30 @@
+"""Synchronous on-policy plan (PG, A2C, PPO): sample a full train batch, then one update."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+
+from jrl.rollout.worker import SampleBatch
+from jrl.rollout.worker_set import WorkerSet
+from jrl.types import Algorithm
+
+
+class OnPolicyPlan:
+    """Each ``step`` samples ``ceil(train_batch_size / (T * B))`` fragments from every worker,
+    concatenates them along time and runs the algorithm's ``update`` once (jitted)."""
+
+    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any):
+        self.algorithm = algorithm
+        self.workers = workers
+        per_round = config.rollout_fragment_length * workers.num_envs
+        self.rounds = max(1, math.ceil(config.train_batch_size / per_round))
+        self._update = jax.jit(algorithm.update)
+
+    def step(self, state: Any) -> tuple[Any, dict, int]:
+        self.workers.set_policy(self.algorithm.policy(state))
+        batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
+        state, metrics = self._update(state, batch.to_transition())
+        return state, metrics, batch.count

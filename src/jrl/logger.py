@@ -1,0 +1,321 @@
+"""Training results on disk and on the terminal.
+
+A run's directory (``make_logdir``) follows RLlib's layout:
+``~/jrl_results/<experiment>/<ALGO>_<env>_<timestamp>/`` with ``params.json``, ``result.json`` (one
+JSON object per iteration), ``progress.csv`` and TensorBoard events (tags ``ray/tune/<key>``), so
+tools written for RLlib/Tune results read jrl's too. ``ProgressReporter`` shows the run on the
+terminal, or prints one plain line per iteration when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import numpy as np
+
+from jrl.config import jsonable
+
+DEFAULT_RESULTS_DIR = "~/jrl_results"
+TENSORBOARD_PREFIX = "ray/tune/"
+
+# Left out of progress.csv and TensorBoard, as RLlib does; params.json already has the config.
+_NOT_SCALARS = ("config",)
+
+
+def make_logdir(local_dir: str | None, experiment: str, algo: str, env: str) -> str:
+    """Creates and returns a new run directory.
+
+    The path is ``<local_dir or ~/jrl_results>/<experiment>/<algo>_<env>_<YYYY-MM-DD_HH-MM-SS>``,
+    with ``_1``, ``_2``, ... appended when that directory exists. The env id is made safe for file
+    names (``gymnax:CartPole-v1`` -> ``gymnax_CartPole-v1``).
+    """
+    root = os.path.abspath(os.path.expanduser(local_dir or DEFAULT_RESULTS_DIR))
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = os.path.join(root, _file_name(experiment), f"{_file_name(algo)}_{_file_name(env)}_{stamp}")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    path, suffix = base, 0
+    while True:
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            suffix += 1
+            path = f"{base}_{suffix}"
+
+
+def flatten_result(result: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
+    """Numeric and string leaves of ``result`` with nested keys joined by ``sep``.
+
+    ``{"info": {"learner": {"default_policy": {"policy_loss": 0.1}}}}`` becomes
+    ``{"info/learner/default_policy/policy_loss": 0.1}``. numpy/jax scalars become Python numbers;
+    lists, ``None`` and arrays with more than one element are skipped.
+    """
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                visit(f"{prefix}{sep}{key}" if prefix else str(key), item)
+            return
+        scalar = _scalar(value)
+        if scalar is not None:
+            flat[prefix] = scalar
+
+    visit("", result)
+    return flat
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy/jax values as Python ones, tuples as lists and NaN/inf as ``None``.
+
+    Objects JSON cannot hold (callables, dataclasses) are left for ``jrl.config.jsonable``.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic) or _is_jax_array(value) or isinstance(value, np.ndarray):
+        return json_safe(np.asarray(value).tolist())
+    return value
+
+
+class ResultLogger:
+    """Writes each training result to ``result.json``, ``progress.csv`` and TensorBoard.
+
+    Opening a directory that already holds results appends to them (a resumed run), never
+    truncates. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, logdir: str, params: Mapping[str, Any] | None = None):
+        self.logdir = os.path.abspath(os.path.expanduser(logdir))
+        os.makedirs(self.logdir, exist_ok=True)
+        self._write_params(params or {})
+        self._json = _open_append(os.path.join(self.logdir, "result.json"))
+        self._csv_file = _open_append(os.path.join(self.logdir, "progress.csv"), newline="")
+        self._csv_columns = _csv_header(os.path.join(self.logdir, "progress.csv"))
+        self._csv: csv.DictWriter | None = None
+        self._tensorboard: Any = None
+        self._closed = False
+
+    def log(self, result: Mapping[str, Any]) -> None:
+        """Appends one iteration's ``result``."""
+        if self._closed:
+            raise RuntimeError("ResultLogger is closed")
+        self._json.write(json.dumps(jsonable(json_safe(result)), allow_nan=False) + "\n")
+        self._json.flush()
+
+        scalars = flatten_result({k: v for k, v in result.items() if k not in _NOT_SCALARS})
+        self._write_csv(scalars)
+        self._write_tensorboard(result, scalars)
+
+    def close(self) -> None:
+        """Flushes and closes every file; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._json.close()
+        self._csv_file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+    def __enter__(self) -> ResultLogger:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def _write_params(self, params: Mapping[str, Any]) -> None:
+        path = os.path.join(self.logdir, "params.json")
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(jsonable(json_safe(params)), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    def _write_csv(self, scalars: dict[str, Any]) -> None:
+        if self._csv is None:
+            new_file = self._csv_columns is None
+            if new_file:
+                self._csv_columns = list(scalars)
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=self._csv_columns,
+                                       extrasaction="ignore", restval="")
+            if new_file:
+                self._csv.writeheader()
+        self._csv.writerow(scalars)
+        self._csv_file.flush()
+
+    def _write_tensorboard(self, result: Mapping[str, Any], scalars: dict[str, Any]) -> None:
+        if self._tensorboard is None:
+            from tensorboardX import SummaryWriter  # slow import; only runs that log need it
+
+            self._tensorboard = SummaryWriter(self.logdir, flush_secs=30)
+        step = _scalar(result.get("timesteps_total"))
+        if not isinstance(step, (int, float)):
+            step = _scalar(result.get("training_iteration"))
+        step = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None
+        for key, value in scalars.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._tensorboard.add_scalar(TENSORBOARD_PREFIX + key, float(value), global_step=step)
+        self._tensorboard.flush()
+
+
+class ProgressReporter:
+    """Shows training progress: a live table on a terminal, one plain line per iteration otherwise.
+
+    Args:
+      enabled: ``False`` prints nothing (quiet mode).
+      stream: where to write; defaults to ``sys.stdout`` at ``start()``.
+      force_terminal: override terminal detection (``None``: ask the stream).
+    """
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None,
+                 force_terminal: bool | None = None):
+        self.enabled = enabled
+        self._stream = stream
+        self._force_terminal = force_terminal
+        self._live: Any = None
+        self._plain_stream: TextIO | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Starts showing progress (called by ``update`` if needed)."""
+        if self._started or not self.enabled:
+            return
+        self._started = True
+        stream = self._stream if self._stream is not None else sys.stdout
+        interactive = self._force_terminal
+        if interactive is None:
+            isatty = getattr(stream, "isatty", None)
+            interactive = bool(isatty and isatty())
+        if not interactive:
+            self._plain_stream = stream
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=stream, force_terminal=True)
+        self._live = Live(_table(None), console=console, refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def update(self, result: Mapping[str, Any]) -> None:
+        """Shows ``result`` (one training iteration's result dict)."""
+        if not self.enabled:
+            return
+        self.start()
+        if self._live is not None:
+            self._live.update(_table(result), refresh=True)
+        elif self._plain_stream is not None:
+            print(progress_line(result), file=self._plain_stream, flush=True)
+
+    def stop(self) -> None:
+        """Stops the live display, leaving the last table on screen."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self._plain_stream = None
+        self._started = False
+
+    def __enter__(self) -> ProgressReporter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+_COLUMNS = (
+    ("iter", "training_iteration", "{:d}"),
+    ("timesteps", "timesteps_total", "{:d}"),
+    ("reward", "episode_reward_mean", "{:.2f}"),
+    ("min", "episode_reward_min", "{:.2f}"),
+    ("max", "episode_reward_max", "{:.2f}"),
+    ("episodes", "episodes_total", "{:d}"),
+    ("time (s)", "time_total_s", "{:.1f}"),
+    ("iter time (s)", "time_this_iter_s", "{:.2f}"),
+)
+
+
+def progress_line(result: Mapping[str, Any]) -> str:
+    """One plain line describing a training result, as printed when stdout is not a terminal."""
+    cells = {key: _format(result.get(key), fmt) for _, key, fmt in _COLUMNS}
+    return (f"iter {cells['training_iteration']} | timesteps {cells['timesteps_total']} | "
+            f"reward {cells['episode_reward_mean']} (min {cells['episode_reward_min']}, "
+            f"max {cells['episode_reward_max']}) | episodes {cells['episodes_total']} | "
+            f"time {cells['time_total_s']}s (iter {cells['time_this_iter_s']}s)")
+
+
+def _table(result: Mapping[str, Any] | None) -> Any:
+    from rich.table import Table
+
+    table = Table(title="jrl training", title_justify="left")
+    for title, _, _ in _COLUMNS:
+        table.add_column(title, justify="right")
+    if result is not None:
+        table.add_row(*(_format(result.get(key), fmt) for _, key, fmt in _COLUMNS))
+    return table
+
+
+def _format(value: Any, fmt: str) -> str:
+    value = _scalar(value)
+    if value is None or isinstance(value, str):
+        return "-" if value is None else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if fmt == "{:d}":
+        value = int(value)
+    return fmt.format(value)
+
+
+def _scalar(value: Any) -> int | float | str | bool | None:
+    """``value`` as a Python scalar, or ``None`` when it is not one."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.generic, np.ndarray)) or _is_jax_array(value):
+        array = np.asarray(value)
+        if array.size != 1 or array.dtype.kind not in "biuf":
+            return None
+        return array.reshape(()).item()
+    return None
+
+
+def _is_jax_array(value: Any) -> bool:
+    jax = sys.modules.get("jax")  # only jax arrays can exist when jax is imported
+    return jax is not None and isinstance(value, jax.Array)
+
+
+def _file_name(text: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")
+    return safe.lstrip(".") or "default"
+
+
+def _open_append(path: str, newline: str | None = None) -> TextIO:
+    """Opens ``path`` for appending, first ending a last line that a crash left unfinished."""
+    partial = False
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            partial = f.read(1) != b"\n"
+    f = open(path, "a", encoding="utf-8", newline=newline)  # closed by ResultLogger.close()
+    if partial:
+        f.write("\n")
+    return f
+
+
+def _csv_header(path: str) -> list[str] | None:
+    """The columns of an existing ``progress.csv``, or ``None`` when it has none."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), None)
+    except OSError:
+        return None
+    return header or None

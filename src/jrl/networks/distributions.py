@@ -1,0 +1,124 @@
+"""Action distributions as small pure classes, registered as pytrees so jit can return them.
+
+Batch dimensions are the leading dimensions of the parameters; the last axis holds actions
+(``Categorical``) or action dimensions (``DiagGaussian``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@jax.tree_util.register_pytree_node_class
+class Categorical:
+    """Categorical distribution over the last axis of ``logits``.
+
+    Attributes:
+      logits: unnormalized log-probabilities, ``[..., num_actions]``.
+    """
+
+    def __init__(self, logits: jax.Array):
+        self.logits = logits
+
+    def tree_flatten(self):
+        return (self.logits,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        del aux_data
+        return cls(*children)
+
+    @property
+    def log_probs(self) -> jax.Array:
+        """Normalized log-probabilities, ``[..., num_actions]``."""
+        return jax.nn.log_softmax(self.logits, axis=-1)
+
+    @property
+    def probs(self) -> jax.Array:
+        """Probabilities, ``[..., num_actions]``."""
+        return jax.nn.softmax(self.logits, axis=-1)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        """Samples actions, int32 ``[...]``."""
+        return jax.random.categorical(key, self.logits, axis=-1).astype(jnp.int32)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probability of integer actions ``x`` ``[...]``; returns ``[...]``."""
+        x = jnp.asarray(x).astype(jnp.int32)
+        return jnp.take_along_axis(self.log_probs, x[..., None], axis=-1)[..., 0]
+
+    def entropy(self) -> jax.Array:
+        """Entropy, ``[...]``."""
+        return -jnp.sum(self.probs * self.log_probs, axis=-1)
+
+    def kl(self, other: Categorical) -> jax.Array:
+        """``KL(self || other)``, ``[...]``."""
+        return jnp.sum(self.probs * (self.log_probs - other.log_probs), axis=-1)
+
+    def mode(self) -> jax.Array:
+        """Most likely action, int32 ``[...]``."""
+        return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
+
+
+@jax.tree_util.register_pytree_node_class
+class DiagGaussian:
+    """Gaussian with diagonal covariance over the last axis (action dimensions).
+
+    Attributes:
+      mean: means, ``[..., action_dim]``.
+      log_std: log standard deviations, broadcast against ``mean`` (e.g. ``[action_dim]``).
+    """
+
+    def __init__(self, mean: jax.Array, log_std: jax.Array):
+        self.mean = mean
+        self.log_std = log_std
+
+    def tree_flatten(self):
+        return (self.mean, self.log_std), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        del aux_data
+        return cls(*children)
+
+    @property
+    def _log_std(self) -> jax.Array:
+        # Broadcast lazily: pytree transformations may rebuild the class with non-array leaves.
+        return jnp.broadcast_to(self.log_std, jnp.shape(self.mean))
+
+    @property
+    def std(self) -> jax.Array:
+        """Standard deviations, same shape as ``mean``."""
+        return jnp.exp(self._log_std)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        """Samples actions, ``[..., action_dim]``."""
+        mean = jnp.asarray(self.mean)
+        noise = jax.random.normal(key, mean.shape, dtype=mean.dtype)
+        return mean + self.std * noise
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-density of actions ``x`` ``[..., action_dim]``, summed over action dims; ``[...]``."""
+        log_std = self._log_std
+        z = (x - self.mean) * jnp.exp(-log_std)
+        return jnp.sum(-0.5 * jnp.square(z) - log_std - 0.5 * _LOG_2PI, axis=-1)
+
+    def entropy(self) -> jax.Array:
+        """Entropy summed over action dims, ``[...]``."""
+        return jnp.sum(self._log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
+
+    def kl(self, other: DiagGaussian) -> jax.Array:
+        """``KL(self || other)`` summed over action dims, ``[...]``."""
+        log_std_p, log_std_q = self._log_std, other._log_std
+        var_ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
+        mean_term = jnp.square((self.mean - other.mean) * jnp.exp(-log_std_q))
+        return jnp.sum(log_std_q - log_std_p + 0.5 * (var_ratio + mean_term - 1.0), axis=-1)
+
+    def mode(self) -> jax.Array:
+        """Most likely action (the mean), ``[..., action_dim]``."""
+        return self.mean

@@ -1,0 +1,89 @@
+"""Algorithm registry: name -> config class, ``make_<algo>`` and execution plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from jrl.config import merge, parse
+from jrl.errors import ConfigError
+from jrl.types import Algorithm, EnvSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoEntry:
+    """Where an algorithm lives and how it trains.
+
+    Attributes:
+      name: registered name (upper case, as in RLlib: ``PPO``).
+      module: module holding the config class and the ``make_`` function.
+      config_class: name of the frozen config dataclass in ``module``.
+      make: name of ``make_<algo>(config, networks, spec) -> Algorithm`` in ``module``.
+      plan: execution plan: ``on_policy`` or ``off_policy``.
+    """
+
+    name: str
+    module: str
+    config_class: str
+    make: str
+    plan: str
+
+    def load(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.module), attr)
+
+
+_ALGORITHMS: dict[str, AlgoEntry] = {}
+
+
+def register_algorithm(entry: AlgoEntry) -> None:
+    _ALGORITHMS[entry.name] = entry
+
+
+register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
+register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy"))
+
+
+def algorithm_names() -> list[str]:
+    return sorted(_ALGORITHMS)
+
+
+def get_entry(name: str) -> AlgoEntry:
+    """The entry for ``name`` (case-insensitive) or a ConfigError naming the closest one."""
+    if not isinstance(name, str):
+        raise ConfigError(f"algorithm must be a name like 'PPO', got {type(name).__name__}")
+    key = name.upper()
+    if key in _ALGORITHMS:
+        return _ALGORITHMS[key]
+    near = difflib.get_close_matches(key, list(_ALGORITHMS), n=1, cutoff=0.5)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise ConfigError(f"unknown algorithm '{name}'{hint} (available: {', '.join(algorithm_names())})")
+
+
+def config_class(name: str) -> type:
+    entry = get_entry(name)
+    return entry.load(entry.config_class)
+
+
+def parse_config(name: str, config: Any = None, *overrides: Mapping[str, Any] | None) -> Any:
+    """The algorithm's frozen config from a dict (or a config instance) plus overrides."""
+    cls = config_class(name)
+    if config is None:
+        base = cls()
+    elif isinstance(config, cls):
+        base = config
+    elif dataclasses.is_dataclass(config):
+        raise ConfigError(f"config is a {type(config).__name__}, but {get_entry(name).name} "
+                          f"needs a {cls.__name__} or a dict")
+    elif isinstance(config, Mapping):
+        base = parse(cls, config)
+    else:
+        raise ConfigError(f"config must be a dict, got {type(config).__name__}")
+    return merge(base, *overrides) if any(overrides) else base
+
+
+def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None) -> Algorithm:
+    entry = get_entry(name)
+    return entry.load(entry.make)(config, networks, spec)

@@ -1,0 +1,276 @@
+"""The rollout worker: steps a vector env with the algorithm's ``act`` and returns fragments.
+
+Side effects live here (envs, callbacks, files); the policy is a pytree of arrays set from outside
+(``set_policy``) and ``act`` is the algorithm's pure function, jitted once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+from jrl.callbacks import Episode, make_callbacks
+from jrl.errors import EnvError
+from jrl.rollout.envs import env_spec, make_vector_env
+from jrl.rollout.preprocessors import get_preprocessor
+from jrl.types import Transition
+
+logger = logging.getLogger(__name__)
+
+
+class SampleBatch(dict):
+    """Columns of a sampled fragment, each ``[T, B, ...]`` (time-major)."""
+
+    OBS, ACTIONS, REWARDS, NEW_OBS = "obs", "actions", "rewards", "new_obs"
+    TERMINATEDS, TRUNCATEDS, DONES, ACTION_LOGP = "terminateds", "truncateds", "dones", "action_logp"
+
+    @property
+    def count(self) -> int:
+        """Number of env steps in the batch (``T * B``)."""
+        shape = self[self.REWARDS].shape
+        return int(np.prod(shape))
+
+    @staticmethod
+    def concat_time(batches: list[SampleBatch]) -> SampleBatch:
+        return SampleBatch({k: np.concatenate([b[k] for b in batches], axis=0) for k in batches[0]})
+
+    def to_transition(self) -> Transition:
+        return Transition(obs=self[self.OBS], action=self[self.ACTIONS],
+                          reward=self[self.REWARDS].astype(np.float32),
+                          terminated=self[self.TERMINATEDS], truncated=self[self.TRUNCATEDS],
+                          next_obs=self[self.NEW_OBS],
+                          behaviour_logp=self[self.ACTION_LOGP].astype(np.float32))
+
+
+_GYM_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+
+
+def _user_env(env: gym.Env) -> gym.Env:
+    """The env as the user's creator (or gymnasium's entry point) made it, without jrl's wrappers."""
+    while isinstance(env, _GYM_WRAPPERS):
+        env = env.env
+    return env
+
+
+def _clip_reward(reward: np.ndarray, clip: Any) -> np.ndarray:
+    if clip is None or clip is False:
+        return reward
+    if clip is True:
+        return np.sign(reward)
+    return np.clip(reward, -float(clip), float(clip))
+
+
+class RolloutWorker:
+    """Samples fixed-length fragments from ``num_envs_per_worker`` envs.
+
+    Args:
+      env_id: gymnasium id or registered env name.
+      config: the algorithm's frozen config.
+      algo_name: registered algorithm name; the worker builds the same ``Algorithm`` the learner
+        uses (algorithms are pure, so building one per worker is cheap and keeps Ray free of
+        closures).
+      worker_index: 0 for the local worker, 1..N for remote ones.
+    """
+
+    def __init__(self, env_id: str, config: Any, algo_name: str, worker_index: int = 0):
+        from jrl.registry import make_algorithm
+        from jrl.rollout.offline import JsonWriter
+
+        self.config = config
+        self.worker_index = worker_index
+        self.env_id = env_id
+        self.num_envs = config.num_envs_per_worker
+        self.fragment_length = config.rollout_fragment_length
+        self.env = make_vector_env(env_id, self.num_envs, config.env_config,
+                                   horizon=config.horizon, worker_index=worker_index)
+        single_obs_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        self.preprocessor = get_preprocessor(single_obs_space, config.model)
+        self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space)
+        self.algorithm = make_algorithm(algo_name, config, self.spec)
+        self.callbacks = make_callbacks(config.callbacks)
+        self._act = jax.jit(self._act_and_split, static_argnums=3)
+        self._policy = None
+        seed = config.seed * 1000 + worker_index
+        self._key = jax.random.PRNGKey(seed)
+        raw_obs, _ = self.env.reset(seed=seed)
+        self.action_space.seed(seed)
+        self._raw_obs = raw_obs
+        self._obs = self._preprocess_batch(raw_obs)
+        self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
+        self._completed: list[dict] = []
+        self._steps_sampled = 0
+        self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
+                                   worker_index) if config.output else None)
+        box = isinstance(self.action_space, gym.spaces.Box)
+        self._action_bounds = ((self.action_space.low, self.action_space.high)
+                               if box and config.clip_actions else None)
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    def _act_and_split(self, policy, obs, key, explore):
+        key, act_key = jax.random.split(key)
+        action, extras = self.algorithm.act(policy, obs, act_key, explore)
+        return action, extras, key
+
+    def set_policy(self, policy: Any) -> None:
+        """Sets the pytree that ``act`` reads (params, filter statistics, epsilon, ...)."""
+        self._policy = policy
+
+    def get_policy(self) -> Any:
+        return self._policy
+
+    # -- envs -----------------------------------------------------------------------------------
+
+    def foreach_env(self, fn) -> list:
+        """Calls ``fn(env)`` on each env of this worker (e.g. to set a curriculum phase)."""
+        return [fn(_user_env(env)) for env in self.env.envs]
+
+    def foreach_env_with_context(self, fn) -> list:
+        """Calls ``fn(env, env_context)`` on each env of this worker."""
+        from jrl.rollout.envs import EnvContext
+
+        return [fn(_user_env(env), EnvContext(self.config.env_config, self.worker_index, i))
+                for i, env in enumerate(self.env.envs)]
+
+    def _preprocess_batch(self, raw_obs: Any) -> np.ndarray:
+        try:
+            return self.preprocessor.transform_batch(raw_obs)
+        except EnvError:
+            raise
+        except (ValueError, TypeError, IndexError) as e:
+            raise EnvError(f"env '{self.env_id}' returned an observation that does not fit its "
+                           f"observation space {self.env.single_observation_space}: {e}") from e
+
+    def _start_episode(self, env_index: int) -> Episode:
+        episode = Episode(env_index)
+        episode._last_obs = self._obs[env_index]
+        self.callbacks.on_episode_start(worker=self, base_env=self.env, policies=self._policy,
+                                        episode=episode, env_index=env_index)
+        return episode
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self) -> SampleBatch:
+        """Steps every env ``rollout_fragment_length`` times; returns a ``[T, B]`` batch."""
+        if self._policy is None:
+            raise RuntimeError("RolloutWorker.sample() called before set_policy()")
+        T, B = self.fragment_length, self.num_envs
+        obs_buf = np.empty((T, B, *self.spec.obs_shape), self.preprocessor.dtype)
+        next_buf = np.empty_like(obs_buf)
+        rew_buf = np.empty((T, B), np.float32)
+        term_buf = np.empty((T, B), bool)
+        trunc_buf = np.empty((T, B), bool)
+        eps_buf = np.empty((T, B), np.int64)
+        t_buf = np.empty((T, B), np.int64)
+        actions, extras_list = [], []
+        segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
+        seg_start = np.zeros(B, np.int64)
+        explore = bool(self.config.explore)
+        for t in range(T):
+            obs = self._obs
+            obs_buf[t] = obs
+            action, extras, self._key = self._act(self._policy, obs, self._key, explore)
+            action = np.asarray(action)
+            actions.append(action)
+            extras_list.append(extras)
+            env_action = action
+            if self._action_bounds is not None:
+                env_action = np.clip(action, *self._action_bounds)
+            raw_next, reward, terminated, truncated, info = self.env.step(env_action)
+            next_obs = self._preprocess_batch(raw_next)
+            done = terminated | truncated
+            true_next = next_obs
+            if done.any():
+                true_next = next_obs.copy()
+                final_obs = info["final_obs"]
+                for i in np.flatnonzero(done):
+                    true_next[i] = self.preprocessor.transform(final_obs[i])
+            next_buf[t] = true_next
+            rew_buf[t] = _clip_reward(np.asarray(reward, np.float32), self.config.clip_rewards)
+            term_buf[t] = terminated
+            trunc_buf[t] = truncated
+            for i, episode in enumerate(self._episodes):
+                eps_buf[t, i] = episode.episode_id
+                t_buf[t, i] = episode.length
+                episode.length += 1
+                episode.total_reward += float(reward[i])
+                episode._last_obs = true_next[i]
+                episode._last_action = action[i]
+                episode._last_reward = float(reward[i])
+                episode._last_terminated = bool(terminated[i])
+                episode._last_truncated = bool(truncated[i])
+                self.callbacks.on_episode_step(worker=self, base_env=self.env, episode=episode,
+                                               env_index=i)
+            for i in np.flatnonzero(done):
+                episode = self._episodes[i]
+                if "final_info" in info:
+                    episode._last_info = {k: v[i] for k, v in info["final_info"].items()
+                                          if not k.startswith("_")}
+                self.callbacks.on_episode_end(worker=self, base_env=self.env,
+                                              policies=self._policy, episode=episode,
+                                              env_index=int(i))
+                self._completed.append({
+                    "episode_reward": episode.total_reward, "episode_len": episode.length,
+                    "custom_metrics": dict(episode.custom_metrics),
+                    "hist_data": {k: list(v) for k, v in episode.hist_data.items()},
+                })
+                segments.append((int(i), int(seg_start[i]), t + 1, episode))
+                seg_start[i] = t + 1
+            self._obs = next_obs
+            for i in np.flatnonzero(done):
+                self._episodes[i] = self._start_episode(int(i))
+        for i, episode in enumerate(self._episodes):
+            if seg_start[i] < T:
+                segments.append((i, int(seg_start[i]), T, episode))
+        stacked_extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                      *extras_list)
+        batch = SampleBatch(obs=obs_buf, actions=np.stack(actions), rewards=rew_buf,
+                            terminateds=term_buf, truncateds=trunc_buf, new_obs=next_buf,
+                            eps_id=eps_buf, t=t_buf)
+        batch.update({k: v for k, v in stacked_extras.items()})
+        if SampleBatch.ACTION_LOGP not in batch:
+            batch[SampleBatch.ACTION_LOGP] = np.zeros((T, B), np.float32)
+        self._postprocess(batch, segments)
+        self._steps_sampled += T * B
+        self.callbacks.on_sample_end(worker=self, samples=batch)
+        if self._writer is not None:
+            self._writer.write(batch)
+        return batch
+
+    def _postprocess(self, batch: SampleBatch, segments: list) -> None:
+        hook = self.callbacks.on_postprocess_trajectory
+        # Skip the per-episode views when the user did not override the hook.
+        if getattr(hook, "__func__", None) is _default_postprocess:
+            return
+        for env_index, start, stop, episode in segments:
+            view = SampleBatch({k: v[start:stop, env_index] for k, v in batch.items()})
+            original = {"default_policy": (self._policy, SampleBatch(
+                {k: v.copy() for k, v in view.items()}))}
+            hook(worker=self, episode=episode, agent_id=0, policy_id="default_policy",
+                 policies={"default_policy": self._policy}, postprocessed_batch=view,
+                 original_batches=original)
+            for k, v in view.items():  # write back in case a column was replaced, not mutated
+                if v is not batch[k][start:stop, env_index]:
+                    batch[k][start:stop, env_index] = v
+
+    def pop_episodes(self) -> list[dict]:
+        """Returns and clears the statistics of episodes completed since the last call."""
+        done, self._completed = self._completed, []
+        return done
+
+    @property
+    def steps_sampled(self) -> int:
+        return self._steps_sampled
+
+    def close(self) -> None:
+        self.env.close()
+
+
+from jrl.callbacks import DefaultCallbacks as _DefaultCallbacks  # noqa: E402
+
+_default_postprocess = _DefaultCallbacks.on_postprocess_trajectory

@@ -1,0 +1,479 @@
+"""The ``Trainer`` facade: ``train()``, ``save()``, ``restore()``, ``compute_action()``, ...
+
+A thin, stateful shell around the pure pieces: it owns the rollout workers, the algorithm's
+``TrainState``, the execution plan, the results directory and the counters.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import platform
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrl import checkpoint as ckpt
+from jrl import registry
+from jrl.config import jsonable, to_dict
+from jrl.errors import CheckpointError, ConfigError
+from jrl.logger import ResultLogger, make_logdir
+from jrl.networks import catalog
+from jrl.rollout.evaluation import run_episodes
+from jrl.rollout.worker import RolloutWorker
+from jrl.rollout.worker_set import WorkerSet
+
+logger = logging.getLogger("jrl")
+
+RESULTS_DIR_ENV = "JRL_RESULTS_DIR"
+
+
+def default_results_dir() -> str:
+    return os.environ.get(RESULTS_DIR_ENV) or os.path.expanduser("~/jrl_results")
+
+
+def _to_host(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def _summarize_episodes(episodes: list[dict]) -> dict[str, Any]:
+    rewards = [e["episode_reward"] for e in episodes]
+    lengths = [e["episode_len"] for e in episodes]
+    nan = float("nan")
+    result = {
+        "episode_reward_mean": float(np.mean(rewards)) if rewards else nan,
+        "episode_reward_min": float(np.min(rewards)) if rewards else nan,
+        "episode_reward_max": float(np.max(rewards)) if rewards else nan,
+        "episode_len_mean": float(np.mean(lengths)) if lengths else nan,
+    }
+    custom: dict[str, list[float]] = collections.defaultdict(list)
+    hist: dict[str, list] = {"episode_reward": rewards, "episode_lengths": lengths}
+    for e in episodes:
+        for k, v in e.get("custom_metrics", {}).items():
+            custom[k].append(float(v))
+        for k, v in e.get("hist_data", {}).items():
+            hist.setdefault(k, []).extend(v)
+    result["custom_metrics"] = {}
+    for k, values in custom.items():
+        result["custom_metrics"][f"{k}_mean"] = float(np.mean(values))
+        result["custom_metrics"][f"{k}_min"] = float(np.min(values))
+        result["custom_metrics"][f"{k}_max"] = float(np.max(values))
+    result["hist_stats"] = hist
+    return result
+
+
+class Policy:
+    """The trainer's policy as RLlib users know it: weights, actions and the model."""
+
+    def __init__(self, trainer: Trainer):
+        self._trainer = trainer
+        self.model = PolicyModel(trainer)
+        self.observation_space = trainer.workers.local_worker().env.single_observation_space
+        self.action_space = trainer.workers.local_worker().action_space
+        self.config = trainer.config
+
+    def get_weights(self) -> Any:
+        """The network params as a nested dict of NumPy arrays."""
+        return _to_host(self._trainer.state.params)
+
+    def set_weights(self, weights: Any) -> None:
+        """Replaces the network params (structure, shapes and dtypes must match)."""
+        current = self._trainer.state.params
+        try:
+            new = jax.tree.map(lambda c, w: jnp.asarray(w, c.dtype).reshape(c.shape), current,
+                               weights)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"set_weights: weights do not match the policy's params: {e}"
+                              ) from None
+        self._trainer.state = self._trainer.state._replace(params=new)
+
+    def compute_actions(self, obs_batch: Any, explore: bool = False) -> tuple[np.ndarray, list,
+                                                                              dict]:
+        """Actions for a batch of raw observations: ``(actions, [], extras)``."""
+        return self._trainer._compute_batch(list(obs_batch), explore)
+
+    def compute_single_action(self, obs: Any, explore: bool = False) -> tuple[Any, list, dict]:
+        actions, state, extras = self._trainer._compute_batch([obs], explore)
+        return actions[0], state, {k: v[0] for k, v in extras.items()}
+
+    def get_state(self) -> dict:
+        return {"weights": self.get_weights()}
+
+    def set_state(self, state: Mapping) -> None:
+        self.set_weights(state["weights"])
+
+
+class PolicyModel:
+    """Forward passes of the policy's network on raw observations (preprocessed and filtered)."""
+
+    def __init__(self, trainer: Trainer):
+        self._trainer = trainer
+        spec = trainer.spec
+        algo_config = trainer.algo_config
+        self.dist_class = None
+        if trainer.algo_name == "DQN":
+            self.network = catalog.make_q_network(spec, algo_config.model,
+                                                  dueling=algo_config.dueling,
+                                                  hiddens=tuple(algo_config.hiddens))
+        else:
+            self.network = catalog.make_actor_critic(spec, algo_config.model)
+            self.dist_class = (catalog.make_distribution(spec, _dummy_dist_params(spec))
+                               .__class__)
+        from jrl.rollout.filters import get_filter
+
+        obs_filter = get_filter(algo_config.observation_filter)
+        self._forward = jax.jit(lambda params, fstate, obs: self.network.apply(
+            params, obs_filter.apply(fstate, obs)))
+
+    def _run(self, obs_batch: Any) -> Any:
+        worker = self._trainer.workers.local_worker()
+        obs = np.stack([worker.preprocessor.transform(o) for o in obs_batch])
+        state = self._trainer.state
+        return self._forward(state.params, state.obs_filter, obs)
+
+    def value_function(self, obs_batch: Any) -> np.ndarray:
+        """State values ``[N]`` (actor-critic algorithms) or max Q-values (DQN)."""
+        out = self._run(obs_batch)
+        if self.dist_class is None:
+            return np.asarray(out).max(axis=-1)
+        return np.asarray(out[1])
+
+    def q_values(self, obs_batch: Any) -> np.ndarray:
+        """Q-values ``[N, num_actions]`` (DQN)."""
+        if self.dist_class is not None:
+            raise ConfigError(f"{self._trainer.algo_name} has no Q-values; use value_function")
+        return np.asarray(self._run(obs_batch))
+
+    def distribution(self, obs_batch: Any):
+        """The action distribution for a batch of raw observations (actor-critic algorithms)."""
+        if self.dist_class is None:
+            raise ConfigError(f"{self._trainer.algo_name} has no action distribution")
+        dist_params, _ = self._run(obs_batch)
+        return catalog.make_distribution(self._trainer.spec, dist_params)
+
+    def logp(self, obs_batch: Any, actions: Any) -> np.ndarray:
+        """Log-probabilities ``[N]`` of ``actions`` under the policy."""
+        return np.asarray(self.distribution(obs_batch).log_prob(jnp.asarray(actions)))
+
+    def summary(self) -> str:
+        """Parameter paths, shapes and the total count."""
+        return catalog.param_summary(self._trainer.state.params)
+
+    def num_params(self) -> int:
+        return catalog.count_params(self._trainer.state.params)
+
+
+def _dummy_dist_params(spec):
+    if spec.discrete:
+        return jnp.zeros((1, spec.num_actions))
+    return (jnp.zeros((1, *spec.action_shape)), jnp.zeros((1, *spec.action_shape)))
+
+
+class Trainer:
+    """Trains one algorithm on one env (RLlib's ``Trainer``).
+
+    Args:
+      algo: registered algorithm name (``"PPO"``, ``"DQN"``); per-algorithm subclasses such as
+        ``PPOTrainer`` fix it.
+      env: env id or registered name (or ``config["env"]``).
+      config: a dict of config keys (RLlib style) or the algorithm's config dataclass.
+      local_dir: root of the results directory (default ``~/jrl_results`` or ``$JRL_RESULTS_DIR``).
+      experiment: experiment name, the directory level under ``local_dir``.
+      logdir: exact results directory (overrides ``local_dir``/``experiment``).
+      log_to_disk: write params.json / result.json / progress.csv / TensorBoard events.
+    """
+
+    _algo_name: str | None = None
+
+    def __init__(self, algo: str | None = None, env: str | None = None, config: Any = None, *,
+                 local_dir: str | None = None, experiment: str = "default",
+                 logdir: str | None = None, log_to_disk: bool = True,
+                 logger_creator: Any = None):
+        if isinstance(algo, Mapping) and config is None:  # RLlib's PPOTrainer(config, env)
+            algo, config = None, algo
+        name = algo or self._algo_name
+        if name is None:
+            raise ConfigError("no algorithm given: Trainer('PPO', env=...) or PPOTrainer(...)")
+        if self._algo_name is not None and algo is not None and \
+                registry.get_entry(algo).name != self._algo_name:
+            raise ConfigError(f"{type(self).__name__} trains {self._algo_name}, not {algo}")
+        self.algo_name = registry.get_entry(name).name
+        overrides = {"env": env} if env is not None else {}
+        self.algo_config = registry.parse_config(self.algo_name, config, overrides)
+        if not self.algo_config.env:
+            raise ConfigError("no env given: pass env='CartPole-v1' or config['env']")
+        self.env_id = self.algo_config.env
+        self.config = to_dict(self.algo_config)
+        _set_log_level(self.algo_config.log_level)
+        local = RolloutWorker(self.env_id, self.algo_config, self.algo_name, worker_index=0)
+        self.workers = WorkerSet(local)
+        self.spec = local.spec
+        self.algorithm = local.algorithm
+        self.callbacks = local.callbacks
+        self.state = jax.jit(self.algorithm.init)(jax.random.PRNGKey(self.algo_config.seed))
+        self._plan = self._make_plan()
+        self._act = jax.jit(self.algorithm.act, static_argnums=3)
+        self._policy_fn = jax.jit(self.algorithm.policy)
+        self._action_key = jax.random.PRNGKey(self.algo_config.seed + 7919)
+        self.iteration = 0
+        self.timesteps_total = 0
+        self.episodes_total = 0
+        self.time_total_s = 0.0
+        self._recent_episodes: collections.deque = collections.deque(
+            maxlen=self.algo_config.metrics_smoothing_episodes)
+        self.experiment_id = uuid.uuid4().hex
+        self._policy: Policy | None = None
+        self.logdir = logdir
+        self._result_logger: ResultLogger | None = None
+        if log_to_disk:
+            if self.logdir is None:
+                self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
+                                          self.algo_name, self.env_id)
+            os.makedirs(self.logdir, exist_ok=True)
+            params = {"algo": self.algo_name, **jsonable(self.config)}
+            self._result_logger = ResultLogger(self.logdir, params)
+
+    # -- construction helpers -------------------------------------------------------------------
+
+    def _make_plan(self):
+        entry = registry.get_entry(self.algo_name)
+        if entry.plan == "on_policy":
+            from jrl.execution.on_policy import OnPolicyPlan
+
+            return OnPolicyPlan(self.algorithm, self.workers, self.algo_config)
+        from jrl.execution.off_policy import OffPolicyPlan
+
+        return OffPolicyPlan(self.algorithm, self.workers, self.algo_config, self.spec)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, **kwargs: Any) -> Trainer:
+        """A trainer rebuilt from a checkpoint's metadata (algo, env, config), then restored."""
+        path = ckpt.resolve_checkpoint(path)
+        meta = ckpt.load_metadata(path)
+        algo = meta.get("algo")
+        if cls._algo_name is not None and algo != cls._algo_name:
+            raise CheckpointError(f"checkpoint '{path}' was written by {algo}, not "
+                                  f"{cls._algo_name}")
+        config = dict(meta.get("config") or {})
+        config["callbacks"] = _restorable_callbacks(config.get("callbacks"))
+        config.update(kwargs.pop("config", None) or {})
+        trainer_cls = cls if cls._algo_name is not None else Trainer
+        args = (algo,) if trainer_cls is Trainer else ()
+        trainer = trainer_cls(*args, config=config, **kwargs)
+        trainer.restore(path)
+        return trainer
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Runs one training iteration and returns its RLlib-style result dict."""
+        start = time.time()
+        cfg = self.algo_config
+        steps_this_iter, metrics_list = 0, []
+        while True:
+            self.state, metrics, steps = self._plan.step(self.state)
+            steps_this_iter += steps
+            if metrics is not None:
+                metrics_list.append(metrics)
+            enough_steps = steps_this_iter >= cfg.timesteps_per_iteration
+            if enough_steps and time.time() - start >= cfg.min_iter_time_s:
+                break
+        learner = {}
+        if metrics_list:
+            stacked = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
+                                   *metrics_list)
+            learner = {k: v for k, v in stacked.items()}
+        episodes = self.workers.pop_episodes()
+        self.iteration += 1
+        self.timesteps_total += steps_this_iter
+        self.episodes_total += len(episodes)
+        window = list(self._recent_episodes)
+        self._recent_episodes.extend(episodes)
+        smoothing = cfg.metrics_smoothing_episodes
+        shown = episodes if len(episodes) >= smoothing else (
+            window[-(smoothing - len(episodes)):] + episodes if window else episodes)
+        time_this_iter = time.time() - start
+        self.time_total_s += time_this_iter
+        result: dict[str, Any] = _summarize_episodes(shown)
+        result.update(
+            episodes_this_iter=len(episodes),
+            episodes_total=self.episodes_total,
+            timesteps_this_iter=steps_this_iter,
+            timesteps_total=self.timesteps_total,
+            num_env_steps_sampled=self.timesteps_total,
+            training_iteration=self.iteration,
+            time_this_iter_s=time_this_iter,
+            time_total_s=self.time_total_s,
+            info={"learner": {"default_policy": learner},
+                  "num_steps_sampled": self.timesteps_total,
+                  "num_steps_trained": int(self.state.num_updates)},
+            num_workers=cfg.num_workers,
+            done=False,
+            experiment_id=self.experiment_id,
+            date=time.strftime("%Y-%m-%d_%H-%M-%S"),
+            timestamp=int(time.time()),
+            hostname=socket.gethostname(),
+            node_ip="127.0.0.1",
+            pid=os.getpid(),
+            config=jsonable(self.config),
+        )
+        if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
+            result.update(self.evaluate())
+        self.callbacks.on_train_result(trainer=self, result=result)
+        if self._result_logger is not None:
+            self._result_logger.log({k: v for k, v in result.items() if k != "config"})
+        return result
+
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+        """Runs evaluation episodes (greedy unless ``evaluation_config`` sets ``explore``);
+        returns ``{"evaluation": {episode_reward_mean, ...}}``."""
+        cfg = self.algo_config
+        explore = bool(cfg.evaluation_config.get("explore", False))
+        n = num_episodes or cfg.evaluation_num_episodes
+        episodes = run_episodes(self._act, self._policy_fn(self.state),
+                                self.workers.local_worker().preprocessor, self.env_id, cfg, n,
+                                explore=explore, seed=cfg.seed + 10_000 + self.iteration)
+        summary = _summarize_episodes(episodes)
+        summary["episodes_this_iter"] = len(episodes)
+        return {"evaluation": summary}
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def _compute_batch(self, obs_list: list, explore: bool) -> tuple[np.ndarray, list, dict]:
+        worker = self.workers.local_worker()
+        for obs in obs_list:
+            worker.preprocessor.check(obs)
+        obs = np.stack([worker.preprocessor.transform(o) for o in obs_list])
+        self._action_key, key = jax.random.split(self._action_key)
+        action, extras = self._act(self._policy_fn(self.state), obs, key, bool(explore))
+        action = np.asarray(action)
+        if not self.spec.discrete and self.algo_config.clip_actions:
+            action = np.clip(action, np.asarray(self.spec.action_low).reshape(
+                self.spec.action_shape), np.asarray(self.spec.action_high).reshape(
+                self.spec.action_shape))
+        return action, [], {k: np.asarray(v) for k, v in extras.items()}
+
+    def compute_action(self, observation: Any, state: list | None = None,
+                       prev_action: Any = None, prev_reward: float | None = None,
+                       info: dict | None = None, policy_id: str = "default_policy",
+                       full_fetch: bool = False, explore: bool | None = False) -> Any:
+        """The action for one raw observation (preprocessed and filtered first).
+
+        With ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does.
+        ``state``, ``prev_action``, ``prev_reward`` and ``info`` are accepted for RLlib
+        compatibility; jrl's networks are not recurrent, so they do not change the action.
+        """
+        if policy_id != "default_policy":
+            raise ConfigError(f"unknown policy_id '{policy_id}' (jrl trains one policy: "
+                              "'default_policy')")
+        explore = self.algo_config.explore if explore is None else explore
+        actions, state_out, extras = self._compute_batch([observation], explore)
+        action = actions[0]
+        if full_fetch:
+            return action, state_out, {k: v[0] for k, v in extras.items()}
+        return action
+
+    compute_single_action = compute_action
+
+    def compute_actions(self, observations: Mapping | list, explore: bool | None = False
+                        ) -> Any:
+        """Actions for a dict ``{key: obs}`` (returns a dict) or a list of observations."""
+        explore = self.algo_config.explore if explore is None else explore
+        if isinstance(observations, Mapping):
+            keys = list(observations)
+            actions, _, _ = self._compute_batch([observations[k] for k in keys], explore)
+            return dict(zip(keys, actions))
+        return self._compute_batch(list(observations), explore)[0]
+
+    def get_policy(self, policy_id: str = "default_policy") -> Policy:
+        if policy_id != "default_policy":
+            raise ConfigError(f"unknown policy_id '{policy_id}' (jrl trains one policy: "
+                              "'default_policy')")
+        if self._policy is None:
+            self._policy = Policy(self)
+        return self._policy
+
+    def get_weights(self) -> dict[str, Any]:
+        return {"default_policy": self.get_policy().get_weights()}
+
+    def set_weights(self, weights: Mapping[str, Any]) -> None:
+        self.get_policy().set_weights(weights["default_policy"])
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {"algo": self.algo_name, "env": self.env_id, "config": jsonable(self.config),
+                "timesteps_total": self.timesteps_total, "episodes_total": self.episodes_total,
+                "time_total_s": self.time_total_s, "training_iteration": self.iteration,
+                "python": platform.python_version(), "jax_version": jax.__version__}
+
+    def save(self, checkpoint_dir: str | None = None) -> str:
+        """Writes ``checkpoint_<iteration>/`` (atomically) and returns its path."""
+        directory = checkpoint_dir or self.logdir
+        if directory is None:
+            raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
+        return ckpt.save_checkpoint(directory, self.iteration, {"algo": _to_host(self.state)},
+                                    self._metadata())
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restores state and counters from a checkpoint written by ``save``."""
+        path = ckpt.resolve_checkpoint(checkpoint_path)
+        meta = ckpt.load_metadata(path)
+        if meta.get("algo") != self.algo_name:
+            raise CheckpointError(f"checkpoint '{path}' was written by {meta.get('algo')}, "
+                                  f"not {self.algo_name}")
+        abstract = jax.eval_shape(lambda: {"algo": self.state})
+        restored = ckpt.restore_state(path, abstract)
+        self.state = jax.tree.map(jnp.asarray, restored["algo"])
+        self.iteration = int(meta.get("training_iteration", meta.get("iteration", 0)))
+        self.timesteps_total = int(meta.get("timesteps_total", 0))
+        self.episodes_total = int(meta.get("episodes_total", 0))
+        self.time_total_s = float(meta.get("time_total_s", 0.0))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Closes envs and result files."""
+        self.workers.stop()
+        if self._result_logger is not None:
+            self._result_logger.close()
+
+    cleanup = stop
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"{self.algo_name}Trainer(env={self.env_id!r}, iteration={self.iteration})"
+
+
+def _restorable_callbacks(spec: Any) -> Any:
+    """Callbacks from checkpoint metadata: import paths come back, anything else is dropped."""
+    if isinstance(spec, str):
+        try:
+            from jrl.config import resolve_import
+
+            return resolve_import(spec, "callbacks")
+        except ConfigError as e:
+            logger.warning("not restoring callbacks: %s", e)
+    return None
+
+
+def _set_log_level(level: str) -> None:
+    logging.getLogger("jrl").setLevel("WARNING" if level == "WARN" else level)
+
+
+def make_trainer_class(algo_name: str) -> type[Trainer]:
+    """``PPOTrainer``-style subclass with the algorithm fixed."""
+    return type(f"{algo_name}Trainer", (Trainer,), {"_algo_name": algo_name,
+                                                     "__doc__": f"Trainer for {algo_name}."})
