@@ -39,9 +39,8 @@ def _obs(spec: EnvSpec, seed: int = 0) -> jax.Array:
 
 
 def _init_apply(net, obs):
-    # One compiled program per network is faster than running init op by op.
-    params = jax.jit(net.init)(jax.random.key(1), obs)
-    return params, jax.jit(net.apply)(params, obs)
+    params = net.init(jax.random.key(1), obs)
+    return params, net.apply(params, obs)
 
 
 def _top_level(params) -> set[str]:

@@ -31,10 +31,10 @@ class OffPolicyPlan:
         T, B = config.rollout_fragment_length, workers.num_envs
         example_fragment = jax.tree.map(
             lambda x: jnp.zeros((T, B, *x.shape), x.dtype), self._example_step(spec))
-        example_item = jax.tree.map(lambda x: x[0], jax.eval_shape(self._postprocess,
-                                                                   example_fragment))
+        example_items = jax.eval_shape(self._postprocess, example_fragment)
         self.replay = replay_init(
-            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example_item), config.buffer_size)
+            jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example_items),
+            config.buffer_size)
         self._add = jax.jit(self._add_impl, donate_argnums=(1,))
         self._learn = jax.jit(self._learn_impl, donate_argnums=(1,))
         self._env_steps = 0

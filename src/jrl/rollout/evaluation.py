@@ -14,10 +14,11 @@ from jrl.rollout.envs import make_env, make_vector_env
 
 def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, config: Any,
                  num_episodes: int, *, explore: bool = False, seed: int = 10_000,
-                 max_steps: int | None = None) -> list[dict]:
+                 max_steps: int | None = None, record: bool = False) -> list[dict]:
     """Runs ``num_episodes`` episodes in parallel envs (one episode per env) and returns their
     ``{"episode_reward", "episode_len"}``. ``act`` is the jitted ``(policy, obs, key, explore)``.
-    ``max_steps`` caps the total number of env steps over all episodes."""
+    ``max_steps`` caps the total number of env steps over all episodes. With ``record`` each
+    episode also holds its preprocessed ``obs``, ``actions`` and ``rewards``."""
     results: list[dict] = []
     key = jax.random.PRNGKey(seed)
     steps_left = max_steps if max_steps is not None else np.inf
@@ -29,21 +30,31 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
             returns, lengths = np.zeros(n), np.zeros(n, np.int64)
             active = np.ones(n, bool)
             bounds = _action_bounds(env.single_action_space, config)
+            trajectories = [{"obs": [], "actions": [], "rewards": []} for _ in range(n)]
             while active.any() and steps_left > 0:
                 key, act_key = jax.random.split(key)
-                action, _ = act(policy, preprocessor.transform_batch(raw), act_key, explore)
+                obs = preprocessor.transform_batch(raw)
+                action, _ = act(policy, obs, act_key, explore)
                 action = np.asarray(action)
+                if record:
+                    for i in np.flatnonzero(active):
+                        trajectories[i]["obs"].append(obs[i].tolist())
+                        trajectories[i]["actions"].append(action[i].tolist())
                 if bounds is not None:
                     action = np.clip(action, *bounds)
                 raw, reward, terminated, truncated, _ = env.step(action)
                 returns += np.where(active, reward, 0.0)
+                if record:
+                    for i in np.flatnonzero(active):
+                        trajectories[i]["rewards"].append(float(reward[i]))
                 lengths += active
                 steps_left -= int(active.sum())
                 active &= ~(terminated | truncated)
             for i in range(n):
                 if not active[i]:
                     results.append({"episode_reward": float(returns[i]),
-                                    "episode_len": int(lengths[i])})
+                                    "episode_len": int(lengths[i]),
+                                    **(trajectories[i] if record else {})})
         finally:
             env.close()
     return results

@@ -1,0 +1,5 @@
+import sys
+
+from jrl.cli import main
+
+sys.exit(main())

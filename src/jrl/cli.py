@@ -1,0 +1,376 @@
+"""``jrl`` command line: ``jrl train`` and ``jrl evaluate`` (alias ``jrl rollout``).
+
+Bad input (config, env, checkpoint) prints one line on stderr and exits with code 2; ``-vv``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from jrl.errors import ConfigError, JrlError
+
+EXIT_USAGE = 2
+DEFAULT_MAX_TIMESTEPS = 200_000
+EXPERIMENT_KEYS = ("run", "env", "stop", "config", "checkpoint_freq", "checkpoint_at_end",
+                   "local_dir")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(EXIT_USAGE, f"jrl: error: {message}\n")
+
+
+def _parse_json(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what} is not valid JSON: {e.msg} at position {e.pos}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_stop(items: list[str] | None) -> dict[str, Any]:
+    """``--stop`` as one JSON object or as ``key=value`` pairs."""
+    stop: dict[str, Any] = {}
+    for item in items or []:
+        item = item.strip()
+        if item.startswith("{"):
+            stop.update(_parse_json(item, "--stop"))
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--stop expects JSON or key=value, got '{item}'")
+        stop[key.strip()] = _parse_scalar(value.strip())
+    for key, value in stop.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"stop criterion '{key}' must be a number, got {value!r}")
+    return stop
+
+
+def _lookup(result: Mapping[str, Any], key: str) -> Any:
+    value: Any = result
+    for part in key.split("/"):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def should_stop(result: Mapping[str, Any], stop: Mapping[str, Any]) -> bool:
+    """True when any criterion ``result[key] >= value`` holds (keys may be ``a/b`` paths)."""
+    for key, target in stop.items():
+        value = _lookup(result, key)
+        if isinstance(value, (int, float)) and not math.isnan(value) and value >= target:
+            return True
+    return False
+
+
+def _check_stop_keys(stop: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    from jrl.config import unknown_key_error
+    from jrl.logger import flatten_result
+
+    valid = list(flatten_result({k: v for k, v in result.items() if k != "config"}))
+    for key in stop:
+        if _lookup(result, key) is None and key not in ("evaluation/episode_reward_mean",):
+            raise unknown_key_error(key, valid, "stop.")
+
+
+def load_experiments(path: str) -> dict[str, dict[str, Any]]:
+    """Experiments from an RLlib tuned-example YAML: ``{name: {run, env, stop, config, ...}}``."""
+    from jrl.config import load_file, unknown_key_error
+
+    data = load_file(path)
+    if not data:
+        raise ConfigError(f"experiment file '{path}' holds no experiments")
+    experiments = {}
+    for name, spec in data.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"experiment '{name}' in '{path}' must be a mapping")
+        for key in spec:
+            if key not in EXPERIMENT_KEYS:
+                raise unknown_key_error(key, list(EXPERIMENT_KEYS), f"{name}.")
+        if _has_grid_search(spec.get("config") or {}):
+            raise ConfigError(f"experiment '{name}' uses grid_search, which needs Ray Tune; "
+                              "run a single configuration per experiment for now")
+        experiments[str(name)] = dict(spec)
+    return experiments
+
+
+def _has_grid_search(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "grid_search" in value or any(_has_grid_search(v) for v in value.values())
+    return False
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbosity < 2:
+        for noisy in ("absl", "jax", "orbax", "orbax.checkpoint"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _default_stop(env_id: str) -> tuple[dict[str, Any], bool]:
+    """Greedy evaluation reaching the env's reward threshold, or a timestep cap."""
+    stop: dict[str, Any] = {"timesteps_total": DEFAULT_MAX_TIMESTEPS}
+    try:
+        import gymnasium as gym
+
+        threshold = gym.spec(env_id).reward_threshold
+    except Exception:  # registered or unknown envs have no gymnasium spec
+        threshold = None
+    if threshold is not None:
+        stop["evaluation/episode_reward_mean"] = threshold
+    return stop, threshold is not None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.eager:
+        import jax
+
+        jax.config.update("jax_disable_jit", True)
+    experiments: dict[str, dict[str, Any]]
+    if args.file:
+        experiments = load_experiments(args.file)
+    else:
+        if not args.run:
+            raise ConfigError("jrl train needs --algo (e.g. --algo PPO) or -f experiment.yaml")
+        experiments = {args.experiment_name or "default": {}}
+    cli_config = _parse_json(args.config, "--config") if args.config else {}
+    flags: dict[str, Any] = {}
+    if args.seed is not None:
+        flags["seed"] = args.seed
+    if args.num_workers is not None:
+        flags["num_workers"] = args.num_workers
+    if args.env:
+        flags["env"] = args.env
+    stop_flags = parse_stop(args.stop)
+    for name, spec in experiments.items():
+        run_experiment(args, name, spec, cli_config, flags, stop_flags)
+    return 0
+
+
+def run_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
+                   cli_config: dict, flags: dict, stop_flags: dict) -> None:
+    from jrl import registry
+    from jrl.config import deep_merge
+    from jrl.logger import ProgressReporter
+    from jrl.trainer import Trainer, default_results_dir
+
+    algo = args.run or spec.get("run")
+    if not algo:
+        raise ConfigError(f"experiment '{name}' names no algorithm ('run: PPO') and no --algo")
+    registry.get_entry(algo)
+    config = deep_merge(dict(spec.get("config") or {}), cli_config)
+    if spec.get("env") and "env" not in flags:
+        config["env"] = spec["env"]
+    config = deep_merge(config, flags)
+    if not config.get("env"):
+        raise ConfigError("no env given: use --env CartPole-v1 (or 'env:' in the experiment file)")
+    stop = dict(spec.get("stop") or {})
+    if not isinstance(stop, Mapping):
+        raise ConfigError(f"experiment '{name}': 'stop' must be a mapping")
+    stop = {**(parse_stop([json.dumps(dict(stop))]) if stop else {}), **stop_flags}
+    if not stop:
+        stop, evaluates = _default_stop(config["env"])
+        if evaluates and "evaluation_interval" not in config:
+            config["evaluation_interval"] = 1
+    elif any(k.startswith("evaluation/") for k in stop) and "evaluation_interval" not in config:
+        config["evaluation_interval"] = 1
+    local_dir = args.local_dir or spec.get("local_dir") or default_results_dir()
+    checkpoint_freq = args.checkpoint_freq if args.checkpoint_freq is not None else int(
+        spec.get("checkpoint_freq", 0))
+    checkpoint_at_end = args.checkpoint_at_end or bool(spec.get("checkpoint_at_end", True))
+    trainer = Trainer(algo, config=config, local_dir=local_dir, experiment=name)
+    out = sys.stdout
+    print(f"Training {trainer.algo_name} on {trainer.env_id}; stop when "
+          + " or ".join(f"{k} >= {v:g}" for k, v in stop.items()), file=out)
+    print(f"Results: {trainer.logdir}", file=out)
+    last_checkpoint = None
+    interrupted = False
+    try:
+        with ProgressReporter(enabled=not args.quiet) as progress:
+            first = True
+            while True:
+                result = trainer.train()
+                if first:
+                    _check_stop_keys(stop, result)
+                    first = False
+                progress.update(result)
+                if checkpoint_freq and trainer.iteration % checkpoint_freq == 0:
+                    last_checkpoint = trainer.save()
+                if should_stop(result, stop):
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nInterrupted: saving a checkpoint before exiting.", file=sys.stderr)
+    finally:
+        if (checkpoint_at_end or interrupted) and trainer.iteration > 0 and (
+                last_checkpoint is None or not last_checkpoint.endswith(
+                    f"checkpoint_{trainer.iteration:06d}")):
+            last_checkpoint = trainer.save()
+        trainer.stop()
+    _print_summary(trainer, result if trainer.iteration else None, last_checkpoint)
+    if interrupted:
+        raise SystemExit(130)
+
+
+def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None) -> None:
+    print()
+    if result is not None:
+        reward = result.get("episode_reward_mean", float("nan"))
+        line = (f"Done: {trainer.iteration} iterations, {trainer.timesteps_total} env steps, "
+                f"{trainer.time_total_s:.1f}s, episode_reward_mean {reward:.2f}")
+        evaluation = result.get("evaluation")
+        if evaluation:
+            line += f", greedy evaluation {evaluation['episode_reward_mean']:.2f}"
+        print(line)
+    print(f"Results:    {trainer.logdir}")
+    if checkpoint:
+        print(f"Checkpoint: {checkpoint}")
+        print(f"Evaluate:   jrl evaluate {shlex.quote(checkpoint)} --episodes 10")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jrl.rollout.evaluation import render_episodes, run_episodes
+    from jrl.trainer import Trainer
+
+    overrides = _parse_json(args.config, "--config") if args.config else {}
+    if args.env:
+        overrides["env"] = args.env
+    trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
+    try:
+        act, policy = trainer._act, trainer._policy_fn(trainer.state)
+        preprocessor = trainer.workers.local_worker().preprocessor
+        common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
+        if args.render:
+            mode = "human" if args.render == "human" else "rgb_array"
+            video_dir = args.video_dir or os.path.join(os.getcwd(), "jrl_videos")
+            if mode == "rgb_array":
+                _require_moviepy()
+            episodes = render_episodes(act, policy, preprocessor, trainer.env_id,
+                                       trainer.algo_config, args.episodes, render_mode=mode,
+                                       video_dir=video_dir, **common)
+            if mode == "rgb_array":
+                print(f"Videos: {video_dir}")
+        else:
+            episodes = run_episodes(act, policy, preprocessor, trainer.env_id,
+                                    trainer.algo_config, args.episodes, record=bool(args.out),
+                                    **common)
+    finally:
+        trainer.stop()
+    for i, ep in enumerate(episodes):
+        print(f"episode {i}: return {ep['episode_reward']:.2f}, length {ep['episode_len']}")
+    if not episodes:
+        print("no episode finished within --steps")
+        return 0
+    returns = np.array([e["episode_reward"] for e in episodes])
+    print(f"mean return {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
+          f"({trainer.algo_name} on {trainer.env_id}, "
+          f"{'exploring' if args.explore else 'greedy'})")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            for ep in episodes:
+                fh.write(json.dumps(ep) + "\n")
+        print(f"Episodes written to {args.out}")
+    return 0
+
+
+def _require_moviepy() -> None:
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        raise ConfigError("--render video needs moviepy: pip install 'jrl[video]'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jrl", description="Train and evaluate RL policies with JAX.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train an algorithm on an env")
+    train.add_argument("--algo", "--run", dest="run", help="algorithm, e.g. PPO or DQN")
+    train.add_argument("--env", help="gymnasium id or registered env name")
+    train.add_argument("--config", help="config overrides as a JSON object")
+    train.add_argument("-f", "--config-file", dest="file",
+                       help="YAML experiment file (RLlib tuned-example format)")
+    train.add_argument("--stop", action="append",
+                       help="stop criteria as JSON or key=value (repeatable); any one met stops")
+    train.add_argument("--checkpoint-freq", type=int, default=None,
+                       help="save a checkpoint every N iterations")
+    train.add_argument("--checkpoint-at-end", action="store_true", default=True,
+                       help="save a checkpoint when training ends (default)")
+    train.add_argument("--no-checkpoint-at-end", dest="checkpoint_at_end", action="store_false")
+    train.add_argument("--local-dir", help="results root (default ~/jrl_results)")
+    train.add_argument("--experiment-name", "--name", dest="experiment_name")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--num-workers", type=int)
+    train.add_argument("--eager", action="store_true",
+                       help="run without jit (jax.disable_jit) so print works in losses")
+    train.add_argument("--trace", action="store_true",
+                       help="jit-compile the learner and policy (the default)")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    train.add_argument("-v", "--verbose", action="count", default=0)
+    train.set_defaults(func=cmd_train)
+
+    for name in ("evaluate", "rollout"):
+        ev = sub.add_parser(name, help="run a checkpointed policy and report its return")
+        ev.add_argument("checkpoint", help="checkpoint dir (or a results dir: latest checkpoint)")
+        ev.add_argument("--episodes", type=int, default=10)
+        ev.add_argument("--steps", type=int, default=None, help="stop after this many env steps")
+        ev.add_argument("--render", nargs="?", const="human", choices=("human", "video"),
+                        help="render: a window (human) or an mp4 per episode (video)")
+        ev.add_argument("--video-dir", help="where --render video writes (default ./jrl_videos)")
+        ev.add_argument("--out", help="write episodes (obs, actions, rewards) as JSON lines")
+        ev.add_argument("--env", help="evaluate on another env id")
+        ev.add_argument("--config", help="config overrides as a JSON object")
+        ev.add_argument("--explore", action="store_true", help="sample actions (default greedy)")
+        ev.add_argument("--seed", type=int, default=10_000)
+        ev.add_argument("-v", "--verbose", action="count", default=0)
+        ev.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from jrl import __version__
+
+        print(f"jrl {__version__}")
+        return 0
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except JrlError as e:
+        if args.verbose >= 2:
+            raise
+        print(f"jrl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
