@@ -35,6 +35,7 @@ class OffPolicyPlan:
         self.replay = replay_init(
             jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example_items),
             config.buffer_size)
+        self._policy = jax.jit(algorithm.policy)
         self._add = jax.jit(self._add_impl, donate_argnums=(1,))
         self._learn = jax.jit(self._learn_impl, donate_argnums=(1,))
         self._env_steps = 0
@@ -66,7 +67,7 @@ class OffPolicyPlan:
         return state, replay, jax.tree.map(jnp.mean, metrics)
 
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
-        self.workers.set_policy(self.algorithm.policy(state))
+        self.workers.set_policy(self._policy(state))
         batch = self.workers.sample()
         fragment = batch.to_transition()
         self._env_steps += batch.count

@@ -22,9 +22,10 @@ class OnPolicyPlan:
         per_round = config.rollout_fragment_length * workers.num_envs
         self.rounds = max(1, math.ceil(config.train_batch_size / per_round))
         self._update = jax.jit(algorithm.update)
+        self._policy = jax.jit(algorithm.policy)
 
     def step(self, state: Any) -> tuple[Any, dict, int]:
-        self.workers.set_policy(self.algorithm.policy(state))
+        self.workers.set_policy(self._policy(state))
         batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
         state, metrics = self._update(state, batch.to_transition())
         return state, metrics, batch.count

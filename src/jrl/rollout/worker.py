@@ -13,7 +13,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jrl.callbacks import Episode, make_callbacks
+from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import EnvError
 from jrl.rollout.envs import env_spec, make_vector_env
 from jrl.rollout.preprocessors import get_preprocessor
@@ -101,6 +101,10 @@ class RolloutWorker:
         self.action_space.seed(seed)
         self._raw_obs = raw_obs
         self._obs = self._preprocess_batch(raw_obs)
+        self._episode_ids = np.zeros(self.num_envs, np.int64)
+        self._episode_lens = np.zeros(self.num_envs, np.int64)
+        self._episode_returns = np.zeros(self.num_envs, np.float64)
+        self._step_hook = _overrides(self.callbacks, "on_episode_step")
         self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
@@ -149,9 +153,32 @@ class RolloutWorker:
     def _start_episode(self, env_index: int) -> Episode:
         episode = Episode(env_index)
         episode._last_obs = self._obs[env_index]
+        self._episode_ids[env_index] = episode.episode_id
+        self._episode_lens[env_index] = 0
+        self._episode_returns[env_index] = 0.0
         self.callbacks.on_episode_start(worker=self, base_env=self.env, policies=self._policy,
                                         episode=episode, env_index=env_index)
         return episode
+
+    def _sync_episode(self, i: int) -> Episode:
+        episode = self._episodes[i]
+        episode.length = int(self._episode_lens[i])
+        episode.total_reward = float(self._episode_returns[i])
+        return episode
+
+    def _episode_steps(self, next_obs, action, reward, terminated, truncated, info) -> None:
+        """Per-env episode updates, only when the user's callbacks watch every step."""
+        for i in range(self.num_envs):
+            episode = self._sync_episode(i)
+            episode._last_obs = next_obs[i]
+            episode._last_action = action[i]
+            episode._last_reward = float(reward[i])
+            episode._last_terminated = bool(terminated[i])
+            episode._last_truncated = bool(truncated[i])
+            episode._last_info = {k: v[i] for k, v in info.items()
+                                  if not k.startswith("_") and k not in ("final_obs", "final_info")}
+            self.callbacks.on_episode_step(worker=self, base_env=self.env, episode=episode,
+                                           env_index=i)
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -194,20 +221,14 @@ class RolloutWorker:
             rew_buf[t] = _clip_reward(np.asarray(reward, np.float32), self.config.clip_rewards)
             term_buf[t] = terminated
             trunc_buf[t] = truncated
-            for i, episode in enumerate(self._episodes):
-                eps_buf[t, i] = episode.episode_id
-                t_buf[t, i] = episode.length
-                episode.length += 1
-                episode.total_reward += float(reward[i])
-                episode._last_obs = true_next[i]
-                episode._last_action = action[i]
-                episode._last_reward = float(reward[i])
-                episode._last_terminated = bool(terminated[i])
-                episode._last_truncated = bool(truncated[i])
-                self.callbacks.on_episode_step(worker=self, base_env=self.env, episode=episode,
-                                               env_index=i)
+            eps_buf[t] = self._episode_ids
+            t_buf[t] = self._episode_lens
+            self._episode_lens += 1
+            self._episode_returns += reward
+            if self._step_hook:
+                self._episode_steps(true_next, action, reward, terminated, truncated, info)
             for i in np.flatnonzero(done):
-                episode = self._episodes[i]
+                episode = self._sync_episode(int(i))
                 if "final_info" in info:
                     episode._last_info = {k: v[i] for k, v in info["final_info"].items()
                                           if not k.startswith("_")}
@@ -227,8 +248,7 @@ class RolloutWorker:
         for i, episode in enumerate(self._episodes):
             if seg_start[i] < T:
                 segments.append((i, int(seg_start[i]), T, episode))
-        stacked_extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                      *extras_list)
+        stacked_extras = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(extras_list))
         batch = SampleBatch(obs=obs_buf, actions=np.stack(actions), rewards=rew_buf,
                             terminateds=term_buf, truncateds=trunc_buf, new_obs=next_buf,
                             eps_id=eps_buf, t=t_buf)
@@ -244,8 +264,7 @@ class RolloutWorker:
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory
-        # Skip the per-episode views when the user did not override the hook.
-        if getattr(hook, "__func__", None) is _default_postprocess:
+        if not _overrides(self.callbacks, "on_postprocess_trajectory"):
             return
         for env_index, start, stop, episode in segments:
             view = SampleBatch({k: v[start:stop, env_index] for k, v in batch.items()})
@@ -271,6 +290,7 @@ class RolloutWorker:
         self.env.close()
 
 
-from jrl.callbacks import DefaultCallbacks as _DefaultCallbacks  # noqa: E402
-
-_default_postprocess = _DefaultCallbacks.on_postprocess_trajectory
+def _overrides(callbacks: DefaultCallbacks, hook: str) -> bool:
+    """Whether ``callbacks`` replaces the no-op default ``hook`` (lets the sampler skip work)."""
+    return getattr(type(callbacks), hook, None) is not getattr(DefaultCallbacks, hook) or \
+        hook in vars(callbacks)
