@@ -191,7 +191,7 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
             num_updates=state.num_updates + 1,
             last_target_update=jnp.where(due, state.env_steps, state.last_target_update))
         metrics = {"loss": loss, "mean_q": jnp.mean(q_tm1), "mean_td_error": jnp.mean(td),
-                   "grad_gnorm": optax.global_norm(grads),
+                   "grad_gnorm": optax.tree.norm(grads),
                    "cur_epsilon": epsilon_at(config.exploration_config, state.env_steps)}
         return new_state, metrics
 

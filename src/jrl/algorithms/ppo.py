@@ -203,7 +203,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
             grads, stats = jax.grad(loss_fn, has_aux=True)(params, minibatch, state.kl_coeff)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            stats["grad_gnorm"] = optax.global_norm(grads)
+            stats["grad_gnorm"] = optax.tree.norm(grads)
             return (params, opt_state), stats
 
         def epoch(carry, key):
