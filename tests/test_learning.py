@@ -1,0 +1,53 @@
+"""Learning: short smoke runs in the default suite, full solves of the tuned examples (slow)."""
+
+import os
+
+import pytest
+
+import jrl
+from jrl.cli import load_experiments
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+
+
+def _tuned(name: str) -> tuple[str, dict, dict]:
+    (spec,) = load_experiments(os.path.join(CONFIGS, name)).values()
+    return spec["run"], dict(spec["config"]), dict(spec["stop"])
+
+
+def _train_until(trainer, steps: int, target: float) -> float:
+    best = float("-inf")
+    while trainer.timesteps_total < steps:
+        trainer.train()
+        best = max(best, trainer.evaluate(10)["evaluation"]["episode_reward_mean"])
+        if best >= target:
+            break
+    return best
+
+
+@pytest.mark.parametrize("name, steps, target", [
+    ("cartpole-ppo.yaml", 15_000, 150.0),
+    ("cartpole-dqn.yaml", 12_000, 150.0),
+])
+def test_smoke_learning_beats_random_policy(name, steps, target):
+    """A random CartPole policy scores ~22; a working learner gets well past that quickly."""
+    algo, config, _ = _tuned(name)
+    config.update(seed=0, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, steps, target) >= target
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml"])
+def test_tuned_example_solves_cartpole(name, seed):
+    algo, config, stop = _tuned(name)
+    config.update(seed=seed, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, stop["timesteps_total"], 475.0) >= 475.0
+    finally:
+        trainer.stop()
