@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jrl.rollout.filters import get_filter
 from jrl.rollout.replay import replay_add, replay_init, replay_sample
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm
@@ -39,6 +40,7 @@ class OffPolicyPlan:
         self._add = jax.jit(self._add_impl, donate_argnums=(1,))
         self._learn = jax.jit(self._learn_impl, donate_argnums=(1,))
         self._env_steps = 0
+        self._obs_filter = get_filter(config.observation_filter)
 
     @staticmethod
     def _example_step(spec: Any):
@@ -52,7 +54,11 @@ class OffPolicyPlan:
     def _add_impl(self, state, replay, fragment):
         items = self._postprocess(fragment)
         n = fragment.reward.size
-        return state._replace(env_steps=state.env_steps + n), replay_add(replay, items)
+        # The learner only sees replay samples, so the filter statistics are updated here, once
+        # per sampled step (as on-policy updates do with their batch).
+        obs_filter = self._obs_filter.update(state.obs_filter, fragment.obs)
+        return (state._replace(env_steps=state.env_steps + n, obs_filter=obs_filter),
+                replay_add(replay, items))
 
     def _learn_impl(self, state, replay, fragment):
         state, replay = self._add_impl(state, replay, fragment)

@@ -83,7 +83,8 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
         near = difflib.get_close_matches(env_id, known, n=1, cutoff=0.6)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise EnvError(f"unknown env '{env_id}'{hint}")
-    kwargs: dict[str, Any] = dict(env_config or {})
+    # Gymnasium's own envs are known to follow the API: skip the per-step checker wrapper.
+    kwargs: dict[str, Any] = {"disable_env_checker": True, **dict(env_config or {})}
     if horizon is not None:
         kwargs["max_episode_steps"] = horizon
     if render_mode is not None:

@@ -16,6 +16,8 @@ array ``[B]``, a Tuple a tuple of batches and a Dict a dict of batches.
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any
 
 import gymnasium as gym
@@ -29,7 +31,7 @@ from jrl.errors import EnvError
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class Preprocessor:
+class Preprocessor(abc.ABC):
     """Base class: maps observations of ``space`` to arrays of ``shape`` and ``dtype``.
 
     Attributes:
@@ -52,21 +54,21 @@ class Preprocessor:
         """Number of elements of one preprocessed observation."""
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @abc.abstractmethod
     def check(self, obs: Any) -> None:
         """Raises ``EnvError`` when ``obs`` does not fit the observation space."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transform(self, obs: Any) -> np.ndarray:
         """Preprocesses one observation; returns ``[*shape]``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transform_batch(self, batch_obs: Any) -> np.ndarray:
         """Preprocesses a vector env batch; returns ``[B, *shape]``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _batch_size(self, batch_obs: Any) -> int:
         """Checks a batch against the space and returns its size ``B``."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space} -> {self.shape} {np.dtype(self.dtype).name})"

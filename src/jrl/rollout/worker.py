@@ -11,6 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
@@ -119,7 +120,9 @@ class RolloutWorker:
     def _act_and_split(self, policy, obs, key, explore):
         key, act_key = jax.random.split(key)
         action, extras = self.algorithm.act(policy, obs, act_key, explore)
-        return action, extras, key
+        # The batch keeps only what learners read; ``compute_action`` returns every extra.
+        logp = extras.get(SampleBatch.ACTION_LOGP, jnp.zeros(action.shape[:1], jnp.float32))
+        return action, logp, key
 
     def set_policy(self, policy: Any) -> None:
         """Sets the pytree that ``act`` reads (params, filter statistics, epsilon, ...)."""
@@ -194,17 +197,17 @@ class RolloutWorker:
         trunc_buf = np.empty((T, B), bool)
         eps_buf = np.empty((T, B), np.int64)
         t_buf = np.empty((T, B), np.int64)
-        actions, extras_list = [], []
+        logp_buf = np.empty((T, B), np.float32)
+        actions = []
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
         for t in range(T):
             obs = self._obs
             obs_buf[t] = obs
-            action, extras, self._key = self._act(self._policy, obs, self._key, explore)
-            action = np.asarray(action)
+            action, logp, self._key = self._act(self._policy, obs, self._key, explore)
+            action, logp_buf[t] = jax.device_get((action, logp))
             actions.append(action)
-            extras_list.append(extras)
             env_action = action
             if self._action_bounds is not None:
                 env_action = np.clip(action, *self._action_bounds)
@@ -248,13 +251,9 @@ class RolloutWorker:
         for i, episode in enumerate(self._episodes):
             if seg_start[i] < T:
                 segments.append((i, int(seg_start[i]), T, episode))
-        stacked_extras = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(extras_list))
         batch = SampleBatch(obs=obs_buf, actions=np.stack(actions), rewards=rew_buf,
                             terminateds=term_buf, truncateds=trunc_buf, new_obs=next_buf,
-                            eps_id=eps_buf, t=t_buf)
-        batch.update({k: v for k, v in stacked_extras.items()})
-        if SampleBatch.ACTION_LOGP not in batch:
-            batch[SampleBatch.ACTION_LOGP] = np.zeros((T, B), np.float32)
+                            action_logp=logp_buf, eps_id=eps_buf, t=t_buf)
         self._postprocess(batch, segments)
         self._steps_sampled += T * B
         self.callbacks.on_sample_end(worker=self, samples=batch)
