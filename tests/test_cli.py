@@ -15,7 +15,7 @@ TINY = json.dumps({"train_batch_size": 256, "rollout_fragment_length": 64,
 
 
 def _checkpoint_from(output: str) -> str:
-    line = next(l for l in output.splitlines() if l.startswith("Checkpoint:"))
+    line = next(x for x in output.splitlines() if x.startswith("Checkpoint:"))
     return line.split(":", 1)[1].strip()
 
 

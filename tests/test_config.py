@@ -1,5 +1,7 @@
 """Strict config parsing: unknown keys, types, ranges, merge order."""
 
+import dataclasses
+
 import pytest
 
 from jrl import registry
@@ -69,7 +71,7 @@ def test_merge_order_later_overrides_win_and_nested_configs_merge():
 
 def test_config_is_frozen():
     config = parse(PPOConfig, {})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0  # type: ignore[misc]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jrl.errors import ConfigError, JrlError
+from jrl.logger import result_value
 
 EXIT_USAGE = 2
 DEFAULT_MAX_TIMESTEPS = 200_000
@@ -64,19 +65,10 @@ def parse_stop(items: list[str] | None) -> dict[str, Any]:
     return stop
 
 
-def _lookup(result: Mapping[str, Any], key: str) -> Any:
-    value: Any = result
-    for part in key.split("/"):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def should_stop(result: Mapping[str, Any], stop: Mapping[str, Any]) -> bool:
     """True when any criterion ``result[key] >= value`` holds (keys may be ``a/b`` paths)."""
     for key, target in stop.items():
-        value = _lookup(result, key)
+        value = result_value(result, key)
         if isinstance(value, (int, float)) and not math.isnan(value) and value >= target:
             return True
     return False
@@ -88,7 +80,7 @@ def _check_stop_keys(stop: Mapping[str, Any], result: Mapping[str, Any]) -> None
 
     valid = list(flatten_result({k: v for k, v in result.items() if k != "config"}))
     for key in stop:
-        if _lookup(result, key) is None and key not in ("evaluation/episode_reward_mean",):
+        if result_value(result, key) is None and key not in ("evaluation/episode_reward_mean",):
             raise unknown_key_error(key, valid, "stop.")
 
 

@@ -257,7 +257,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if len(args) != len(value):
             raise ConfigError(
                 f"config key '{path}' must be a list of {len(args)} items, got {_describe(value)}")
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     raise ConfigError(f"config key '{path}' has an unsupported type {tp!r}")
 
 

@@ -240,6 +240,7 @@ _COLUMNS = (
     ("min", "episode_reward_min", "{:.2f}"),
     ("max", "episode_reward_max", "{:.2f}"),
     ("episodes", "episodes_total", "{:d}"),
+    ("eval reward", "evaluation/episode_reward_mean", "{:.2f}"),
     ("time (s)", "time_total_s", "{:.1f}"),
     ("iter time (s)", "time_this_iter_s", "{:.2f}"),
 )
@@ -247,11 +248,23 @@ _COLUMNS = (
 
 def progress_line(result: Mapping[str, Any]) -> str:
     """One plain line describing a training result, as printed when stdout is not a terminal."""
-    cells = {key: _format(result.get(key), fmt) for _, key, fmt in _COLUMNS}
+    cells = {key: _format(result_value(result, key), fmt) for _, key, fmt in _COLUMNS}
+    evaluation = cells["evaluation/episode_reward_mean"]
     return (f"iter {cells['training_iteration']} | timesteps {cells['timesteps_total']} | "
             f"reward {cells['episode_reward_mean']} (min {cells['episode_reward_min']}, "
             f"max {cells['episode_reward_max']}) | episodes {cells['episodes_total']} | "
-            f"time {cells['time_total_s']}s (iter {cells['time_this_iter_s']}s)")
+            + (f"eval {evaluation} | " if evaluation != "-" else "")
+            + f"time {cells['time_total_s']}s (iter {cells['time_this_iter_s']}s)")
+
+
+def result_value(result: Mapping[str, Any], key: str) -> Any:
+    """``result[key]`` where ``key`` may be a ``a/b`` path into nested dicts."""
+    value: Any = result
+    for part in key.split("/"):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _table(result: Mapping[str, Any] | None) -> Any:
@@ -261,7 +274,7 @@ def _table(result: Mapping[str, Any] | None) -> Any:
     for title, _, _ in _COLUMNS:
         table.add_column(title, justify="right")
     if result is not None:
-        table.add_row(*(_format(result.get(key), fmt) for _, key, fmt in _COLUMNS))
+        table.add_row(*(_format(result_value(result, key), fmt) for _, key, fmt in _COLUMNS))
     return table
 
 

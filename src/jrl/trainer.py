@@ -389,7 +389,7 @@ class Trainer:
         if isinstance(observations, Mapping):
             keys = list(observations)
             actions, _, _ = self._compute_batch([observations[k] for k in keys], explore)
-            return dict(zip(keys, actions))
+            return dict(zip(keys, actions, strict=True))
         return self._compute_batch(list(observations), explore)[0]
 
     def get_policy(self, policy_id: str = "default_policy") -> Policy:

@@ -17,7 +17,6 @@ array ``[B]``, a Tuple a tuple of batches and a Dict a dict of batches.
 from __future__ import annotations
 
 import abc
-
 from typing import Any
 
 import gymnasium as gym
