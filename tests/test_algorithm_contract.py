@@ -93,11 +93,16 @@ class TestAlgorithmContract:
     def trainer(self, algo, env, make_trainer):
         return make_trainer(algo, env)
 
-    def test_state_keeps_structure_shapes_and_dtypes_through_training(self, trainer):
+    def test_state_keeps_structure_shapes_and_dtypes_through_training(self, trainer, algo):
+        assert trainer.algorithm.name == algo
         initial = _abstract(trainer.state)
+        # The trainer's own execution plan, with an update that fails if the plan retraces it.
+        trainer.algorithm = trainer.algorithm._replace(
+            update=chex.assert_max_traces(trainer.algorithm.update, n=1))
+        plan = trainer._make_plan()
         state, learner_steps = trainer.state, 0
         for _ in range(40):
-            state, metrics, steps = trainer._plan.step(state)
+            state, metrics, steps = plan.step(state)
             assert steps > 0
             if metrics is not None:
                 _assert_finite(metrics, "plan step")
@@ -130,6 +135,7 @@ class TestAlgorithmContract:
         n = 5
         obs = np.stack([worker.preprocessor.transform(o) for o in _raw_observations(trainer, n)])
         policy = trainer.algorithm.policy(trainer.state)
+        assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(policy))
         act = jax.jit(trainer.algorithm.act, static_argnums=3)
         for key in (jax.random.PRNGKey(1), jax.random.PRNGKey(2)):
             action, extras = act(policy, obs, key, explore)

@@ -22,6 +22,8 @@ from jrl.callbacks import DefaultCallbacks
 from jrl.rollout.offline import read_json
 
 PHASE_ENV = "jrl-test-PhaseEnv"
+# All PhaseEnv trainers share these shapes, so their programs compile once.
+PHASE_CONFIG = {"num_envs_per_worker": 2, "rollout_fragment_length": 32}
 
 
 class PhaseEnv(gym.Env):
@@ -114,12 +116,13 @@ def test_ppo_trainer_takes_rllib_style_default_config_copy(small_config):
     default_before = json.dumps(ppo.DEFAULT_CONFIG, default=str, sort_keys=True)
     config = ppo.DEFAULT_CONFIG.copy()
     config.update(small_config("PPO"))
-    config["lambda"] = 0.9
+    config["seed"] = 3
     trainer = ppo.PPOTrainer(config=config, env="CartPole-v1", log_to_disk=False)
     try:
         assert trainer.algo_name == "PPO"
         assert trainer.env_id == "CartPole-v1"
-        assert trainer.config["lambda"] == 0.9
+        assert trainer.config["lambda"] == ppo.DEFAULT_CONFIG["lambda"]
+        assert trainer.config["seed"] == 3
         assert trainer.config["model"]["fcnet_hiddens"] == (16, 16)
         assert trainer.train()["training_iteration"] == 1
     finally:
@@ -347,8 +350,8 @@ def test_dqn_model_q_values(make_trainer):
 
 def test_workers_reach_the_users_env_and_its_env_context(make_trainer, phase_env):
     callbacks = SampleRecorder()
-    trainer = make_trainer("PPO", PHASE_ENV, num_envs_per_worker=2, callbacks=callbacks,
-                           env_config={"episode_len": 5, "reward": 1.0})
+    trainer = make_trainer("PPO", PHASE_ENV, callbacks=callbacks,
+                           env_config={"episode_len": 5, "reward": 1.0}, **PHASE_CONFIG)
     workers = trainer.workers
     local = workers.local_worker()
     assert local.worker_index == 0
@@ -495,7 +498,7 @@ def test_clip_rewards_clips_learner_rewards_not_episode_returns(make_trainer, ph
                                                                 expected):
     callbacks = SampleRecorder()
     trainer = make_trainer("PPO", PHASE_ENV, clip_rewards=clip, callbacks=callbacks,
-                           env_config={"episode_len": 4, "reward": 5.0})
+                           env_config={"episode_len": 4, "reward": 5.0}, **PHASE_CONFIG)
     result = trainer.train()
     for sample in callbacks.samples:
         np.testing.assert_array_equal(sample["rewards"], expected)
@@ -503,7 +506,7 @@ def test_clip_rewards_clips_learner_rewards_not_episode_returns(make_trainer, ph
 
 
 def test_horizon_caps_cartpole_episodes(make_trainer):
-    trainer = make_trainer("PPO", horizon=20, train_batch_size=128, rollout_fragment_length=64)
+    trainer = make_trainer("PPO", horizon=20)
     result = trainer.train()
     lengths = result["hist_stats"]["episode_lengths"]
     assert lengths and max(lengths) <= 20
@@ -513,14 +516,15 @@ def test_horizon_caps_cartpole_episodes(make_trainer):
 def test_horizon_truncates_long_episodes(make_trainer, phase_env):
     callbacks = SampleRecorder()
     trainer = make_trainer("PPO", PHASE_ENV, horizon=20, callbacks=callbacks,
-                           env_config={"episode_len": 50})
+                           env_config={"episode_len": 50}, **PHASE_CONFIG)
     result = trainer.train()
     assert result["hist_stats"]["episode_lengths"] == [20] * result["episodes_this_iter"]
     assert result["episodes_this_iter"] >= 2
-    truncated = np.concatenate([s["truncateds"][:, 0] for s in callbacks.samples])
-    terminated = np.concatenate([s["terminateds"][:, 0] for s in callbacks.samples])
+    truncated = np.concatenate([s["truncateds"] for s in callbacks.samples])  # [T, B]
+    terminated = np.concatenate([s["terminateds"] for s in callbacks.samples])
     assert not terminated.any()
-    np.testing.assert_array_equal(np.flatnonzero(truncated) % 20, 19)
+    for column in truncated.T:
+        np.testing.assert_array_equal(np.flatnonzero(column) % 20, 19)
 
 
 def test_output_writes_json_lines_that_read_json_reads(make_trainer, tmp_path):

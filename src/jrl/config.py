@@ -9,6 +9,8 @@ Field metadata understood by the parser:
   ``key``: external name when it is not a valid Python identifier (``lambda``).
   ``min`` / ``max``: inclusive numeric bounds.  ``gt``: exclusive lower bound.
   ``choices``: allowed values.
+  ``overrides``: the field is a dict of overrides of this same config (``evaluation_config``),
+    checked key by key like the config itself.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ C = TypeVar("C")
 
 def field(default: Any = dataclasses.MISSING, *, key: str | None = None, min: float | None = None,
           max: float | None = None, gt: float | None = None, choices: tuple | None = None,
-          default_factory: Any = dataclasses.MISSING) -> Any:
+          overrides: bool | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with validation metadata (see module docstring)."""
-    meta = {k: v for k, v in dict(key=key, min=min, max=max, gt=gt, choices=choices).items()
-            if v is not None}
+    meta = {k: v for k, v in dict(key=key, min=min, max=max, gt=gt, choices=choices,
+                                  overrides=overrides).items() if v is not None}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -116,7 +118,9 @@ class CommonConfig:
       min_iter_time_s: each ``train()`` runs at least this many seconds.
       evaluation_interval: run greedy evaluation every this many iterations (``None``: never).
       evaluation_num_episodes: episodes per evaluation.
-      evaluation_config: config overrides for evaluation (e.g. ``{"explore": True}``).
+      evaluation_config: config overrides for evaluation episodes, checked like the config itself
+        (e.g. ``{"explore": True}``, ``{"env_config": {...}}``, ``{"horizon": 200}``).
+        Evaluation is greedy unless this sets ``explore``.
       num_gpus: GPUs for the learner; fractions share a GPU between trainers.
       num_cpus_per_worker / num_gpus_per_worker / custom_resources_per_worker: Ray resources
         for each rollout worker.
@@ -124,7 +128,8 @@ class CommonConfig:
       log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
       output: directory to write sampled experiences to as JSON lines (``None``: off).
       output_compress_columns: columns stored zlib+base64 compressed in ``output``.
-      monitor: record videos of training episodes into the results directory.
+      monitor: record videos of the first env's training episodes into ``<logdir>/videos``
+        (needs moviepy: ``pip install 'jrl[video]'``).
     """
 
     env: str | None = None
@@ -150,7 +155,7 @@ class CommonConfig:
     min_iter_time_s: float = field(0.0, min=0.0)
     evaluation_interval: int | None = field(None, min=1)
     evaluation_num_episodes: int = field(10, min=1)
-    evaluation_config: dict = _frozen_dict()
+    evaluation_config: dict = field(overrides=True, default_factory=dict)
     num_gpus: float = field(0.0, min=0.0)
     num_cpus_per_worker: float = field(1.0, min=0.0)
     num_gpus_per_worker: float = field(0.0, min=0.0)
@@ -309,6 +314,8 @@ def parse(cls: type[C], data: Mapping[str, Any] | None = None, *, path: str = ""
         f = fields[key]
         value = _coerce(value, hints[f.name], prefix + key)
         _check_range(value, f, prefix + key)
+        if f.metadata.get("overrides"):
+            _check_keys(cls, value, prefix + key)
         kwargs[f.name] = value
     instance = cls(**kwargs)
     validate = getattr(instance, "validate", None)
@@ -370,6 +377,19 @@ def merge(config: C, *overrides: Mapping[str, Any] | None) -> C:
             else:
                 data[key] = value
     return parse(type(config), data)
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], path: str) -> None:
+    """Checks a dict of overrides of ``cls`` key by key, errors named under ``path``."""
+    fields, hints, prefix = _fields(cls), _hints(cls), f"{path}."
+    for key, value in data.items():
+        if key not in fields:
+            raise unknown_key_error(key, list(fields), prefix)
+        f = fields[key]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, Mapping):
+            _check_keys(hints[f.name], value, prefix + key)
+            continue
+        _check_range(_coerce(value, hints[f.name], prefix + key), f, prefix + key)
 
 
 def _is_dataclass_field(cls: type, key: str) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 
 from jrl import checkpoint as ckpt
 from jrl import registry
-from jrl.config import jsonable, to_dict
+from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, make_logdir
 from jrl.networks import catalog
@@ -211,8 +211,21 @@ class Trainer:
             raise ConfigError("no env given: pass env='CartPole-v1' or config['env']")
         self.env_id = self.algo_config.env
         self.config = to_dict(self.algo_config)
+        self._eval_config = merge(self.algo_config, {
+            "explore": False, **self.algo_config.evaluation_config})
         _set_log_level(self.algo_config.log_level)
-        local = RolloutWorker(self.env_id, self.algo_config, self.algo_name, worker_index=0)
+        self.logdir = logdir
+        video_dir = None
+        if self.algo_config.monitor:
+            if not log_to_disk and logdir is None:
+                raise ConfigError("monitor=True records videos into the results directory; "
+                                  "it needs log_to_disk=True or a logdir")
+            if self.logdir is None:
+                self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
+                                          self.algo_name, self.algo_config.env)
+            video_dir = os.path.join(self.logdir, "videos")
+        local = RolloutWorker(self.env_id, self.algo_config, self.algo_name, worker_index=0,
+                              video_dir=video_dir)
         self.workers = WorkerSet(local)
         self.spec = local.spec
         self.algorithm = local.algorithm
@@ -230,7 +243,6 @@ class Trainer:
             maxlen=self.algo_config.metrics_smoothing_episodes)
         self.experiment_id = uuid.uuid4().hex
         self._policy: Policy | None = None
-        self.logdir = logdir
         self._result_logger: ResultLogger | None = None
         if log_to_disk:
             if self.logdir is None:
@@ -334,12 +346,11 @@ class Trainer:
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
         """Runs evaluation episodes (greedy unless ``evaluation_config`` sets ``explore``);
         returns ``{"evaluation": {episode_reward_mean, ...}}``."""
-        cfg = self.algo_config
-        explore = bool(cfg.evaluation_config.get("explore", False))
+        cfg = self._eval_config
         n = num_episodes or cfg.evaluation_num_episodes
         episodes = run_episodes(self._act, self._policy_fn(self.state),
-                                self.workers.local_worker().preprocessor, self.env_id, cfg, n,
-                                explore=explore, seed=cfg.seed + 10_000 + self.iteration)
+                                self.workers.local_worker().preprocessor, cfg.env, cfg, n,
+                                explore=cfg.explore, seed=cfg.seed + 10_000 + self.iteration)
         summary = _summarize_episodes(episodes)
         summary["episodes_this_iter"] = len(episodes)
         return {"evaluation": summary}

@@ -97,11 +97,14 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
 
 
 def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, *,
-                    horizon: int | None = None, worker_index: int = 0
-                    ) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in info)."""
+                    horizon: int | None = None, worker_index: int = 0,
+                    video_dir: str | None = None) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in
+    info). With ``video_dir`` the first env records videos of its episodes there."""
 
     def thunk(i: int) -> Callable[[], gym.Env]:
+        if video_dir is not None and i == 0:
+            return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir)
         return lambda: make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
                                 vector_index=i)
 
@@ -110,6 +113,22 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AssertionError, RuntimeError) as e:
         raise EnvError(f"cannot build vector env for '{env_id}': {e}") from e
+
+
+def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,
+                   worker_index: int, video_dir: str) -> gym.Env:
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        raise EnvError("monitor=True records videos and needs moviepy: pip install 'jrl[video]'"
+                       ) from None
+    env = make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                   render_mode="rgb_array")
+    if env.render_mode != "rgb_array":
+        raise EnvError(f"monitor=True needs env '{env_id}' to render with "
+                       f"render_mode='rgb_array', got {env.render_mode!r}")
+    return gym.wrappers.RecordVideo(env, video_folder=video_dir, name_prefix="training",
+                                    disable_logger=True)
 
 
 def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space) -> EnvSpec:

@@ -75,9 +75,11 @@ class RolloutWorker:
         uses (algorithms are pure, so building one per worker is cheap and keeps Ray free of
         closures).
       worker_index: 0 for the local worker, 1..N for remote ones.
+      video_dir: record the first env's episodes there (``monitor``).
     """
 
-    def __init__(self, env_id: str, config: Any, algo_name: str, worker_index: int = 0):
+    def __init__(self, env_id: str, config: Any, algo_name: str, worker_index: int = 0,
+                 video_dir: str | None = None):
         from jrl.registry import make_algorithm
         from jrl.rollout.offline import JsonWriter
 
@@ -87,7 +89,8 @@ class RolloutWorker:
         self.num_envs = config.num_envs_per_worker
         self.fragment_length = config.rollout_fragment_length
         self.env = make_vector_env(env_id, self.num_envs, config.env_config,
-                                   horizon=config.horizon, worker_index=worker_index)
+                                   horizon=config.horizon, worker_index=worker_index,
+                                   video_dir=video_dir)
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
