@@ -165,10 +165,12 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
         greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
         if not explore:
             return greedy, {"q_values": q}
-        explore_key, action_key = jax.random.split(key)
-        random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
-        take_random = jax.random.uniform(explore_key, greedy.shape) < policy.epsilon
-        return jnp.where(take_random, random_action, greedy), {"q_values": q}
+        # One uniform draw decides both "explore?" and the random action: a single RNG op
+        # keeps this per-step call cheap (several draws cost ~3x the dispatch on CPU).
+        u = jax.random.uniform(key, (2, *greedy.shape))
+        random_action = jnp.minimum((u[1] * spec.num_actions).astype(jnp.int32),
+                                    spec.num_actions - 1)
+        return jnp.where(u[0] < policy.epsilon, random_action, greedy), {"q_values": q}
 
     def update(state: DQNState, batch: QBatch) -> tuple[DQNState, dict[str, jax.Array]]:
         def loss_fn(params):

@@ -11,7 +11,6 @@ from typing import Any
 
 import gymnasium as gym
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
@@ -123,9 +122,10 @@ class RolloutWorker:
     def _act_and_split(self, policy, obs, key, explore):
         key, act_key = jax.random.split(key)
         action, extras = self.algorithm.act(policy, obs, act_key, explore)
-        # The batch keeps only what learners read; ``compute_action`` returns every extra.
-        logp = extras.get(SampleBatch.ACTION_LOGP, jnp.zeros(action.shape[:1], jnp.float32))
-        return action, logp, key
+        # The batch keeps only what learners read (``compute_action`` returns every extra).
+        # No placeholder output for algorithms without log-probs: a constant output costs more
+        # than the whole forward pass on CPU.
+        return action, extras.get(SampleBatch.ACTION_LOGP), key
 
     def set_policy(self, policy: Any) -> None:
         """Sets the pytree that ``act`` reads (params, filter statistics, epsilon, ...)."""
@@ -200,31 +200,39 @@ class RolloutWorker:
         trunc_buf = np.empty((T, B), bool)
         eps_buf = np.empty((T, B), np.int64)
         t_buf = np.empty((T, B), np.int64)
-        logp_buf = np.empty((T, B), np.float32)
+        logp_buf = np.zeros((T, B), np.float32)
         actions = []
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
+        clip_rewards = self.config.clip_rewards
+        # The policy call for step t+1 is dispatched before step t's bookkeeping, so XLA
+        # computes the next action while Python fills the buffers.
+        pending = self._act(self._policy, self._obs, self._key, explore)
         for t in range(T):
-            obs = self._obs
-            obs_buf[t] = obs
-            action, logp, self._key = self._act(self._policy, obs, self._key, explore)
-            action, logp_buf[t] = jax.device_get((action, logp))
+            obs_buf[t] = self._obs
+            action, logp, self._key = pending
+            action = np.asarray(action)
+            if logp is not None:
+                logp_buf[t] = np.asarray(logp)
             actions.append(action)
             env_action = action
             if self._action_bounds is not None:
                 env_action = np.clip(action, *self._action_bounds)
             raw_next, reward, terminated, truncated, info = self.env.step(env_action)
             next_obs = self._preprocess_batch(raw_next)
+            self._obs = next_obs
+            if t + 1 < T:
+                pending = self._act(self._policy, next_obs, self._key, explore)
             done = terminated | truncated
-            true_next = next_obs
-            if done.any():
-                true_next = next_obs.copy()
+            any_done = done.any()
+            if any_done:
+                next_obs = next_obs.copy()
                 final_obs = info["final_obs"]
                 for i in np.flatnonzero(done):
-                    true_next[i] = self.preprocessor.transform(final_obs[i])
-            next_buf[t] = true_next
-            rew_buf[t] = _clip_reward(np.asarray(reward, np.float32), self.config.clip_rewards)
+                    next_obs[i] = self.preprocessor.transform(final_obs[i])
+            next_buf[t] = next_obs
+            rew_buf[t] = reward if clip_rewards is None else _clip_reward(reward, clip_rewards)
             term_buf[t] = terminated
             trunc_buf[t] = truncated
             eps_buf[t] = self._episode_ids
@@ -232,7 +240,9 @@ class RolloutWorker:
             self._episode_lens += 1
             self._episode_returns += reward
             if self._step_hook:
-                self._episode_steps(true_next, action, reward, terminated, truncated, info)
+                self._episode_steps(next_obs, action, reward, terminated, truncated, info)
+            if not any_done:
+                continue
             for i in np.flatnonzero(done):
                 episode = self._sync_episode(int(i))
                 if "final_info" in info:
@@ -248,8 +258,6 @@ class RolloutWorker:
                 })
                 segments.append((int(i), int(seg_start[i]), t + 1, episode))
                 seg_start[i] = t + 1
-            self._obs = next_obs
-            for i in np.flatnonzero(done):
                 self._episodes[i] = self._start_episode(int(i))
         for i, episode in enumerate(self._episodes):
             if seg_start[i] < T:
