@@ -24,6 +24,11 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
+from jrl import tune as _tune  # noqa: E402
+
+_tune.install_import_hook()
+tune = _tune
+
 __all__ = [
     "CheckpointError", "ConfigError", "DefaultCallbacks", "EnvContext", "EnvError", "Episode",
     "JrlError", "Trainer", "get_filter", "get_preprocessor", "register_env", "__version__",

@@ -190,7 +190,8 @@ def run_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
     checkpoint_freq = args.checkpoint_freq if args.checkpoint_freq is not None else int(
         spec.get("checkpoint_freq", 0))
     checkpoint_at_end = args.checkpoint_at_end or bool(spec.get("checkpoint_at_end", True))
-    trainer = Trainer(algo, config=config, local_dir=local_dir, experiment=name)
+    trainer = Trainer(algo, config=config, local_dir=local_dir, experiment=name,
+                      address=args.address)
     out = sys.stdout
     print(f"Training {trainer.algo_name} on {trainer.env_id}; stop when "
           + " or ".join(f"{k} >= {v:g}" for k, v in stop.items()), file=out)
@@ -317,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment-name", "--name", dest="experiment_name")
     train.add_argument("--seed", type=int)
     train.add_argument("--num-workers", type=int)
+    train.add_argument("--address", help="Ray cluster to join when num_workers > 0: 'auto' or "
+                       "host:port (default: start a local Ray instance)")
     train.add_argument("--eager", action="store_true",
                        help="run without jit (jax.disable_jit) so print works in losses")
     train.add_argument("--trace", action="store_true",

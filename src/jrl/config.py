@@ -125,6 +125,8 @@ class CommonConfig:
       num_cpus_per_worker / num_gpus_per_worker / custom_resources_per_worker: Ray resources
         for each rollout worker.
       num_cpus_for_driver: CPUs reserved for the trainer process (Tune placement).
+      recreate_failed_workers: replace a rollout worker that dies and re-sample its fragment.
+      ignore_worker_failures: drop a dead worker and go on with the others (when not recreating).
       log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
       output: directory to write sampled experiences to as JSON lines (``None``: off).
       output_compress_columns: columns stored zlib+base64 compressed in ``output``.
@@ -161,6 +163,8 @@ class CommonConfig:
     num_gpus_per_worker: float = field(0.0, min=0.0)
     custom_resources_per_worker: dict = _frozen_dict()
     num_cpus_for_driver: float = field(1.0, min=0.0)
+    recreate_failed_workers: bool = True
+    ignore_worker_failures: bool = False
     log_level: str = field("WARN", choices=("DEBUG", "INFO", "WARN", "WARNING", "ERROR"))
     output: str | None = None
     output_compress_columns: tuple[str, ...] = ("obs", "new_obs")

@@ -27,7 +27,6 @@ from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, make_logdir
 from jrl.networks import catalog
 from jrl.rollout.evaluation import run_episodes
-from jrl.rollout.worker import RolloutWorker
 from jrl.rollout.worker_set import WorkerSet
 
 logger = logging.getLogger("jrl")
@@ -188,6 +187,8 @@ class Trainer:
       experiment: experiment name, the directory level under ``local_dir``.
       logdir: exact results directory (overrides ``local_dir``/``experiment``).
       log_to_disk: write params.json / result.json / progress.csv / TensorBoard events.
+      address: Ray cluster to join (``"auto"`` or ``host:port``) when ``num_workers > 0``;
+        default: start a local Ray instance sized to the machine.
     """
 
     _algo_name: str | None = None
@@ -195,7 +196,7 @@ class Trainer:
     def __init__(self, algo: str | None = None, env: str | None = None, config: Any = None, *,
                  local_dir: str | None = None, experiment: str = "default",
                  logdir: str | None = None, log_to_disk: bool = True,
-                 logger_creator: Any = None):
+                 address: str | None = None):
         if isinstance(algo, Mapping) and config is None:  # RLlib's PPOTrainer(config, env)
             algo, config = None, algo
         name = algo or self._algo_name
@@ -224,9 +225,9 @@ class Trainer:
                 self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
                                           self.algo_name, self.algo_config.env)
             video_dir = os.path.join(self.logdir, "videos")
-        local = RolloutWorker(self.env_id, self.algo_config, self.algo_name, worker_index=0,
-                              video_dir=video_dir)
-        self.workers = WorkerSet(local)
+        self.workers = WorkerSet.create(self.env_id, self.algo_config, self.algo_name,
+                                        video_dir=video_dir, address=address)
+        local = self.workers.local_worker()
         self.spec = local.spec
         self.algorithm = local.algorithm
         self.callbacks = local.callbacks
@@ -327,6 +328,8 @@ class Trainer:
                   "num_steps_sampled": self.timesteps_total,
                   "num_steps_trained": int(self.state.num_updates)},
             num_workers=cfg.num_workers,
+            num_healthy_workers=len(self.workers.remote_workers()),
+            num_worker_restarts=self.workers.num_worker_restarts,
             done=False,
             experiment_id=self.experiment_id,
             date=time.strftime("%Y-%m-%d_%H-%M-%S"),

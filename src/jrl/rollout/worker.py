@@ -287,6 +287,21 @@ class RolloutWorker:
                 if v is not batch[k][start:stop, env_index]:
                     batch[k][start:stop, env_index] = v
 
+    def sample_with_episodes(self, policy: Any = None) -> tuple[SampleBatch, list[dict]]:
+        """``set_policy(policy)`` (when given), ``sample()``, and the episodes completed so far:
+        one round trip for remote workers."""
+        if policy is not None:
+            self.set_policy(policy)
+        batch = self.sample()
+        return batch, self.pop_episodes()
+
+    def get_spec(self):
+        return self.spec
+
+    def apply(self, fn, *args: Any) -> Any:
+        """``fn(self, *args)``: runs a function on this worker (used by ``foreach_worker``)."""
+        return fn(self, *args)
+
     def pop_episodes(self) -> list[dict]:
         """Returns and clears the statistics of episodes completed since the last call."""
         done, self._completed = self._completed, []

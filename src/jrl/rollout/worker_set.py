@@ -1,55 +1,235 @@
-"""The set of rollout workers a trainer samples with (RLlib's ``WorkerSet``)."""
+"""The set of rollout workers a trainer samples with (RLlib's ``WorkerSet``).
+
+With ``num_workers == 0`` the trainer's own (local) worker samples and Ray is never imported.
+With ``num_workers > 0`` rollout workers are Ray actors pinned to the CPU; each iteration the
+acting pytree goes out once through the object store (one ``ray.put``), every worker samples a
+fragment, and fragments are concatenated along the env axis. A worker that dies is replaced and
+its fragment re-sampled, so an iteration never trains on a short batch.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import numpy as np
+
+from jrl.errors import ConfigError
 from jrl.rollout.worker import RolloutWorker, SampleBatch
+
+logger = logging.getLogger(__name__)
+
+# Rollout actors act on the CPU with one XLA thread each, so N workers use N cores.
+WORKER_ENV_VARS = {
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Starts a local Ray instance sized to the machine, or joins ``address``.
+
+    Returns True when this call started (or joined) Ray, False when it was already running.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "logging_level": logging.WARNING}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count()
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
+        raise ConfigError(f"cannot start or join {where}: {e}") from None
+    return True
+
+
+def _remote_worker_class(config: Any):
+    import ray
+
+    resources = dict(config.custom_resources_per_worker)
+    return ray.remote(
+        num_cpus=config.num_cpus_per_worker, num_gpus=config.num_gpus_per_worker,
+        resources=resources or None, max_restarts=0,
+        runtime_env={"env_vars": WORKER_ENV_VARS})(RolloutWorker)
 
 
 class WorkerSet:
-    """A local worker plus (with ``num_workers > 0``) remote ones; fans calls out to all."""
+    """A local worker plus (with ``num_workers > 0``) remote ones; fans calls out to all.
 
-    def __init__(self, local_worker: RolloutWorker, remote_workers: list | None = None):
+    Args:
+      local_worker: the trainer's own worker (always there: it knows the spaces and serves
+        ``compute_action``).
+      remote_factory: ``factory(index) -> actor handle`` for remote worker ``index`` (1..N), used
+        to create and to recreate workers.
+      num_remote: number of remote workers to create.
+      config: the algorithm config (failure policy).
+    """
+
+    def __init__(self, local_worker: RolloutWorker, remote_factory: Callable[[int], Any] | None
+                 = None, num_remote: int = 0, config: Any = None):
         self._local = local_worker
-        self._remote = list(remote_workers or [])
+        self._factory = remote_factory
+        self._config = config if config is not None else local_worker.config
+        self._remote: dict[int, Any] = {}
+        for index in range(1, num_remote + 1):
+            self._remote[index] = remote_factory(index)
+        self.num_worker_restarts = 0
+        self._policy_ref = None
+        self._pending_episodes: list[dict] = []
+        if self._remote:
+            self._check_remote_workers()
+
+    @classmethod
+    def create(cls, env_id: str, config: Any, algo_name: str, *, video_dir: str | None = None,
+               address: str | None = None) -> WorkerSet:
+        local = RolloutWorker(env_id, config, algo_name, worker_index=0, video_dir=video_dir)
+        if config.num_workers == 0:
+            return cls(local)
+        init_ray(address)
+        remote_cls = _remote_worker_class(config)
+
+        def factory(index: int):
+            return remote_cls.remote(env_id, config, algo_name, worker_index=index)
+
+        return cls(local, factory, config.num_workers, config)
+
+    def _check_remote_workers(self) -> None:
+        import ray
+
+        try:
+            specs = ray.get([w.get_spec.remote() for w in self._remote.values()])
+        except ray.exceptions.RayError as e:
+            raise ConfigError(f"rollout workers failed to start: {_first_line(e)}") from None
+        if any(spec != self._local.spec for spec in specs):
+            raise ConfigError("remote rollout workers see a different env spec than the "
+                              "trainer's local worker")
+
+    # -- access ---------------------------------------------------------------------------------
 
     def local_worker(self) -> RolloutWorker:
         return self._local
 
     def remote_workers(self) -> list:
-        return list(self._remote)
-
-    def _sampling_workers(self) -> list:
-        return self._remote or [self._local]
-
-    def foreach_worker(self, fn: Callable[[RolloutWorker], Any]) -> list:
-        """``[fn(local_worker), *(fn(w) for w in remote_workers)]``."""
-        return [fn(self._local)]
-
-    def foreach_worker_with_index(self, fn: Callable[[RolloutWorker, int], Any]) -> list:
-        """``fn(worker, index)`` with index 0 for the local worker and 1..N for remote ones."""
-        return [fn(self._local, 0)]
-
-    def foreach_env(self, fn: Callable[[Any], Any]) -> list[list]:
-        return self.foreach_worker(lambda w: w.foreach_env(fn))
-
-    def set_policy(self, policy: Any) -> None:
-        """Sends the acting pytree (weights, filter statistics, epsilon) to every worker."""
-        for worker in self._sampling_workers():
-            worker.set_policy(policy)
-
-    def sample(self) -> SampleBatch:
-        """One fragment from each sampling worker, ``[T, sum(B)]``."""
-        return self._local.sample()
-
-    def pop_episodes(self) -> list[dict]:
-        return [e for w in self._sampling_workers() for e in w.pop_episodes()]
+        return list(self._remote.values())
 
     @property
     def num_envs(self) -> int:
-        return sum(w.num_envs for w in self._sampling_workers())
+        """Envs that sample each round: the local worker's, or all remote workers'."""
+        if self._remote:
+            return len(self._remote) * self._config.num_envs_per_worker
+        return self._local.num_envs
+
+    # -- fan-out --------------------------------------------------------------------------------
+
+    def foreach_worker(self, fn: Callable[[RolloutWorker], Any]) -> list:
+        """``[fn(local_worker), *(fn(w) for w in remote_workers)]``."""
+        return self.foreach_worker_with_index(lambda w, _: fn(w))
+
+    def foreach_worker_with_index(self, fn: Callable[[RolloutWorker, int], Any]) -> list:
+        """``fn(worker, index)`` with index 0 for the local worker and 1..N for remote ones."""
+        results = [fn(self._local, 0)]
+        if self._remote:
+            import ray
+
+            refs = [w.apply.remote(fn, index) for index, w in self._remote.items()]
+            results.extend(ray.get(refs))
+        return results
+
+    def foreach_env(self, fn: Callable[[Any], Any]) -> list[list]:
+        """``fn(env)`` for every env of every worker; one list per worker."""
+        return self.foreach_worker(lambda w: w.foreach_env(fn))
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def set_policy(self, policy: Any) -> None:
+        """Sends the acting pytree (weights, filter statistics, epsilon) to every worker: one
+        ``ray.put``; workers fetch it with their next sample request."""
+        if not self._remote:
+            self._local.set_policy(policy)
+            return
+        import ray
+
+        host_policy = jax.device_get(policy)
+        self._local.set_policy(host_policy)
+        self._policy_ref = ray.put(host_policy)
+
+    def sample(self) -> SampleBatch:
+        """One fragment from each sampling worker, ``[T, sum(B)]``."""
+        if not self._remote:
+            return self._local.sample()
+        import ray
+
+        pending = {w.sample_with_episodes.remote(self._policy_ref): index
+                   for index, w in self._remote.items()}
+        batches: dict[int, SampleBatch] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            index = pending.pop(ref)
+            try:
+                batch, episodes = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                replacement = self._handle_failure(index, e)
+                if replacement is not None:
+                    pending[replacement.sample_with_episodes.remote(self._policy_ref)] = index
+                continue
+            batches[index] = batch
+            self._pending_episodes.extend(episodes)
+        if not batches:
+            raise RuntimeError("every rollout worker failed; nothing to train on")
+        ordered = [batches[i] for i in sorted(batches)]
+        return SampleBatch({k: np.concatenate([b[k] for b in ordered], axis=1)
+                            for k in ordered[0]})
+
+    def _handle_failure(self, index: int, error: Exception):
+        import ray
+
+        cfg = self._config
+        logger.warning("rollout worker %d failed: %s", index, _first_line(error))
+        try:
+            ray.kill(self._remote[index], no_restart=True)
+        except Exception:  # already gone
+            pass
+        if cfg.recreate_failed_workers:
+            self._remote[index] = self._factory(index)
+            self.num_worker_restarts += 1
+            return self._remote[index]
+        if cfg.ignore_worker_failures:
+            del self._remote[index]
+            return None
+        raise RuntimeError(f"rollout worker {index} failed: {_first_line(error)} (set "
+                           "recreate_failed_workers or ignore_worker_failures to go on)") from error
+
+    def pop_episodes(self) -> list[dict]:
+        if not self._remote:
+            return self._local.pop_episodes()
+        episodes, self._pending_episodes = self._pending_episodes, []
+        return episodes
 
     def stop(self) -> None:
         self._local.close()
+        if self._remote:
+            import ray
+
+            for w in self._remote.values():
+                try:
+                    ray.kill(w, no_restart=True)
+                except Exception:  # already gone
+                    pass
+            self._remote.clear()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__

@@ -1,0 +1,148 @@
+"""Ray Tune integration: every registered algorithm is a Tune Trainable by name.
+
+After ``import jrl``, ``tune.Tuner("PPO", param_space={"env": "CartPole-v1", "lr":
+tune.grid_search([1e-3, 3e-4])})`` runs jrl's PPO. The names are registered the moment
+``ray.tune`` is imported (before or after jrl), so ``import jrl`` itself stays light.
+
+Inside a function trainable, run a ``Trainer`` and hand each result to ``report``::
+
+    def train_fn(config):
+        trainer = jrl.Trainer("PPO", config=config)
+        for _ in range(10):
+            jrl.tune.report(trainer.train(), trainer=trainer)
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from jrl import registry
+from jrl.config import jsonable
+
+_REGISTERED = False
+
+
+def _clean_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result Tune can store: no config copy, JSON-able values."""
+    return {k: jsonable(v) for k, v in result.items() if k not in ("config", "done")}
+
+
+def make_trainable(algo_name: str) -> type:
+    """A ``tune.Trainable`` class that trains ``algo_name`` with jrl."""
+    from ray import tune
+
+    from jrl.trainer import Trainer
+
+    name = registry.get_entry(algo_name).name
+
+    class JrlTrainable(tune.Trainable):
+        _algo_name = name
+
+        def setup(self, config: dict) -> None:
+            self.trainer = Trainer(self._algo_name, config=dict(config), logdir=self.logdir,
+                                   log_to_disk=True)
+
+        def step(self) -> dict:
+            return _clean_result(self.trainer.train())
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            self.trainer.save(checkpoint_dir)
+
+        def load_checkpoint(self, checkpoint: Any) -> None:
+            path = checkpoint if isinstance(checkpoint, str) else checkpoint.path
+            self.trainer.restore(path)
+
+        def cleanup(self) -> None:
+            self.trainer.stop()
+
+        @classmethod
+        def default_resource_request(cls, config: dict):
+            return resources_for(cls._algo_name, config)
+
+    JrlTrainable.__name__ = JrlTrainable.__qualname__ = f"{name}Trainable"
+    return JrlTrainable
+
+
+def resources_for(algo_name: str, config: Mapping[str, Any]):
+    """The trial's placement group: a driver bundle plus one bundle per rollout worker."""
+    from ray import tune
+
+    cfg = registry.parse_config(algo_name, {k: v for k, v in dict(config).items()
+                                            if not _is_search_space(v)})
+    driver = {"CPU": cfg.num_cpus_for_driver, "GPU": cfg.num_gpus}
+    worker = {"CPU": cfg.num_cpus_per_worker, "GPU": cfg.num_gpus_per_worker,
+              **cfg.custom_resources_per_worker}
+    bundles = [driver] + [dict(worker) for _ in range(cfg.num_workers)]
+    return tune.PlacementGroupFactory([{k: v for k, v in b.items() if v} or {"CPU": 0}
+                                       for b in bundles])
+
+
+def _is_search_space(value: Any) -> bool:
+    return isinstance(value, Mapping) and "grid_search" in value or \
+        type(value).__module__.startswith("ray.tune")
+
+
+def register_trainables() -> None:
+    """Registers every jrl algorithm under its name (``"PPO"``, ``"DQN"``) with Tune."""
+    global _REGISTERED
+    from ray.tune import register_trainable
+
+    for name in registry.algorithm_names():
+        register_trainable(name, make_trainable(name))
+    _REGISTERED = True
+
+
+def report(result: Mapping[str, Any], *, trainer: Any = None, checkpoint: bool = False) -> None:
+    """Reports a ``Trainer.train()`` result from a function trainable (``ray.tune.report``);
+    with ``checkpoint=True`` also saves the trainer and attaches the checkpoint."""
+    from ray import tune
+
+    metrics = _clean_result(result)
+    if checkpoint:
+        if trainer is None:
+            raise ValueError("report(checkpoint=True) needs the trainer")
+        directory = tempfile.mkdtemp(prefix="jrl_tune_ckpt_")
+        trainer.save(directory)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+    else:
+        tune.report(metrics)
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Registers jrl's trainables as soon as ``ray.tune`` finishes importing."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "ray.tune":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            try:
+                register_trainables()
+            except Exception:  # never break the user's import of Ray Tune
+                pass
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def install_import_hook() -> None:
+    """Registers now if ``ray.tune`` is loaded, else when it gets imported."""
+    if os.environ.get("JRL_NO_TUNE_REGISTRATION"):
+        return
+    if "ray.tune" in sys.modules:
+        register_trainables()
+    elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnImport())
