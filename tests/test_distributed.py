@@ -31,6 +31,7 @@ class PhaseEnv(gym.Env):
     def __init__(self, config):
         self.phase = 0
         self.worker_index = config.worker_index
+        self.crash_marker = config.get("crash_marker")
         self.t = 0
 
     def set_phase(self, phase):
@@ -47,11 +48,11 @@ class PhaseEnv(gym.Env):
 
 
 class CrashingEnv(PhaseEnv):
-    """Raises once on its 25th step in worker 1's first incarnation (a file marks the crash)."""
+    """Raises once, on a step of worker 1's first incarnation (a file marks the crash)."""
 
     def step(self, action):
-        marker = os.environ.get("JRL_TEST_CRASH_MARKER")
-        if self.worker_index == 1 and self.t == 24 and marker and not os.path.exists(marker):
+        marker = self.crash_marker
+        if self.worker_index == 1 and self.t == 5 and marker and not os.path.exists(marker):
             open(marker, "w").close()
             raise RuntimeError("injected env failure")
         return super().step(action)
@@ -89,13 +90,12 @@ def test_remote_workers_sample_full_batches_and_fan_out(ray_cluster):
 
 
 def test_dead_worker_is_replaced_and_its_fragment_resampled(ray_cluster, tmp_path):
-    os.environ["JRL_TEST_CRASH_MARKER"] = str(tmp_path / "crashed")
     jrl.register_env("jrl-test-crash", lambda cfg: CrashingEnv(cfg))
-    trainer = jrl.Trainer("PPO", env="jrl-test-crash",
-                          config={**SMALL_PPO, "num_workers": 2}, log_to_disk=False)
+    config = {**SMALL_PPO, "num_workers": 2, "env_config": {"crash_marker": str(tmp_path / "c")}}
+    trainer = jrl.Trainer("PPO", env="jrl-test-crash", config=config, log_to_disk=False)
     try:
         results = [trainer.train() for _ in range(3)]
-        assert (tmp_path / "crashed").exists()
+        assert (tmp_path / "c").exists()
         assert all(r["timesteps_this_iter"] == 128 for r in results)
         assert results[-1]["num_worker_restarts"] == 1
         ray.kill(trainer.workers.remote_workers()[1])
@@ -104,7 +104,6 @@ def test_dead_worker_is_replaced_and_its_fragment_resampled(ray_cluster, tmp_pat
         assert result["num_worker_restarts"] == 2
     finally:
         trainer.stop()
-        os.environ.pop("JRL_TEST_CRASH_MARKER", None)
 
 
 @ray.remote

@@ -43,6 +43,10 @@ def register_env(name: str, creator: Callable[[EnvContext], gym.Env]) -> None:
     _ENV_CREATORS[name] = creator
 
 
+def registered_creator(name: str) -> Callable[[EnvContext], gym.Env] | None:
+    return _ENV_CREATORS.get(name)
+
+
 def registered_envs() -> list[str]:
     return sorted(_ENV_CREATORS)
 

@@ -75,13 +75,18 @@ class RolloutWorker:
         closures).
       worker_index: 0 for the local worker, 1..N for remote ones.
       video_dir: record the first env's episodes there (``monitor``).
+      env_creator: a creator registered in another process (remote workers get the driver's).
     """
 
     def __init__(self, env_id: str, config: Any, algo_name: str, worker_index: int = 0,
-                 video_dir: str | None = None):
+                 video_dir: str | None = None, env_creator: Any = None):
         from jrl.registry import make_algorithm
         from jrl.rollout.offline import JsonWriter
 
+        if env_creator is not None:
+            from jrl.rollout.envs import register_env
+
+            register_env(env_id, env_creator)
         self.config = config
         self.worker_index = worker_index
         self.env_id = env_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 
 from jrl.errors import ConfigError
+from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
 
 logger = logging.getLogger(__name__)
@@ -58,10 +60,13 @@ def _remote_worker_class(config: Any):
     import ray
 
     resources = dict(config.custom_resources_per_worker)
+    # Workers import what the driver can (envs and callbacks defined in the user's modules).
+    python_path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    env_vars = {**WORKER_ENV_VARS, "PYTHONPATH": python_path}
     return ray.remote(
         num_cpus=config.num_cpus_per_worker, num_gpus=config.num_gpus_per_worker,
         resources=resources or None, max_restarts=0,
-        runtime_env={"env_vars": WORKER_ENV_VARS})(RolloutWorker)
+        runtime_env={"env_vars": env_vars})(RolloutWorker)
 
 
 class WorkerSet:
@@ -98,9 +103,12 @@ class WorkerSet:
             return cls(local)
         init_ray(address)
         remote_cls = _remote_worker_class(config)
+        # Envs registered in this process travel with the worker (Ray serializes the creator).
+        creator = registered_creator(env_id)
 
         def factory(index: int):
-            return remote_cls.remote(env_id, config, algo_name, worker_index=index)
+            return remote_cls.remote(env_id, config, algo_name, worker_index=index,
+                                     env_creator=creator)
 
         return cls(local, factory, config.num_workers, config)
 
