@@ -17,7 +17,10 @@ SMALL_PPO = {"train_batch_size": 128, "rollout_fragment_length": 32, "num_envs_p
 @pytest.fixture(scope="module")
 def ray_cluster():
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Trials and actors import this test module, as a user's would import their own script.
+    here = os.path.dirname(os.path.abspath(__file__))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
     yield
     ray.shutdown()
 

@@ -125,6 +125,10 @@ def resolve_checkpoint(path: str) -> str:
     candidate = full
     while True:
         if _CHECKPOINT_NAME.match(os.path.basename(candidate)) and os.path.isdir(candidate):
+            # Tune names its own checkpoint directories the same way and keeps ours inside.
+            nested = None if _has_checkpoint_files(candidate) else latest_checkpoint(candidate)
+            if nested is not None:
+                return nested
             _check_complete(candidate)
             return candidate
         parent = os.path.dirname(candidate)
@@ -148,6 +152,11 @@ def resolve_checkpoint(path: str) -> str:
         raise CheckpointError(f"'{given}' holds no complete checkpoint: every checkpoint_* "
                               "directory in it is incomplete")
     raise CheckpointError(f"'{given}' is not a checkpoint and contains no checkpoint_* directories")
+
+
+def _has_checkpoint_files(directory: str) -> bool:
+    return any(os.path.exists(os.path.join(directory, name))
+               for name in (METADATA_FILE, COMPLETE_MARKER, STATE_DIR))
 
 
 def load_metadata(path: str) -> dict:
