@@ -84,6 +84,12 @@ def parse_config(name: str, config: Any = None, *overrides: Mapping[str, Any] | 
     return merge(base, *overrides) if any(overrides) else base
 
 
-def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None) -> Algorithm:
+def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None,
+                   axis_name: str | None = None) -> Algorithm:
+    """``make_<algo>(config, networks, spec)``; with ``axis_name`` its update averages over
+    that ``pmap`` axis."""
     entry = get_entry(name)
-    return entry.load(entry.make)(config, networks, spec)
+    make = entry.load(entry.make)
+    if axis_name is None:
+        return make(config, networks, spec)
+    return make(config, networks, spec, axis_name=axis_name)

@@ -260,7 +260,7 @@ class Trainer:
         if entry.plan == "on_policy":
             from jrl.execution.on_policy import OnPolicyPlan
 
-            return OnPolicyPlan(self.algorithm, self.workers, self.algo_config)
+            return OnPolicyPlan(self.algorithm, self.workers, self.algo_config, self.spec)
         from jrl.execution.off_policy import OffPolicyPlan
 
         return OffPolicyPlan(self.algorithm, self.workers, self.algo_config, self.spec)

@@ -19,6 +19,7 @@ from jrl.config import CommonConfig, ExplorationConfig, ModelConfig, field, to_d
 from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.ops.losses import huber_loss, l2_loss
+from jrl.ops.parallel import pmean
 from jrl.ops.returns import n_step_returns
 from jrl.rollout.filters import FilterState, get_filter
 from jrl.types import Algorithm, EnvSpec, Transition
@@ -130,8 +131,13 @@ def epsilon_at(exploration: ExplorationConfig, env_steps: jax.Array) -> jax.Arra
                                  exploration.epsilon_timesteps)(env_steps)
 
 
-def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = None) -> Algorithm:
-    """Builds DQN's ``Algorithm`` for ``spec`` (discrete actions)."""
+def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = None,
+             axis_name: str | None = None) -> Algorithm:
+    """Builds DQN's ``Algorithm`` for ``spec`` (discrete actions).
+
+    With ``axis_name`` the ``update`` is meant to run under ``pmap`` over that axis with the
+    replay batch split across devices; gradients and metrics are averaged across devices.
+    """
     if spec is None:
         raise ConfigError("make_dqn needs the env spec")
     if not spec.discrete:
@@ -183,6 +189,7 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
             return jnp.mean(loss_elementwise(td)), (td, q_tm1)
 
         (loss, (td, q_tm1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = pmean(grads, axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         due = state.env_steps - state.last_target_update >= config.target_network_update_freq
@@ -195,7 +202,7 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
         metrics = {"loss": loss, "mean_q": jnp.mean(q_tm1), "mean_td_error": jnp.mean(td),
                    "grad_gnorm": optax.tree.norm(grads),
                    "cur_epsilon": epsilon_at(config.exploration_config, state.env_steps)}
-        return new_state, metrics
+        return new_state, pmean(metrics, axis_name)
 
     return Algorithm(init=init, update=update, act=act, policy=policy, name="DQN")
 

@@ -17,6 +17,7 @@ import optax
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
 from jrl.rollout.filters import FilterState, get_filter
 from jrl.types import Algorithm, EnvSpec, Transition
@@ -134,8 +135,14 @@ def make_optimizer(config: Any, lr: Any = None) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
 
 
-def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = None) -> Algorithm:
-    """Builds PPO's ``Algorithm`` for ``spec``; ``networks`` defaults to the catalog's actor-critic."""
+def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = None,
+             axis_name: str | None = None) -> Algorithm:
+    """Builds PPO's ``Algorithm`` for ``spec``; ``networks`` defaults to the catalog's actor-critic.
+
+    With ``axis_name`` the returned ``update`` is meant to run under ``pmap`` over that axis with
+    the batch split along its env axis: gradients, advantage statistics, filter statistics and
+    metrics are averaged across devices, so the result equals the single-device update.
+    """
     if spec is None:
         raise ConfigError("make_ppo needs the env spec")
     net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
@@ -185,7 +192,9 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
             batch.terminated, batch.truncated, config.gamma, lambda_)
         advantages, value_targets = flat(advantages), flat(value_targets)
         if config.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            mean = pmean(advantages.mean(), axis_name)
+            std = jnp.sqrt(pmean(jnp.mean(jnp.square(advantages - mean)), axis_name))
+            advantages = (advantages - mean) / (std + 1e-8)
         data = {"obs": obs, "actions": flat(batch.action), "behaviour_logp": flat(
             batch.behaviour_logp), "advantages": advantages, "value_targets": value_targets,
             "old_values": values, "old_dist": old_dist}
@@ -201,6 +210,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
             params, opt_state = carry
             minibatch = jax.tree.map(lambda x: x[idx], data)
             grads, stats = jax.grad(loss_fn, has_aux=True)(params, minibatch, state.kl_coeff)
+            grads = pmean(grads, axis_name)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             stats["grad_gnorm"] = optax.tree.norm(grads)
@@ -213,19 +223,22 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
         key, *epoch_keys = jax.random.split(state.key, config.num_sgd_iter + 1)
         (params, opt_state), stats = jax.lax.scan(
             epoch, (state.params, state.opt_state), jnp.stack(epoch_keys))
-        stats = jax.tree.map(jnp.mean, stats)
+        stats = pmean(jax.tree.map(jnp.mean, stats), axis_name)
         kl_coeff = state.kl_coeff
         if config.kl_coeff > 0:
             kl = stats["kl"]
             kl_coeff = jnp.where(kl > 2.0 * config.kl_target, kl_coeff * 1.5,
                                  jnp.where(kl < 0.5 * config.kl_target, kl_coeff * 0.5, kl_coeff))
-        explained_var = 1.0 - jnp.var(value_targets - values) / (jnp.var(value_targets) + 1e-8)
+        all_targets = all_gather(value_targets, axis_name)
+        all_values = all_gather(values, axis_name)
+        explained_var = 1.0 - jnp.var(all_targets - all_values) / (jnp.var(all_targets) + 1e-8)
         stats.update(cur_kl_coeff=kl_coeff, vf_explained_var=explained_var,
                      cur_lr=lr_schedule(state.num_updates * steps_per_update))
         new_state = PPOState(params=params, opt_state=opt_state, key=key,
-                             obs_filter=obs_filter.update(state.obs_filter, obs),
+                             obs_filter=obs_filter.update(state.obs_filter,
+                                                          all_gather(obs, axis_name)),
                              kl_coeff=kl_coeff, num_updates=state.num_updates + 1,
-                             env_steps=state.env_steps + n)
+                             env_steps=state.env_steps + n * num_devices(axis_name))
         return new_state, stats
 
     return Algorithm(init=init, update=update, act=act, policy=policy, name="PPO")

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jrl.execution.learner import Learner, learner_devices
+from jrl.registry import make_algorithm
 from jrl.rollout.filters import get_filter
 from jrl.rollout.replay import replay_add, replay_init, replay_sample
 from jrl.rollout.worker_set import WorkerSet
@@ -39,6 +41,13 @@ class OffPolicyPlan:
         self._policy = jax.jit(algorithm.policy)
         self._add = jax.jit(self._add_impl, donate_argnums=(1,))
         self._learn = jax.jit(self._learn_impl, donate_argnums=(1,))
+        # Several learner devices: add and sample in one call, the updates pmapped over devices
+        # with the replay batch split along its sample axis.
+        self._add_and_sample = jax.jit(self._add_and_sample_impl, donate_argnums=(1,))
+        self.learner = Learner(
+            lambda axis: self._scan_updates(
+                make_algorithm(algorithm.name, config, spec, axis_name=axis).update),
+            learner_devices(config.num_gpus), config.train_batch_size)
         self._env_steps = 0
         self._obs_filter = get_filter(config.observation_filter)
 
@@ -60,17 +69,31 @@ class OffPolicyPlan:
         return (state._replace(env_steps=state.env_steps + n, obs_filter=obs_filter),
                 replay_add(replay, items))
 
+    def _sample_batches(self, state, replay):
+        """``updates_per_fragment`` replay batches ``[K, N, ...]`` and the state's next key."""
+        key, *sample_keys = jax.random.split(state.key, self.config.updates_per_fragment + 1)
+        batches = jax.vmap(lambda k: replay_sample(replay, k, self.config.train_batch_size))(
+            jnp.stack(sample_keys))
+        return state._replace(key=key), batches
+
+    @staticmethod
+    def _scan_updates(update):
+        def run(state, batches):
+            state, metrics = jax.lax.scan(update, state, batches)
+            return state, jax.tree.map(jnp.mean, metrics)
+        return run
+
     def _learn_impl(self, state, replay, fragment):
+        """Single device: add, sample and every update in one compiled call."""
         state, replay = self._add_impl(state, replay, fragment)
+        state, batches = self._sample_batches(state, replay)
+        state, metrics = self._scan_updates(self.algorithm.update)(state, batches)
+        return state, replay, metrics
 
-        def one_update(state, _):
-            key, sample_key = jax.random.split(state.key)
-            batch = replay_sample(replay, sample_key, self.config.train_batch_size)
-            return self.algorithm.update(state._replace(key=key), batch)
-
-        state, metrics = jax.lax.scan(one_update, state, None,
-                                      length=self.config.updates_per_fragment)
-        return state, replay, jax.tree.map(jnp.mean, metrics)
+    def _add_and_sample_impl(self, state, replay, fragment):
+        state, replay = self._add_impl(state, replay, fragment)
+        state, batches = self._sample_batches(state, replay)
+        return state, replay, batches
 
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
         self.workers.set_policy(self._policy(state))
@@ -80,5 +103,9 @@ class OffPolicyPlan:
         if self._env_steps < self.config.learning_starts:
             state, self.replay = self._add(state, self.replay, fragment)
             return state, None, batch.count
-        state, self.replay, metrics = self._learn(state, self.replay, fragment)
+        if self.learner.num_devices == 1:
+            state, self.replay, metrics = self._learn(state, self.replay, fragment)
+        else:
+            state, self.replay, batches = self._add_and_sample(state, self.replay, fragment)
+            state, metrics = self.learner.update(state, batches)
         return state, metrics, batch.count

@@ -7,6 +7,8 @@ from typing import Any
 
 import jax
 
+from jrl.execution.learner import Learner, learner_devices
+from jrl.registry import make_algorithm
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm
@@ -16,16 +18,18 @@ class OnPolicyPlan:
     """Each ``step`` samples ``ceil(train_batch_size / (T * B))`` fragments from every worker,
     concatenates them along time and runs the algorithm's ``update`` once (jitted)."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any):
+    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         per_round = config.rollout_fragment_length * workers.num_envs
         self.rounds = max(1, math.ceil(config.train_batch_size / per_round))
-        self._update = jax.jit(algorithm.update)
+        self.learner = Learner(
+            lambda axis: make_algorithm(algorithm.name, config, spec, axis_name=axis).update,
+            learner_devices(config.num_gpus), workers.num_envs)
         self._policy = jax.jit(algorithm.policy)
 
     def step(self, state: Any) -> tuple[Any, dict, int]:
         self.workers.set_policy(self._policy(state))
         batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
-        state, metrics = self._update(state, batch.to_transition())
+        state, metrics = self.learner.update(state, batch.to_transition())
         return state, metrics, batch.count
