@@ -100,3 +100,28 @@ def test_function_trainable_curriculum_reports_each_result(ray_cluster, tmp_path
     # rewards follow the phase once it changes (episodes in progress may straddle a change)
     assert history["episode_reward_mean"].iloc[-1] > history["episode_reward_mean"].iloc[0]
     assert result.checkpoint is not None
+
+
+def test_cli_runs_grid_search_experiment_files_through_tune(ray_cluster, tmp_path, capsys):
+    from jrl.cli import main
+
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(
+        "grid:\n  env: CartPole-v1\n  run: PPO\n  stop: {training_iteration: 1}\n"
+        "  config:\n    train_batch_size: 128\n    rollout_fragment_length: 64\n"
+        "    num_envs_per_worker: 2\n    sgd_minibatch_size: 64\n    num_sgd_iter: 1\n"
+        "    model: {fcnet_hiddens: [8]}\n    lr: {grid_search: [0.001, 0.0001]}\n")
+    assert main(["train", "-f", str(spec), "--local-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Experiment 'grid' (PPO): 2 trials" in out
+    assert out.count("jrl evaluate ") == 2
+
+
+def test_cli_rejects_an_invalid_grid_point_before_starting(tmp_path, capsys):
+    from jrl.cli import main
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("bad:\n  env: CartPole-v1\n  run: PPO\n"
+                    "  config:\n    gamma: {grid_search: [0.9, 1.5]}\n")
+    assert main(["train", "-f", str(spec), "--local-dir", str(tmp_path)]) == 2
+    assert "config key 'gamma' must be <= 1.0, got 1.5" in capsys.readouterr().err

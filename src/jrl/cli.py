@@ -7,6 +7,8 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -98,9 +100,6 @@ def load_experiments(path: str) -> dict[str, dict[str, Any]]:
         for key in spec:
             if key not in EXPERIMENT_KEYS:
                 raise unknown_key_error(key, list(EXPERIMENT_KEYS), f"{name}.")
-        if _has_grid_search(spec.get("config") or {}):
-            raise ConfigError(f"experiment '{name}' uses grid_search, which needs Ray Tune; "
-                              "run a single configuration per experiment for now")
         experiments[str(name)] = dict(spec)
     return experiments
 
@@ -154,29 +153,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.env:
         flags["env"] = args.env
     stop_flags = parse_stop(args.stop)
-    for name, spec in experiments.items():
-        run_experiment(args, name, spec, cli_config, flags, stop_flags)
+    plans = [prepare_experiment(args, name, spec, cli_config, flags, stop_flags)
+             for name, spec in experiments.items()]
+    if len(plans) > 1 or any(_has_grid_search(p.config) for p in plans):
+        from jrl.tune import run_experiments
+
+        run_experiments(plans, address=args.address, verbose=args.verbose)
+        return 0
+    run_experiment(args, plans[0])
     return 0
 
 
-def run_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
-                   cli_config: dict, flags: dict, stop_flags: dict) -> None:
+@dataclasses.dataclass
+class ExperimentPlan:
+    """One experiment resolved from the YAML file, ``--config`` and flags."""
+
+    name: str
+    algo: str
+    config: dict[str, Any]
+    stop: dict[str, Any]
+    local_dir: str
+    checkpoint_freq: int
+    checkpoint_at_end: bool
+
+
+def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
+                       cli_config: dict, flags: dict, stop_flags: dict) -> ExperimentPlan:
     from jrl import registry
     from jrl.config import deep_merge
-    from jrl.logger import ProgressReporter
-    from jrl.trainer import Trainer, default_results_dir
+    from jrl.trainer import default_results_dir
 
     algo = args.run or spec.get("run")
     if not algo:
         raise ConfigError(f"experiment '{name}' names no algorithm ('run: PPO') and no --algo")
-    registry.get_entry(algo)
+    algo = registry.get_entry(algo).name
     config = deep_merge(dict(spec.get("config") or {}), cli_config)
     if spec.get("env") and "env" not in flags:
         config["env"] = spec["env"]
     config = deep_merge(config, flags)
     if not config.get("env"):
         raise ConfigError("no env given: use --env CartPole-v1 (or 'env:' in the experiment file)")
-    stop = dict(spec.get("stop") or {})
+    stop = spec.get("stop") or {}
     if not isinstance(stop, Mapping):
         raise ConfigError(f"experiment '{name}': 'stop' must be a mapping")
     stop = {**(parse_stop([json.dumps(dict(stop))]) if stop else {}), **stop_flags}
@@ -186,10 +203,57 @@ def run_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
             config["evaluation_interval"] = 1
     elif any(k.startswith("evaluation/") for k in stop) and "evaluation_interval" not in config:
         config["evaluation_interval"] = 1
-    local_dir = args.local_dir or spec.get("local_dir") or default_results_dir()
-    checkpoint_freq = args.checkpoint_freq if args.checkpoint_freq is not None else int(
-        spec.get("checkpoint_freq", 0))
-    checkpoint_at_end = args.checkpoint_at_end or bool(spec.get("checkpoint_at_end", True))
+    for variant in _grid_variants(config):
+        registry.parse_config(algo, variant)  # every grid point must be a valid config
+    checkpoint_at_end = (args.checkpoint_at_end if args.checkpoint_at_end is not None
+                         else bool(spec.get("checkpoint_at_end", True)))
+    return ExperimentPlan(
+        name=name, algo=algo, config=config, stop=stop,
+        local_dir=args.local_dir or spec.get("local_dir") or default_results_dir(),
+        checkpoint_freq=(args.checkpoint_freq if args.checkpoint_freq is not None
+                         else int(spec.get("checkpoint_freq", 0))),
+        checkpoint_at_end=checkpoint_at_end)
+
+
+def _grid_variants(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The config once per value of each ``grid_search`` (one at a time, others at their first)."""
+    def first(value):
+        if isinstance(value, Mapping):
+            if "grid_search" in value:
+                return first(value["grid_search"][0]) if value["grid_search"] else None
+            return {k: first(v) for k, v in value.items()}
+        return value
+
+    base = first(config)
+    variants = [base]
+
+    def walk(value, path):
+        if isinstance(value, Mapping) and "grid_search" in value:
+            grid = value["grid_search"]
+            if not isinstance(grid, list) or not grid:
+                raise ConfigError(f"'{'.'.join(path)}.grid_search' must be a non-empty list")
+            for option in grid[1:]:
+                variant = copy.deepcopy(base)
+                target = variant
+                for key in path[:-1]:
+                    target = target[key]
+                target[path[-1]] = first(option)
+                variants.append(variant)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, [*path, k])
+
+    walk(config, [])
+    return variants
+
+
+def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
+    from jrl.logger import ProgressReporter
+    from jrl.trainer import Trainer
+
+    name, algo, config, stop = plan.name, plan.algo, plan.config, plan.stop
+    local_dir, checkpoint_freq = plan.local_dir, plan.checkpoint_freq
+    checkpoint_at_end = plan.checkpoint_at_end
     trainer = Trainer(algo, config=config, local_dir=local_dir, experiment=name,
                       address=args.address)
     out = sys.stdout
@@ -311,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop criteria as JSON or key=value (repeatable); any one met stops")
     train.add_argument("--checkpoint-freq", type=int, default=None,
                        help="save a checkpoint every N iterations")
-    train.add_argument("--checkpoint-at-end", action="store_true", default=True,
+    train.add_argument("--checkpoint-at-end", action="store_true", default=None,
                        help="save a checkpoint when training ends (default)")
     train.add_argument("--no-checkpoint-at-end", dest="checkpoint_at_end", action="store_false")
     train.add_argument("--local-dir", help="results root (default ~/jrl_results)")

@@ -146,3 +146,39 @@ def install_import_hook() -> None:
         register_trainables()
     elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _RegisterOnImport())
+
+
+def run_experiments(plans: list, *, address: str | None = None, verbose: int = 0) -> list:
+    """Runs each experiment (``jrl.cli.ExperimentPlan``) through ``tune.Tuner``; a config's
+    ``{"grid_search": [...]}`` values become Tune grid searches. Returns the ``ResultGrid``s."""
+    from ray import tune
+
+    from jrl.rollout.worker_set import init_ray
+
+    init_ray(address)
+    register_trainables()
+    grids = []
+    for plan in plans:
+        tuner = tune.Tuner(
+            plan.algo, param_space=dict(plan.config),
+            run_config=tune.RunConfig(
+                name=plan.name, storage_path=os.path.abspath(plan.local_dir), stop=plan.stop,
+                verbose=1 if verbose else 0,
+                checkpoint_config=tune.CheckpointConfig(
+                    checkpoint_frequency=plan.checkpoint_freq,
+                    checkpoint_at_end=plan.checkpoint_at_end)))
+        grid = tuner.fit()
+        grids.append(grid)
+        print(f"\nExperiment '{plan.name}' ({plan.algo}): {len(grid)} trials")
+        for result in grid:
+            metrics = result.metrics or {}
+            reward = metrics.get("episode_reward_mean", float("nan"))
+            line = (f"  {os.path.basename(result.path)}: iterations "
+                    f"{metrics.get('training_iteration', 0)}, episode_reward_mean {reward:.2f}")
+            if result.error:
+                line += f", error: {str(result.error).strip().splitlines()[-1]}"
+            print(line)
+            if result.checkpoint is not None:
+                print(f"    checkpoint: {result.checkpoint.path}")
+                print(f"    evaluate:   jrl evaluate {result.checkpoint.path}")
+    return grids
