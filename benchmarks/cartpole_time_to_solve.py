@@ -40,7 +40,7 @@ EVAL_EPISODES = 10
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTION = "CartPole-v1 time-to-solve: jrl vs stable-baselines3"
 DEFAULT_MAX_STEPS = {"PPO": 300_000, "DQN": 150_000}
-SYSTEMS = ("jrl", "sb3")
+SYSTEMS = ("jrl", "jrl-warm", "sb3")
 
 # jrl configs used when configs/cartpole-<algo>.yaml does not exist. They follow the rl-zoo
 # hyperparameters of the SB3 side as closely as jrl's config keys allow.
@@ -276,7 +276,7 @@ def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    runner = run_jrl if args.child_system == "jrl" else run_sb3
+    runner = run_sb3 if args.child_system == "sb3" else run_jrl
     out = runner(args.child_algo, args.child_seed, args.child_max_steps, args.eval_every)
     out.update(system=args.child_system, algo=args.child_algo, seed=args.child_seed,
                max_steps=args.child_max_steps)
@@ -295,6 +295,10 @@ def run_child(system: str, algo: str, seed: int, max_steps: int, args) -> dict:
            algo, "--child-seed", str(seed), "--child-max-steps", str(max_steps), "--child-out",
            path, "--eval-every", str(args.eval_every)]
     env = dict(os.environ, PYTHONWARNINGS="ignore", TF_CPP_MIN_LOG_LEVEL="3")
+    if system == "jrl":  # cold start: an empty compilation cache of its own
+        env["JRL_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jrl-cold-cache-")
+    elif system == "jrl-warm":  # the cache a previous run of the same config left behind
+        env["JRL_COMPILATION_CACHE_DIR"] = warm_cache_dir(algo)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
@@ -313,6 +317,24 @@ def run_child(system: str, algo: str, seed: int, max_steps: int, args) -> dict:
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+_WARM_CACHES: dict[str, str] = {}
+
+
+def warm_cache_dir(algo: str) -> str:
+    """A compilation cache primed by one unmeasured jrl run of ``algo`` (what a user has from
+    their previous ``jrl train``)."""
+    if algo not in _WARM_CACHES:
+        path = tempfile.mkdtemp(prefix=f"jrl-warm-cache-{algo.lower()}-")
+        _WARM_CACHES[algo] = path
+        cmd = [sys.executable, os.path.abspath(__file__), "--child-system", "jrl-warm",
+               "--child-algo", algo, "--child-seed", "100", "--child-max-steps", "4096",
+               "--child-out", os.path.join(path, "prime.json"), "--eval-every", "2048"]
+        subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, JRL_COMPILATION_CACHE_DIR=path,
+                                PYTHONWARNINGS="ignore"))
+    return _WARM_CACHES[algo]
 
 
 def _fmt_run(r: dict) -> str:
@@ -339,7 +361,8 @@ def _fmt_s(x: float) -> str:
 
 
 def make_table(results: list[dict], algos: list[str], seeds: list[int]) -> str:
-    label = {"jrl": "jrl", "sb3": "SB3 (torch CPU, 1 thread)"}
+    label = {"jrl": "jrl, cold start (empty compilation cache)",
+             "jrl-warm": "jrl, warm compilation cache", "sb3": "SB3 (torch CPU, 1 thread)"}
     head = ["algo", "system"] + [f"seed {s}" for s in seeds] + [
         "solved", "median time", "median env steps", "build (s)", "1st iter (s)", "peak RSS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -365,19 +388,21 @@ def make_table(results: list[dict], algos: list[str], seeds: list[int]) -> str:
                 f"{common.median(builds):.2f}" if builds else "—",
                 f"{common.median(firsts):.2f}" if firsts else "—",
                 f"{max(rss):.0f} MB" if rss else "—"]) + " |")
-        if "jrl" in medians and "sb3" in medians:
-            a, b = medians["jrl"], medians["sb3"]
+        for system in ("jrl", "jrl-warm"):
+            if system not in medians or "sb3" not in medians:
+                continue
+            a, b = medians[system], medians["sb3"]
             if math.isfinite(a) and math.isfinite(b) and b > 0:
-                ratio = f"{a / b:.2f}× (jrl {a:.1f} s / SB3 {b:.1f} s)"
+                ratio = f"{a / b:.2f}× ({system} {a:.1f} s / SB3 {b:.1f} s)"
             else:
-                ratio = f"n/a (jrl {_fmt_s(a)}, SB3 {_fmt_s(b)})"
-            ratio_lines.append(f"- {algo}: median time-to-solve ratio jrl / SB3 = {ratio}")
+                ratio = f"n/a ({system} {_fmt_s(a)}, SB3 {_fmt_s(b)})"
+            ratio_lines.append(f"- {algo}: median time-to-solve ratio {system} / SB3 = {ratio}")
     return "\n".join(lines) + "\n\n" + "\n".join(ratio_lines)
 
 
 def make_section(results, algos, seeds, args, total_s: float) -> str:
     sources = sorted({(r["algo"], r.get("config_source")) for r in results
-                      if r["system"] == "jrl" and "error" not in r})
+                      if r["system"].startswith("jrl") and "error" not in r})
     body = [*common.machine_lines(),
             f"- command: `{common.command_line()}`",
             f"- threshold: greedy {EVAL_EPISODES}-episode mean >= {THRESHOLD:g}, evaluated every "

@@ -42,6 +42,29 @@ def _to_host(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x), tree)
 
 
+COMPILATION_CACHE_ENV = "JRL_COMPILATION_CACHE_DIR"
+
+
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache (``~/.cache/jrl/xla`` by default, or
+    ``$JRL_COMPILATION_CACHE_DIR``; set it to ``0`` to turn the cache off). A second run of the
+    same algorithm, env and config skips XLA compilation. A cache directory already configured
+    in JAX (by the user) is left alone."""
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    path = os.environ.get(COMPILATION_CACHE_ENV, os.path.expanduser("~/.cache/jrl/xla"))
+    if path in ("", "0", "off", "false"):
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        logger.warning("compilation cache disabled: cannot create %s (%s)", path, e.strerror)
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return path
+
+
 def _summarize_episodes(episodes: list[dict]) -> dict[str, Any]:
     rewards = [e["episode_reward"] for e in episodes]
     lengths = [e["episode_len"] for e in episodes]
@@ -215,6 +238,7 @@ class Trainer:
         self._eval_config = merge(self.algo_config, {
             "explore": False, **self.algo_config.evaluation_config})
         _set_log_level(self.algo_config.log_level)
+        enable_compilation_cache()
         self.logdir = logdir
         video_dir = None
         if self.algo_config.monitor:

@@ -37,16 +37,17 @@ class DQNConfig(CommonConfig):
       target_network_update_freq: copy online to target params every this many env steps.
       buffer_size: replay capacity in transitions.
       learning_starts: env steps sampled before learning starts.
-      training_intensity: replay ratio (sampled-for-training / env steps); ``None`` does one update
-        per sampled fragment.
+      training_intensity: replay ratio (samples trained on / env steps sampled); ``None`` does one
+        update per sampled fragment.
       td_error_loss_fn: ``huber`` or ``mse``.
       adam_epsilon: Adam's epsilon.
       exploration_config: epsilon-greedy schedule.
     """
 
     lr: float = field(1e-3, gt=0.0)
-    train_batch_size: int = field(64, min=1)
+    train_batch_size: int = field(128, min=1)
     rollout_fragment_length: int = field(4, min=1)
+    num_envs_per_worker: int = field(16, min=1)
     timesteps_per_iteration: int = field(1000, min=0)
     grad_clip: float | None = field(10.0, gt=0.0)
     model: ModelConfig = dataclasses.field(
@@ -58,11 +59,11 @@ class DQNConfig(CommonConfig):
     target_network_update_freq: int = field(500, min=1)
     buffer_size: int = field(50_000, min=1)
     learning_starts: int = field(1000, min=0)
-    training_intensity: float | None = field(None, gt=0.0)
+    training_intensity: float | None = field(16.0, gt=0.0)
     td_error_loss_fn: str = field("huber", choices=("huber", "mse"))
     adam_epsilon: float = field(1e-8, gt=0.0)
     exploration_config: ExplorationConfig = dataclasses.field(
-        default_factory=lambda: ExplorationConfig(epsilon_timesteps=10_000, final_epsilon=0.02))
+        default_factory=lambda: ExplorationConfig(epsilon_timesteps=5_000, final_epsilon=0.02))
 
     def validate(self) -> None:
         if self.n_step > self.rollout_fragment_length:
