@@ -140,3 +140,15 @@ def make_trainer() -> Iterator[Callable[..., Any]]:
     yield make
     for trainer in trainers:
         trainer.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A 2-CPU local Ray cluster for one test module, shut down afterwards. Workers and trials
+    import the test modules (as a user's would import their own script)."""
+    ray = pytest.importorskip("ray")
+    here = os.path.dirname(os.path.abspath(__file__))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
+    yield
+    ray.shutdown()

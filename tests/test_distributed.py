@@ -2,11 +2,10 @@
 
 import os
 
-import gymnasium as gym
-import numpy as np
 import pytest
 
 import jrl
+from phase_env import PhaseEnv
 
 ray = pytest.importorskip("ray")
 
@@ -14,40 +13,6 @@ SMALL_PPO = {"train_batch_size": 128, "rollout_fragment_length": 32, "num_envs_p
              "sgd_minibatch_size": 64, "num_sgd_iter": 1, "model": {"fcnet_hiddens": [8]}}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # Trials and actors import this test module, as a user's would import their own script.
-    here = os.path.dirname(os.path.abspath(__file__))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
-    yield
-    ray.shutdown()
-
-
-class PhaseEnv(gym.Env):
-    """CartPole-like env with a curriculum phase set through ``foreach_env``."""
-
-    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, config):
-        self.phase = 0
-        self.worker_index = config.worker_index
-        self.crash_marker = config.get("crash_marker")
-        self.t = 0
-
-    def set_phase(self, phase):
-        self.phase = phase
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(3, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.zeros(3, np.float32), float(self.phase), self.t >= 10, False, {}
 
 
 class CrashingEnv(PhaseEnv):

@@ -1,12 +1,10 @@
 """Ray Tune: algorithms as Trainables by name, grid search, checkpoints, function trainables."""
 
-import os
 
-import gymnasium as gym
-import numpy as np
 import pytest
 
 import jrl
+from phase_env import PhaseEnv
 
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
@@ -16,15 +14,6 @@ SMALL_PPO = {"env": "CartPole-v1", "train_batch_size": 128, "rollout_fragment_le
              "model": {"fcnet_hiddens": [8]}}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # Trials and actors import this test module, as a user's would import their own script.
-    here = os.path.dirname(os.path.abspath(__file__))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
-    yield
-    ray.shutdown()
 
 
 def test_tuner_runs_a_registered_algorithm_by_name_with_grid_search(ray_cluster, tmp_path):
@@ -53,30 +42,9 @@ def test_trial_resources_cover_driver_and_workers():
     assert pgf.bundles == [{"CPU": 1.0, "GPU": 0.5}, {"CPU": 1.0}, {"CPU": 1.0}]
 
 
-class CurriculumEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, config):
-        self.phase = 0
-        self.t = 0
-
-    def set_phase(self, phase):
-        self.phase = phase
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.zeros(2, np.float32), 1.0 + self.phase, self.t >= 5, False, {}
-
-
 def curriculum_train(config):
     """RLlib's curriculum example: a function trainable that raises the env's phase."""
-    jrl.register_env("jrl-test-curriculum", lambda cfg: CurriculumEnv(cfg))
+    jrl.register_env("jrl-test-curriculum", lambda cfg: PhaseEnv(cfg))
     trainer = jrl.Trainer("PPO", env="jrl-test-curriculum", config=config, log_to_disk=False)
     phase = 0
     for _ in range(3):
@@ -91,6 +59,7 @@ def curriculum_train(config):
 
 def test_function_trainable_curriculum_reports_each_result(ray_cluster, tmp_path):
     config = {k: v for k, v in SMALL_PPO.items() if k != "env"}
+    config["env_config"] = {"episode_len": 5, "reward_offset": 1.0}
     tuner = tune.Tuner(curriculum_train, param_space=config,
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="curr",
                                                  verbose=0))

@@ -93,3 +93,17 @@ def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None,
     if axis_name is None:
         return make(config, networks, spec)
     return make(config, networks, spec, axis_name=axis_name)
+
+
+def lazy_trainer_class(module_name: str, attr: str, algo_name: str) -> type:
+    """Module ``__getattr__`` body that builds ``<ALGO>Trainer`` on first access (algorithm
+    modules stay free of the rollout stack until a trainer is asked for)."""
+    if attr != f"{algo_name}Trainer":
+        raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+    import sys
+
+    from jrl.trainer import make_trainer_class
+
+    trainer_cls = make_trainer_class(algo_name)
+    setattr(sys.modules[module_name], attr, trainer_cls)
+    return trainer_cls

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jrl import registry
 from jrl.config import CommonConfig, ExplorationConfig, ModelConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
@@ -219,12 +220,6 @@ def postprocess(config: DQNConfig, fragment: Transition) -> QBatch:
                   reward=flat(returns), discount=flat(discount), next_obs=flat(next_obs))
 
 
-def __getattr__(name: str) -> Any:
-    # DQNTrainer is built lazily: the trainer imports the rollout stack, the algorithm does not.
-    if name == "DQNTrainer":
-        from jrl.trainer import make_trainer_class
 
-        trainer_cls = make_trainer_class("DQN")
-        globals()[name] = trainer_cls
-        return trainer_cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    return registry.lazy_trainer_class(__name__, name, "DQN")

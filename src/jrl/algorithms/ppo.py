@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jrl import registry
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
@@ -244,12 +245,6 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     return Algorithm(init=init, update=update, act=act, policy=policy, name="PPO")
 
 
-def __getattr__(name: str) -> Any:
-    # PPOTrainer is built lazily: the trainer imports the rollout stack, the algorithm does not.
-    if name == "PPOTrainer":
-        from jrl.trainer import make_trainer_class
 
-        trainer_cls = make_trainer_class("PPO")
-        globals()[name] = trainer_cls
-        return trainer_cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    return registry.lazy_trainer_class(__name__, name, "PPO")
