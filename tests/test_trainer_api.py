@@ -251,13 +251,14 @@ def test_on_postprocess_trajectory_rewrites_rewards_the_learner_sees(make_traine
     callbacks = ZeroRewards()
     trainer = make_trainer("PPO", callbacks=callbacks)
     learner_batches = []
-    plan_update = trainer._plan._update
+    learner = trainer._plan.learner
+    plan_update = learner.update
 
     def spy(state, batch):
         learner_batches.append(np.array(batch.reward))
         return plan_update(state, batch)
 
-    trainer._plan._update = spy
+    learner.update = spy
     result = trainer.train()
     assert callbacks.samples and learner_batches
     for sample in callbacks.samples:

@@ -95,6 +95,16 @@ def register_trainables() -> None:
 
     for name in registry.algorithm_names():
         register_trainable(name, make_trainable(name))
+    if not _REGISTERED:
+        # Tune's registry lives in the cluster's key-value store, so it is gone after
+        # ray.shutdown(); register again after every later ray.init (else Tune would fall back
+        # to RLlib's algorithms of the same names).
+        try:
+            import ray._private.worker as ray_worker
+
+            ray_worker._post_init_hooks.append(register_trainables)
+        except (ImportError, AttributeError):
+            pass
     _REGISTERED = True
 
 
