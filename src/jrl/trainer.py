@@ -255,7 +255,11 @@ class Trainer:
         self.spec = local.spec
         self.algorithm = local.algorithm
         self.callbacks = local.callbacks
-        self.state = jax.jit(self.algorithm.init)(jax.random.PRNGKey(self.algo_config.seed))
+        # init runs once: XLA's backend optimizations would cost more compile time (~1 s of a
+        # cold start on 2 cores) than they could ever save.
+        init = jax.jit(self.algorithm.init,
+                       compiler_options={"xla_backend_optimization_level": 0})
+        self.state = init(jax.random.PRNGKey(self.algo_config.seed))
         self._plan = self._make_plan()
         self._act = jax.jit(self.algorithm.act, static_argnums=3)
         self._policy_fn = jax.jit(self.algorithm.policy)
