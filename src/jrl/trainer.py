@@ -240,15 +240,10 @@ class Trainer:
         _set_log_level(self.algo_config.log_level)
         enable_compilation_cache()
         self.logdir = logdir
-        video_dir = None
-        if self.algo_config.monitor:
-            if not log_to_disk and logdir is None:
-                raise ConfigError("monitor=True records videos into the results directory; "
-                                  "it needs log_to_disk=True or a logdir")
-            if self.logdir is None:
-                self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
-                                          self.algo_name, self.algo_config.env)
-            video_dir = os.path.join(self.logdir, "videos")
+        if self.logdir is None and (log_to_disk or self.algo_config.monitor):
+            self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
+                                      self.algo_name, self.env_id)
+        video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
         self.workers = WorkerSet.create(self.env_id, self.algo_config, self.algo_name,
                                         video_dir=video_dir, address=address)
         local = self.workers.local_worker()
@@ -274,9 +269,6 @@ class Trainer:
         self._policy: Policy | None = None
         self._result_logger: ResultLogger | None = None
         if log_to_disk:
-            if self.logdir is None:
-                self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
-                                          self.algo_name, self.env_id)
             os.makedirs(self.logdir, exist_ok=True)
             params = {"algo": self.algo_name, **jsonable(self.config)}
             self._result_logger = ResultLogger(self.logdir, params)
