@@ -96,7 +96,8 @@ class CommonConfig:
     Attributes:
       env: environment id (gymnasium id or a name given to ``jrl.register_env``).
       env_config: dict passed to registered env creators (and as kwargs to ``gymnasium.make``).
-      framework: only ``"jax"``; accepted so RLlib configs that name it keep working.
+      framework: jrl always runs on JAX; RLlib's values (``tf``, ``tf2``, ``torch``) are accepted
+        so RLlib configs keep working, and the trainer logs that JAX is used instead.
       num_workers: rollout workers as Ray actors; 0 samples in the trainer's process.
       num_envs_per_worker: envs stepped together in each worker's vector env.
       rollout_fragment_length: steps per env in one sampled fragment.
@@ -136,7 +137,7 @@ class CommonConfig:
 
     env: str | None = None
     env_config: dict = _frozen_dict()
-    framework: str = field("jax", choices=("jax",))
+    framework: str = field("jax", choices=("jax", "tf", "tf2", "tfe", "torch"))
     num_workers: int = field(0, min=0)
     num_envs_per_worker: int = field(1, min=1)
     rollout_fragment_length: int = field(200, min=1)

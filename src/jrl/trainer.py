@@ -238,6 +238,9 @@ class Trainer:
         self._eval_config = merge(self.algo_config, {
             "explore": False, **self.algo_config.evaluation_config})
         _set_log_level(self.algo_config.log_level)
+        if self.algo_config.framework != "jax":
+            logger.warning("framework=%r: jrl runs on JAX; the config is used as is",
+                           self.algo_config.framework)
         enable_compilation_cache()
         self.logdir = logdir
         if self.logdir is None and (log_to_disk or self.algo_config.monitor):
