@@ -79,3 +79,57 @@ def test_anakin_learns_cartpole(cartpole, algo, config, iterations, target):
     episodes = np.asarray(metrics["episodes"][tail]).sum()
     mean_return = np.asarray(metrics["episode_reward_sum"][tail]).sum() / max(episodes, 1)
     assert mean_return >= target
+
+
+TRAINER_CONFIG = {**PPO_CONFIG, "num_seeds": 2, "timesteps_per_iteration": 1024}
+
+
+def test_trainer_on_a_jax_env_advances_one_chunk_per_train_call(tmp_path):
+    import jrl
+
+    trainer = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config=TRAINER_CONFIG,
+                          local_dir=str(tmp_path))
+    try:
+        result = trainer.train()
+        assert result["timesteps_this_iter"] == 1024  # per seed: 2 iterations of 4 x 128
+        assert result["num_seeds"] == 2 and len(result["seeds"]["episode_reward_mean"]) == 2
+        assert np.isfinite(result["info"]["learner"]["default_policy"]["total_loss"])
+        for seed in (0, 1):
+            lines = (tmp_path / "default").glob(f"*/seed_{seed}/result.json")
+            assert [p.read_text().count("\n") for p in lines] == [1]
+        evaluation = trainer.evaluate(3)["evaluation"]
+        assert evaluation["episodes_this_iter"] == 3
+        action = trainer.compute_action(np.zeros(4, np.float32))
+        assert trainer.get_policy().action_space.contains(int(action))
+        with pytest.raises(jrl.ConfigError, match="no rollout workers"):
+            trainer.workers.foreach_worker(lambda w: w)
+        path = trainer.save()
+        restored = jrl.Trainer.from_checkpoint(path, log_to_disk=False)
+        for a, b in zip(jax.tree.leaves(trainer.runner.train_state),
+                        jax.tree.leaves(restored.runner.train_state), strict=True):
+            np.testing.assert_array_equal(a, b)
+        restored.stop()
+    finally:
+        trainer.stop()
+
+
+def test_cli_trains_and_evaluates_a_gymnax_env(tmp_path, capsys):
+    import json
+
+    from jrl.cli import main
+
+    config = {k: v for k, v in TRAINER_CONFIG.items() if k != "num_seeds"}
+    assert main(["train", "--algo", "PPO", "--env", "gymnax:CartPole-v1", "--num-seeds", "2",
+                 "--config", json.dumps(config), "--stop", "timesteps_total=1024",
+                 "--local-dir", str(tmp_path), "-q"]) == 0
+    out = capsys.readouterr().out
+    checkpoint = next(x for x in out.splitlines() if x.startswith("Checkpoint:")).split()[-1]
+    assert main(["evaluate", checkpoint, "--episodes", "2"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+
+
+def test_num_seeds_on_a_gymnasium_env_is_a_clear_error():
+    import jrl
+
+    with pytest.raises(jrl.ConfigError, match="num_seeds=2 needs a JAX env"):
+        jrl.Trainer("PPO", env="CartPole-v1", config={"num_seeds": 2}, log_to_disk=False)

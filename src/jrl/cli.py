@@ -23,6 +23,8 @@ from jrl.logger import result_value
 
 EXIT_USAGE = 2
 DEFAULT_MAX_TIMESTEPS = 200_000
+DEFAULT_JAX_TIMESTEPS = 500_000
+JAX_STEPS_PER_REPORT = 25_000
 EXPERIMENT_KEYS = ("run", "env", "stop", "config", "checkpoint_freq", "checkpoint_at_end",
                    "local_dir")
 
@@ -119,7 +121,12 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _default_stop(env_id: str) -> tuple[dict[str, Any], bool]:
-    """Greedy evaluation reaching the env's reward threshold, or a timestep cap."""
+    """Greedy evaluation reaching the env's reward threshold, or a timestep cap. JAX envs
+    (several seeds at once, fast) train a fixed budget per seed."""
+    from jrl.rollout.jax_envs import is_jax_env_id
+
+    if is_jax_env_id(env_id):
+        return {"timesteps_total": DEFAULT_JAX_TIMESTEPS}, False
     stop: dict[str, Any] = {"timesteps_total": DEFAULT_MAX_TIMESTEPS}
     try:
         import gymnasium as gym
@@ -150,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         flags["seed"] = args.seed
     if args.num_workers is not None:
         flags["num_workers"] = args.num_workers
+    if args.num_seeds is not None:
+        flags["num_seeds"] = args.num_seeds
     if args.env:
         flags["env"] = args.env
     stop_flags = parse_stop(args.stop)
@@ -203,6 +212,11 @@ def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, A
             config["evaluation_interval"] = 1
     elif any(k.startswith("evaluation/") for k in stop) and "evaluation_interval" not in config:
         config["evaluation_interval"] = 1
+    from jrl.rollout.jax_envs import is_jax_env_id
+
+    if is_jax_env_id(config["env"]) and "timesteps_per_iteration" not in config:
+        # one train() = one compiled chunk: report progress every ~25k steps per seed
+        config["timesteps_per_iteration"] = JAX_STEPS_PER_REPORT
     for variant in _grid_variants(config):
         registry.parse_config(algo, variant)  # every grid point must be a valid config
     checkpoint_at_end = (args.checkpoint_at_end if args.checkpoint_at_end is not None
@@ -308,7 +322,7 @@ def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from jrl.rollout.evaluation import render_episodes, run_episodes
+    from jrl.rollout.evaluation import render_episodes
     from jrl.trainer import Trainer
 
     overrides = _parse_json(args.config, "--config") if args.config else {}
@@ -316,10 +330,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["env"] = args.env
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
     try:
-        act, policy = trainer._act, trainer._policy_fn(trainer.state)
-        preprocessor = trainer.workers.local_worker().preprocessor
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
         if args.render:
+            act, policy = trainer._act, trainer._policy_fn(trainer.state)
+            preprocessor = trainer.workers.local_worker().preprocessor
             mode = "human" if args.render == "human" else "rgb_array"
             video_dir = args.video_dir or os.path.join(os.getcwd(), "jrl_videos")
             if mode == "rgb_array":
@@ -330,9 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if mode == "rgb_array":
                 print(f"Videos: {video_dir}")
         else:
-            episodes = run_episodes(act, policy, preprocessor, trainer.env_id,
-                                    trainer.algo_config, args.episodes, record=bool(args.out),
-                                    **common)
+            episodes = trainer.rollout_episodes(args.episodes, record=bool(args.out), **common)
     finally:
         trainer.stop()
     for i, ep in enumerate(episodes):
@@ -382,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment-name", "--name", dest="experiment_name")
     train.add_argument("--seed", type=int)
     train.add_argument("--num-workers", type=int)
+    train.add_argument("--num-seeds", type=int,
+                       help="train this many seeds at once (JAX envs such as gymnax:CartPole-v1)")
     train.add_argument("--address", help="Ray cluster to join when num_workers > 0: 'auto' or "
                        "host:port (default: start a local Ray instance)")
     train.add_argument("--eager", action="store_true",

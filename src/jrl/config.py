@@ -131,6 +131,8 @@ class CommonConfig:
       log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
       output: directory to write sampled experiences to as JSON lines (``None``: off).
       output_compress_columns: columns stored zlib+base64 compressed in ``output``.
+      num_seeds: independent seeds trained at once with ``vmap`` (JAX envs only, e.g.
+        ``gymnax:CartPole-v1``).
       monitor: record videos of the first env's training episodes into ``<logdir>/videos``
         (needs moviepy: ``pip install 'jrl[video]'``).
     """
@@ -170,6 +172,7 @@ class CommonConfig:
     output: str | None = None
     output_compress_columns: tuple[str, ...] = ("obs", "new_obs")
     monitor: bool = False
+    num_seeds: int = field(1, min=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,8 +97,8 @@ class Policy:
     def __init__(self, trainer: Trainer):
         self._trainer = trainer
         self.model = PolicyModel(trainer)
-        self.observation_space = trainer.workers.local_worker().env.single_observation_space
-        self.action_space = trainer.workers.local_worker().action_space
+        self.observation_space = trainer.observation_space
+        self.action_space = trainer.action_space
         self.config = trainer.config
 
     def get_weights(self) -> Any:
@@ -155,8 +155,7 @@ class PolicyModel:
             params, obs_filter.apply(fstate, obs)))
 
     def _run(self, obs_batch: Any) -> Any:
-        worker = self._trainer.workers.local_worker()
-        obs = np.stack([worker.preprocessor.transform(o) for o in obs_batch])
+        obs = self._trainer._preprocess(list(obs_batch))
         state = self._trainer.state
         return self._forward(state.params, state.obs_filter, obs)
 
@@ -247,18 +246,7 @@ class Trainer:
             self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
                                       self.algo_name, self.env_id)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
-        self.workers = WorkerSet.create(self.env_id, self.algo_config, self.algo_name,
-                                        video_dir=video_dir, address=address)
-        local = self.workers.local_worker()
-        self.spec = local.spec
-        self.algorithm = local.algorithm
-        self.callbacks = local.callbacks
-        # init runs once: XLA's backend optimizations would cost more compile time (~1 s of a
-        # cold start on 2 cores) than they could ever save.
-        init = jax.jit(self.algorithm.init,
-                       compiler_options={"xla_backend_optimization_level": 0})
-        self.state = init(jax.random.PRNGKey(self.algo_config.seed))
-        self._plan = self._make_plan()
+        self._setup_sampling(video_dir, address)
         self._act = jax.jit(self.algorithm.act, static_argnums=3)
         self._policy_fn = jax.jit(self.algorithm.policy)
         self._action_key = jax.random.PRNGKey(self.algo_config.seed + 7919)
@@ -276,7 +264,36 @@ class Trainer:
             params = {"algo": self.algo_name, **jsonable(self.config)}
             self._result_logger = ResultLogger(self.logdir, params)
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # A JAX env id (``gymnax:...``) trains with the fully-jitted loop instead of workers.
+        if not issubclass(cls, _JaxEnvTrainer) and _is_jax_env(_env_argument(args, kwargs)):
+            return super().__new__(_anakin_variant(cls))
+        return super().__new__(cls)
+
     # -- construction helpers -------------------------------------------------------------------
+
+    def _setup_sampling(self, video_dir: str | None, address: str | None) -> None:
+        """Rollout workers, the algorithm, its initial state and the execution plan."""
+        if self.algo_config.num_seeds > 1:
+            raise ConfigError(f"num_seeds={self.algo_config.num_seeds} needs a JAX env "
+                              f"(e.g. 'gymnax:CartPole-v1'); '{self.env_id}' is a gymnasium env")
+        self.workers = WorkerSet.create(self.env_id, self.algo_config, self.algo_name,
+                                        video_dir=video_dir, address=address)
+        local = self.workers.local_worker()
+        self.spec = local.spec
+        self.algorithm = local.algorithm
+        self.callbacks = local.callbacks
+        self.observation_space = local.env.single_observation_space
+        self.action_space = local.action_space
+        self.state = _jit_init(self.algorithm)(jax.random.PRNGKey(self.algo_config.seed))
+        self._plan = self._make_plan()
+
+    def _preprocess(self, obs_list: list) -> np.ndarray:
+        """Raw observations -> a preprocessed batch (checked against the observation space)."""
+        preprocessor = self.workers.local_worker().preprocessor
+        for obs in obs_list:
+            preprocessor.check(obs)
+        return np.stack([preprocessor.transform(o) for o in obs_list])
 
     def _make_plan(self):
         entry = registry.get_entry(self.algo_name)
@@ -312,21 +329,7 @@ class Trainer:
         """Runs one training iteration and returns its RLlib-style result dict."""
         start = time.time()
         cfg = self.algo_config
-        steps_this_iter, metrics_list = 0, []
-        while True:
-            self.state, metrics, steps = self._plan.step(self.state)
-            steps_this_iter += steps
-            if metrics is not None:
-                metrics_list.append(metrics)
-            enough_steps = steps_this_iter >= cfg.timesteps_per_iteration
-            if enough_steps and time.time() - start >= cfg.min_iter_time_s:
-                break
-        learner = {}
-        if metrics_list:
-            stacked = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
-                                   *metrics_list)
-            learner = {k: v for k, v in stacked.items()}
-        episodes = self.workers.pop_episodes()
+        steps_this_iter, learner, episodes, extra = self._run_iteration(start)
         self.iteration += 1
         self.timesteps_total += steps_this_iter
         self.episodes_total += len(episodes)
@@ -362,6 +365,7 @@ class Trainer:
             pid=os.getpid(),
             config=jsonable(self.config),
         )
+        result.update(extra)
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
             result.update(self.evaluate())
         self.callbacks.on_train_result(trainer=self, result=result)
@@ -369,14 +373,42 @@ class Trainer:
             self._result_logger.log({k: v for k, v in result.items() if k != "config"})
         return result
 
+    def _run_iteration(self, start: float) -> tuple[int, dict, list[dict], dict]:
+        """Samples and learns until the iteration's step/time minimum is met; returns the env
+        steps, learner stats, completed episodes and extra result keys."""
+        cfg = self.algo_config
+        steps_this_iter, metrics_list = 0, []
+        while True:
+            self.state, metrics, steps = self._plan.step(self.state)
+            steps_this_iter += steps
+            if metrics is not None:
+                metrics_list.append(metrics)
+            enough_steps = steps_this_iter >= cfg.timesteps_per_iteration
+            if enough_steps and time.time() - start >= cfg.min_iter_time_s:
+                break
+        learner = {}
+        if metrics_list:
+            learner = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
+                                   *metrics_list)
+        return steps_this_iter, learner, self.workers.pop_episodes(), {}
+
+    def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
+                         max_steps: int | None = None, record: bool = False) -> list[dict]:
+        """Runs ``num_episodes`` episodes with the current policy outside training; each is
+        ``{"episode_reward", "episode_len"}`` (plus ``obs``/``actions``/``rewards`` with
+        ``record``)."""
+        return run_episodes(self._act, self._policy_fn(self.state),
+                            self.workers.local_worker().preprocessor, self._eval_config.env,
+                            self._eval_config, num_episodes, explore=explore, seed=seed,
+                            max_steps=max_steps, record=record)
+
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
         """Runs evaluation episodes (greedy unless ``evaluation_config`` sets ``explore``);
         returns ``{"evaluation": {episode_reward_mean, ...}}``."""
         cfg = self._eval_config
         n = num_episodes or cfg.evaluation_num_episodes
-        episodes = run_episodes(self._act, self._policy_fn(self.state),
-                                self.workers.local_worker().preprocessor, cfg.env, cfg, n,
-                                explore=cfg.explore, seed=cfg.seed + 10_000 + self.iteration)
+        episodes = self.rollout_episodes(n, explore=cfg.explore,
+                                         seed=cfg.seed + 10_000 + self.iteration)
         summary = _summarize_episodes(episodes)
         summary["episodes_this_iter"] = len(episodes)
         return {"evaluation": summary}
@@ -384,10 +416,7 @@ class Trainer:
     # -- acting ---------------------------------------------------------------------------------
 
     def _compute_batch(self, obs_list: list, explore: bool) -> tuple[np.ndarray, list, dict]:
-        worker = self.workers.local_worker()
-        for obs in obs_list:
-            worker.preprocessor.check(obs)
-        obs = np.stack([worker.preprocessor.transform(o) for o in obs_list])
+        obs = self._preprocess(obs_list)
         self._action_key, key = jax.random.split(self._action_key)
         action, extras = self._act(self._policy_fn(self.state), obs, key, bool(explore))
         action = np.asarray(action)
@@ -456,7 +485,8 @@ class Trainer:
         directory = checkpoint_dir or self.logdir
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
-        return ckpt.save_checkpoint(directory, self.iteration, {"algo": _to_host(self.state)},
+        return ckpt.save_checkpoint(directory, self.iteration,
+                                    {"algo": _to_host(self._checkpoint_state())},
                                     self._metadata())
 
     def restore(self, checkpoint_path: str) -> None:
@@ -466,13 +496,19 @@ class Trainer:
         if meta.get("algo") != self.algo_name:
             raise CheckpointError(f"checkpoint '{path}' was written by {meta.get('algo')}, "
                                   f"not {self.algo_name}")
-        abstract = jax.eval_shape(lambda: {"algo": self.state})
+        abstract = jax.eval_shape(lambda: {"algo": self._checkpoint_state()})
         restored = ckpt.restore_state(path, abstract)
-        self.state = jax.tree.map(jnp.asarray, restored["algo"])
+        self._load_checkpoint_state(jax.tree.map(jnp.asarray, restored["algo"]))
         self.iteration = int(meta.get("training_iteration", meta.get("iteration", 0)))
         self.timesteps_total = int(meta.get("timesteps_total", 0))
         self.episodes_total = int(meta.get("episodes_total", 0))
         self.time_total_s = float(meta.get("time_total_s", 0.0))
+
+    def _checkpoint_state(self) -> Any:
+        return self.state
+
+    def _load_checkpoint_state(self, state: Any) -> None:
+        self.state = state
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -492,6 +528,46 @@ class Trainer:
 
     def __repr__(self) -> str:
         return f"{self.algo_name}Trainer(env={self.env_id!r}, iteration={self.iteration})"
+
+
+def _jit_init(algorithm: Any):
+    # init runs once: XLA's backend optimizations would cost more compile time (~1 s of a cold
+    # start on 2 cores) than they could ever save.
+    return jax.jit(algorithm.init, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _env_argument(args: tuple, kwargs: dict) -> Any:
+    """The env a ``Trainer(...)`` call names: ``env=``, the second positional, or the config's."""
+    if "env" in kwargs and kwargs["env"] is not None:
+        return kwargs["env"]
+    config = kwargs.get("config")
+    if len(args) >= 2 and isinstance(args[1], str):
+        return args[1]
+    if args and isinstance(args[0], Mapping):  # PPOTrainer(config, env)
+        config = args[0]
+        if len(args) >= 2:
+            return args[1]
+    if len(args) >= 3:
+        config = args[2]
+    if isinstance(config, Mapping):
+        return config.get("env")
+    return getattr(config, "env", None)
+
+
+def _is_jax_env(env: Any) -> bool:
+    from jrl.rollout.jax_envs import is_jax_env_id
+
+    return isinstance(env, str) and is_jax_env_id(env)
+
+
+def _anakin_variant(cls: type) -> type:
+    from jrl.anakin_trainer import AnakinTrainerMixin as Mixin
+
+    return type(cls.__name__, (Mixin, cls), {"__module__": cls.__module__})
+
+
+class _JaxEnvTrainer:
+    """Marker base of trainers that run the fully-jitted loop (``jrl.anakin_trainer``)."""
 
 
 def _restorable_callbacks(spec: Any) -> Any:
