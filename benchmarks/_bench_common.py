@@ -96,3 +96,11 @@ def update_section(path: str, header: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     with open(path, "w") as f:
         f.write(text.rstrip("\n") + "\n")
+
+
+def publish(out: str | None, header: str, body: str) -> None:
+    """Prints a results section and, with ``out``, writes it into that markdown file."""
+    print(body)
+    if out:
+        update_section(out, header, body)
+        print(f"\nwrote section '{header}' to {out}")

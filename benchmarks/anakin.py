@@ -204,10 +204,7 @@ def main() -> None:
                      f"{ref['steps_per_s']:,.0f} | {ours['compile_s']:.1f} | {ours['run_s']:.2f} | "
                      f"{ours['steps_per_s']:,.0f} | {ours['steps_per_s'] / ref['steps_per_s']:.2f}× | "
                      f"{ours['solved']}/{n} |")
-    body = "\n".join(lines)
-    print(body)
-    if args.out:
-        common.update_section(args.out, SECTION, body)
+    common.publish(args.out, SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":

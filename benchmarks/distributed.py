@@ -108,10 +108,7 @@ def main() -> None:
                  for t, steps in runs]
         lines.append(f"| {n} | " + " | ".join(cells)
                      + f" | {statistics.median(t for t, _ in runs):.1f} s |")
-    body = "\n".join(lines)
-    print(body)
-    if args.out:
-        common.update_section(args.out, SECTION, body)
+    common.publish(args.out, SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":
