@@ -51,3 +51,18 @@ def test_tuned_example_solves_cartpole(name, seed):
         assert _train_until(trainer, stop["timesteps_total"], 475.0) >= 475.0
     finally:
         trainer.stop()
+
+
+@pytest.mark.slow
+def test_gymnax_tuned_example_solves_with_the_jitted_loop():
+    """The same PPO, fully jitted on gymnax CartPole: every seed ends at the 475 threshold."""
+    pytest.importorskip("gymnax")
+    algo, config, stop = _tuned("gymnax-cartpole-ppo.yaml")
+    config.update(num_seeds=2)
+    trainer = jrl.Trainer(algo, env="gymnax:CartPole-v1", config=config, log_to_disk=False)
+    try:
+        while trainer.timesteps_total < stop["timesteps_total"]:
+            result = trainer.train()
+        assert min(result["seeds"]["episode_reward_mean"]) >= 475.0
+    finally:
+        trainer.stop()
