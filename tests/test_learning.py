@@ -66,3 +66,22 @@ def test_gymnax_tuned_example_solves_with_the_jitted_loop():
         assert min(result["seeds"]["episode_reward_mean"]) >= 475.0
     finally:
         trainer.stop()
+
+
+@pytest.mark.slow
+def test_gymnasium_and_jitted_loops_learn_alike_with_one_config():
+    """One PPO config, two loops: gymnasium's CartPole through workers, gymnax's fully jitted."""
+    pytest.importorskip("gymnax")
+    algo, config, _ = _tuned("gymnax-cartpole-ppo.yaml")
+    config.update(num_seeds=1, timesteps_per_iteration=0, seed=0)
+    finals = {}
+    for env in ("CartPole-v1", "gymnax:CartPole-v1"):
+        trainer = jrl.Trainer(algo, env=env, config=config, log_to_disk=False)
+        try:
+            while trainer.timesteps_total < 300_000:
+                trainer.train()
+            finals[env] = trainer.evaluate(10)["evaluation"]["episode_reward_mean"]
+        finally:
+            trainer.stop()
+    assert finals["CartPole-v1"] >= 475.0, finals
+    assert finals["gymnax:CartPole-v1"] >= 475.0, finals
