@@ -69,3 +69,35 @@ def test_two_device_update_equals_one_device_update(tmp_path):
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+SEEDS_SCRIPT = textwrap.dedent('''
+    import jax, numpy as np
+    import jrl
+
+    config = {"num_seeds": 4, "num_envs_per_worker": 4, "rollout_fragment_length": 32,
+              "train_batch_size": 128, "sgd_minibatch_size": 64, "num_sgd_iter": 2,
+              "model": {"fcnet_hiddens": [16]}, "timesteps_per_iteration": 256}
+    sharded = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config=config, log_to_disk=False)
+    assert len(sharded.seed_devices) == 2
+    shards = {s.device for s in jax.tree.leaves(sharded.runner.train_state)[0].addressable_shards}
+    assert len(shards) == 2, shards
+    sharded.train()
+    one = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config={**config, "num_seeds": 3},
+                      log_to_disk=False)
+    assert len(one.seed_devices) == 1  # 3 seeds do not divide over 2 devices
+    one.train()
+    for a, b in zip(jax.tree.leaves(sharded.runner.train_state.params),
+                    jax.tree.leaves(one.runner.train_state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a)[:3], np.asarray(b), rtol=2e-4, atol=2e-5)
+    print("OK")
+''')
+
+
+def test_seeds_shard_over_devices_with_the_same_results(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu", "JRL_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", SEEDS_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("OK")

@@ -103,6 +103,15 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
                                    self.algorithm)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
         self.runner = _jit_init(self._anakin._replace(init=jax.vmap(self._anakin.init)))(keys)
+        self.seed_devices = _seed_devices(cfg.num_seeds, cfg.num_gpus)
+        if len(self.seed_devices) > 1:
+            # Seeds are independent: lay the seed axis over the devices and let the compiled,
+            # vmapped chunk run each device's seeds where they live.
+            mesh = jax.make_mesh((len(self.seed_devices),), ("seeds",),
+                                 devices=self.seed_devices,
+                                 axis_types=(jax.sharding.AxisType.Auto,))
+            self.runner = jax.device_put(
+                self.runner, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
         self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
         self._evaluate = jax.jit(evaluate_jax, static_argnums=(0, 1, 4, 5, 6))
         self._seed_loggers: list[ResultLogger] | None = None
@@ -190,6 +199,14 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
         super().stop()
         for seed_logger in self._seed_loggers or []:
             seed_logger.close()
+
+
+def _seed_devices(num_seeds: int, num_gpus: float) -> list:
+    """The learner devices when they divide the seeds evenly, else just the first one."""
+    from jrl.execution.learner import learner_devices
+
+    devices = learner_devices(num_gpus)
+    return devices if len(devices) > 1 and num_seeds % len(devices) == 0 else devices[:1]
 
 
 def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
