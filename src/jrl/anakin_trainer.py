@@ -22,7 +22,7 @@ from jrl.callbacks import make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.logger import ResultLogger
 from jrl.registry import make_algorithm
-from jrl.rollout.anakin import make_anakin
+from jrl.rollout.anakin import make_anakin, steps_per_env
 from jrl.rollout.jax_envs import JaxEnv, make_jax_env
 from jrl.trainer import _JaxEnvTrainer, _jit_init
 
@@ -96,8 +96,7 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
                                             np.reshape(spec.action_high, spec.action_shape),
                                             dtype=np.float32))
         self.workers = _NoWorkers()
-        steps = make_anakin(self.algo_name, self.jax_env, cfg, 1,
-                            self.algorithm).steps_per_iteration
+        steps = steps_per_env(self.algo_name, cfg) * cfg.num_envs_per_worker
         self.iterations_per_chunk = max(1, math.ceil(cfg.timesteps_per_iteration / steps))
         self._anakin = make_anakin(self.algo_name, self.jax_env, cfg, self.iterations_per_chunk,
                                    self.algorithm)

@@ -62,13 +62,10 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
     entry = get_entry(algo_name)
     algorithm = algorithm or make_algorithm(entry.name, config, env.spec)
     B = config.num_envs_per_worker
+    T = steps_per_env(algo_name, config)
     off_policy = entry.plan == "off_policy"
     if off_policy:
-        T = config.rollout_fragment_length
         postprocess = importlib.import_module(entry.module).postprocess
-    else:
-        T = config.rollout_fragment_length * max(
-            1, math.ceil(config.train_batch_size / (config.rollout_fragment_length * B)))
 
     def init(key: jax.Array) -> RunnerState:
         key, init_key, reset_key = jax.random.split(key, 3)
@@ -147,6 +144,17 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
 
     return Anakin(init=init, train_chunk=train_chunk, algorithm=algorithm,
                   steps_per_iteration=T * B)
+
+
+def steps_per_env(algo_name: str, config: Any) -> int:
+    """Env steps ``T`` each env takes per learner iteration: one fragment for off-policy
+    algorithms, enough fragments to cover ``train_batch_size`` for on-policy ones (as the
+    gymnasium plans do)."""
+    fragment = config.rollout_fragment_length
+    if get_entry(algo_name).plan == "off_policy":
+        return fragment
+    return fragment * max(1, math.ceil(
+        config.train_batch_size / (fragment * config.num_envs_per_worker)))
 
 
 def _example_fragment(env: JaxEnv, T: int, B: int) -> Transition:
