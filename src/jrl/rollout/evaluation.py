@@ -75,7 +75,7 @@ def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, 
     env = make_env(env_id, config.env_config, horizon=config.horizon, render_mode=render_mode)
     if render_mode == "rgb_array":
         env = gym.wrappers.RecordVideo(env, video_folder=video_dir, episode_trigger=lambda _: True,
-                                       name_prefix="episode", disable_logger=True)
+                                       name_prefix="rollout", disable_logger=True)
     key = jax.random.PRNGKey(seed)
     bounds = _action_bounds(env.action_space, config)
     results = []
