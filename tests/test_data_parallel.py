@@ -62,13 +62,18 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_two_device_update_equals_one_device_update(tmp_path):
+def _run_on_two_cpu_devices(script: str, tmp_path) -> None:
+    """Runs ``script`` in a fresh process that sees 2 CPU devices; it must print OK."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "JRL_RESULTS_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_two_device_update_equals_one_device_update(tmp_path):
+    _run_on_two_cpu_devices(SCRIPT, tmp_path)
 
 
 SEEDS_SCRIPT = textwrap.dedent('''
@@ -95,9 +100,4 @@ SEEDS_SCRIPT = textwrap.dedent('''
 
 
 def test_seeds_shard_over_devices_with_the_same_results(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu", "JRL_RESULTS_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", SEEDS_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("OK")
+    _run_on_two_cpu_devices(SEEDS_SCRIPT, tmp_path)
