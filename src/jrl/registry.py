@@ -22,7 +22,10 @@ class AlgoEntry:
       module: module holding the config class and the ``make_`` function.
       config_class: name of the frozen config dataclass in ``module``.
       make: name of ``make_<algo>(config, networks, spec) -> Algorithm`` in ``module``.
-      plan: execution plan: ``on_policy`` or ``off_policy``.
+      plan: execution plan, a key of ``PLANS`` (``on_policy``, ``off_policy``, ...).
+      model: what ``Trainer.get_policy().model`` exposes: ``actor_critic`` (distribution and
+        value function) or ``q`` (Q-values); other algorithms name their own kind and
+        ``jrl.trainer.PolicyModel`` handles it.
     """
 
     name: str
@@ -30,6 +33,7 @@ class AlgoEntry:
     config_class: str
     make: str
     plan: str
+    model: str = "actor_critic"
 
     def load(self, attr: str) -> Any:
         return getattr(importlib.import_module(self.module), attr)
@@ -37,13 +41,27 @@ class AlgoEntry:
 
 _ALGORITHMS: dict[str, AlgoEntry] = {}
 
+# Execution plan name -> ``module:Class``; the class is built as
+# ``Class(algorithm, workers, config, spec)`` and runs one ``step(state)`` at a time.
+PLANS: dict[str, str] = {
+    "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
+    "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
+}
+
+
+def plan_class(plan: str) -> type:
+    """The execution plan class registered as ``plan``."""
+    module, _, attr = PLANS[plan].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 def register_algorithm(entry: AlgoEntry) -> None:
     _ALGORITHMS[entry.name] = entry
 
 
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
-register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy"))
+register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
+                             model="q"))
 
 
 def algorithm_names() -> list[str]:

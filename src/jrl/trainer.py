@@ -140,7 +140,7 @@ class PolicyModel:
         spec = trainer.spec
         algo_config = trainer.algo_config
         self.dist_class = None
-        if trainer.algo_name == "DQN":
+        if registry.get_entry(trainer.algo_name).model == "q":
             self.network = catalog.make_q_network(spec, algo_config.model,
                                                   dueling=algo_config.dueling,
                                                   hiddens=tuple(algo_config.hiddens))
@@ -296,14 +296,8 @@ class Trainer:
         return np.stack([preprocessor.transform(o) for o in obs_list])
 
     def _make_plan(self):
-        entry = registry.get_entry(self.algo_name)
-        if entry.plan == "on_policy":
-            from jrl.execution.on_policy import OnPolicyPlan
-
-            return OnPolicyPlan(self.algorithm, self.workers, self.algo_config, self.spec)
-        from jrl.execution.off_policy import OffPolicyPlan
-
-        return OffPolicyPlan(self.algorithm, self.workers, self.algo_config, self.spec)
+        plan = registry.plan_class(registry.get_entry(self.algo_name).plan)
+        return plan(self.algorithm, self.workers, self.algo_config, self.spec)
 
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs: Any) -> Trainer:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrl.errors import ConfigError
 from jrl.registry import get_entry, make_algorithm
 from jrl.rollout.jax_envs import JaxEnv
 from jrl.rollout.replay import ReplayState, replay_add, replay_init, replay_sample
@@ -60,6 +61,9 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
     run ``updates_per_fragment`` updates once ``learning_starts`` steps were sampled.
     """
     entry = get_entry(algo_name)
+    if entry.plan not in ("on_policy", "off_policy"):
+        raise ConfigError(f"{entry.name} ({entry.plan.replace('_', ' ')} plan) does not run in "
+                          "the fully-jitted loop for JAX envs; use a gymnasium env id")
     algorithm = algorithm or make_algorithm(entry.name, config, env.spec)
     B = config.num_envs_per_worker
     T = steps_per_env(algo_name, config)
