@@ -66,6 +66,24 @@ class Transition(NamedTuple):
     behaviour_logp: jax.Array
 
 
+class ReplayBatch(NamedTuple):
+    """Replay items ``[N, ...]`` for off-policy learners (DQN, DDPG, TD3, SAC, APEX).
+
+    ``reward`` is the n-step discounted return, ``discount`` the bootstrap factor
+    (``gamma**m``, or 0 after termination), ``next_obs`` the observation to bootstrap from.
+    ``weight`` is the importance-sampling weight of each sample: 1 from uniform replay,
+    ``(N * P(i))**-beta`` normalized from prioritized replay; losses average
+    ``weight * per_sample_loss``.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: jax.Array
+    weight: jax.Array
+
+
 class Algorithm(NamedTuple):
     """An algorithm as pure, jittable functions over its ``TrainState`` pytree.
 

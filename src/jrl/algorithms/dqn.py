@@ -21,9 +21,9 @@ from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import pmean
-from jrl.ops.returns import n_step_returns
 from jrl.rollout.filters import FilterState, get_filter
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.rollout.replay import n_step_items
+from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,15 +83,7 @@ class DQNConfig(CommonConfig):
 DEFAULT_CONFIG: dict[str, Any] = to_dict(DQNConfig())
 
 
-class QBatch(NamedTuple):
-    """Replay items for Q-learning; ``reward`` is the n-step return, ``discount`` the
-    bootstrap factor (``gamma**m``, or 0 after termination)."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    discount: jax.Array
-    next_obs: jax.Array
+QBatch = ReplayBatch  # DQN's replay items (kept under its old name)
 
 
 class DQNState(NamedTuple):
@@ -180,7 +172,7 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
                                     spec.num_actions - 1)
         return jnp.where(u[0] < policy.epsilon, random_action, greedy), {"q_values": q}
 
-    def update(state: DQNState, batch: QBatch) -> tuple[DQNState, dict[str, jax.Array]]:
+    def update(state: DQNState, batch: ReplayBatch) -> tuple[DQNState, dict[str, jax.Array]]:
         def loss_fn(params):
             q_tm1 = q_values(params, state.obs_filter, batch.obs)
             q_t_target = q_values(state.target_params, state.obs_filter, batch.next_obs)
@@ -188,7 +180,7 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
                           if config.double_q else None)
             td = dqn_td_error(q_tm1, batch.action, batch.reward, batch.discount, q_t_target,
                               q_t_online)
-            return jnp.mean(loss_elementwise(td)), (td, q_tm1)
+            return jnp.mean(batch.weight * loss_elementwise(td)), (td, q_tm1)
 
         (loss, (td, q_tm1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = pmean(grads, axis_name)
@@ -209,16 +201,9 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
     return Algorithm(init=init, update=update, act=act, policy=policy, name="DQN")
 
 
-def postprocess(config: DQNConfig, fragment: Transition) -> QBatch:
+def postprocess(config: DQNConfig, fragment: Transition) -> ReplayBatch:
     """n-step replay items ``[T * B]`` from a time-major ``[T, B]`` fragment (pure, jittable)."""
-    returns, discount, bootstrap_index = n_step_returns(
-        fragment.reward, fragment.terminated, fragment.truncated, config.gamma, config.n_step)
-    T, B = fragment.reward.shape
-    next_obs = fragment.next_obs[bootstrap_index, jnp.arange(B)[None, :]]
-    flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
-    return QBatch(obs=flat(fragment.obs), action=flat(fragment.action).astype(jnp.int32),
-                  reward=flat(returns), discount=flat(discount), next_obs=flat(next_obs))
-
+    return n_step_items(fragment, config.gamma, config.n_step, jnp.int32)
 
 
 def __getattr__(name: str) -> Any:

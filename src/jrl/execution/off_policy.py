@@ -28,8 +28,9 @@ class OffPolicyPlan:
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
-        postprocess = importlib.import_module(
-            f"jrl.algorithms.{algorithm.name.lower()}").postprocess
+        from jrl.registry import get_entry
+
+        postprocess = importlib.import_module(get_entry(algorithm.name).module).postprocess
         self._postprocess = lambda fragment: postprocess(config, fragment)
         T, B = config.rollout_fragment_length, workers.num_envs
         example_fragment = jax.tree.map(
