@@ -42,7 +42,8 @@ class AlgoEntry:
 _ALGORITHMS: dict[str, AlgoEntry] = {}
 
 # Execution plan name -> ``module:Class``; the class is built as
-# ``Class(algorithm, workers, config, spec)`` and runs one ``step(state)`` at a time.
+# ``Class(algorithm, workers, config, spec)`` and runs one ``step(state) -> (state, metrics or
+# None, env_steps)`` at a time; an optional ``stats() -> dict`` adds keys to each result.
 PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",

@@ -384,7 +384,9 @@ class Trainer:
         if metrics_list:
             learner = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
                                    *metrics_list)
-        return steps_this_iter, learner, self.workers.pop_episodes(), {}
+        # Plans with their own bookkeeping (queue sizes, staleness, idle time) report it here.
+        extra = self._plan.stats() if hasattr(self._plan, "stats") else {}
+        return steps_this_iter, learner, self.workers.pop_episodes(), extra
 
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
                          max_steps: int | None = None, record: bool = False) -> list[dict]:
