@@ -148,6 +148,22 @@ def test_algorithm_trainer_class_refuses_other_algorithm(small_config):
         PPOTrainer("DQN", env="CartPole-v1", config=small_config("DQN"), log_to_disk=False)
 
 
+def test_trainer_classes_are_found_by_rllib_names():
+    from jrl import registry
+    from jrl.algorithms.dqn import DQNTrainer
+
+    assert jrl.DQNTrainer is DQNTrainer is jrl.get_trainer_class("dqn")
+    assert DQNTrainer.__name__ == "DQNTrainer"
+    for name in registry.algorithm_names():
+        cls = getattr(jrl, registry.trainer_class_name(name))
+        assert cls._algo_name == name
+    assert registry.trainer_class_name("APEX") == "ApexTrainer"
+    with pytest.raises(AttributeError):
+        jrl.NoSuchTrainer  # noqa: B018
+    with pytest.raises(jrl.ConfigError, match="unknown algorithm"):
+        jrl.get_trainer_class("NoSuch")
+
+
 # -- train() results -----------------------------------------------------------------------------
 
 

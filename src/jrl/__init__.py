@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from jrl.callbacks import DefaultCallbacks, Episode
 from jrl.errors import CheckpointError, ConfigError, EnvError, JrlError
+from jrl.registry import get_trainer_class
 from jrl.rollout.envs import EnvContext, register_env
 from jrl.rollout.filters import get_filter
 from jrl.rollout.preprocessors import get_preprocessor
@@ -31,5 +32,15 @@ tune = _tune
 
 __all__ = [
     "CheckpointError", "ConfigError", "DefaultCallbacks", "EnvContext", "EnvError", "Episode",
-    "JrlError", "Trainer", "get_filter", "get_preprocessor", "register_env", "__version__",
+    "JrlError", "Trainer", "get_filter", "get_trainer_class", "get_preprocessor", "register_env", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # ``jrl.PPOTrainer``, ``jrl.ApexTrainer``, ...: built on first use.
+    from jrl import registry
+
+    algo = registry.algo_for_trainer_class_name(name)
+    if algo is None:
+        raise AttributeError(f"module 'jrl' has no attribute {name!r}")
+    return registry.get_trainer_class(algo)

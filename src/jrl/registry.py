@@ -114,15 +114,40 @@ def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None,
     return make(config, networks, spec, axis_name=axis_name)
 
 
+# RLlib's class names where they are not simply ``<NAME>Trainer``.
+_RLLIB_TRAINER_NAMES = {"IMPALA": "ImpalaTrainer", "APEX": "ApexTrainer",
+                        "APEX_DDPG": "ApexDDPGTrainer"}
+
+
+def trainer_class_name(algo_name: str) -> str:
+    """The trainer class name RLlib users know: ``PPOTrainer``, ``ImpalaTrainer``, ..."""
+    return _RLLIB_TRAINER_NAMES.get(algo_name, f"{algo_name}Trainer")
+
+
+def algo_for_trainer_class_name(attr: str) -> str | None:
+    """The algorithm whose trainer class is called ``attr`` (``"ApexTrainer"`` -> ``"APEX"``)."""
+    if not attr.endswith("Trainer"):
+        return None
+    for name in _ALGORITHMS:
+        if attr in (trainer_class_name(name), f"{name}Trainer"):
+            return name
+    return None
+
+
+def get_trainer_class(name: str) -> type:
+    """The ``Trainer`` subclass for an algorithm name (RLlib's ``get_trainer_class``)."""
+    from jrl.trainer import make_trainer_class
+
+    return make_trainer_class(get_entry(name).name)
+
+
 def lazy_trainer_class(module_name: str, attr: str, algo_name: str) -> type:
     """Module ``__getattr__`` body that builds ``<ALGO>Trainer`` on first access (algorithm
     modules stay free of the rollout stack until a trainer is asked for)."""
-    if attr != f"{algo_name}Trainer":
+    if attr not in (f"{algo_name}Trainer", trainer_class_name(algo_name)):
         raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
     import sys
 
-    from jrl.trainer import make_trainer_class
-
-    trainer_cls = make_trainer_class(algo_name)
+    trainer_cls = get_trainer_class(algo_name)
     setattr(sys.modules[module_name], attr, trainer_cls)
     return trainer_cls

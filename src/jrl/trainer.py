@@ -582,7 +582,13 @@ def _set_log_level(level: str) -> None:
     logging.getLogger("jrl").setLevel("WARNING" if level == "WARN" else level)
 
 
+_TRAINER_CLASSES: dict[str, type[Trainer]] = {}
+
+
 def make_trainer_class(algo_name: str) -> type[Trainer]:
-    """``PPOTrainer``-style subclass with the algorithm fixed."""
-    return type(f"{algo_name}Trainer", (Trainer,), {"_algo_name": algo_name,
-                                                     "__doc__": f"Trainer for {algo_name}."})
+    """``PPOTrainer``-style subclass with the algorithm fixed (one class per algorithm)."""
+    if algo_name not in _TRAINER_CLASSES:
+        _TRAINER_CLASSES[algo_name] = type(
+            registry.trainer_class_name(algo_name), (Trainer,),
+            {"_algo_name": algo_name, "__doc__": f"Trainer for {algo_name}."})
+    return _TRAINER_CLASSES[algo_name]
