@@ -29,6 +29,9 @@ class EnvSpec:
       action_shape: shape of one action (``()`` for discrete).
       action_low: lower bounds of a Box action space (``None`` for discrete).
       action_high: upper bounds of a Box action space (``None`` for discrete).
+      max_episode_steps: the time limit, set only when the env truncates episodes there and
+        nowhere else (learners then reuse ``V(obs[t + 1])`` for ``V(next_obs[t])``, see
+        ``jrl.ops.bootstrap``); ``None`` when unknown.
     """
 
     obs_shape: tuple[int, ...]
@@ -38,6 +41,7 @@ class EnvSpec:
     action_shape: tuple[int, ...] = ()
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
+    max_episode_steps: int | None = None
 
     @property
     def discrete(self) -> bool:

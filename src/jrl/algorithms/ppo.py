@@ -18,6 +18,7 @@ from jrl import registry
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.ops.bootstrap import next_values
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
 from jrl.rollout.filters import FilterState, get_filter
@@ -100,7 +101,9 @@ def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: ja
       dist: current action distribution.
       value: current value predictions ``[N]``.
       batch: ``actions``, ``behaviour_logp``, ``advantages``, ``value_targets``, ``old_values``.
-      old_dist: the distribution the batch was evaluated with at the start of the update.
+      old_dist: the distribution the batch was evaluated with at the start of the update
+        (``None`` without a KL penalty: ``kl`` is then the sample estimate from
+        ``behaviour_logp``).
       config: PPO config (clip params and coefficients).
       kl_coeff: current KL penalty weight.
     """
@@ -119,7 +122,12 @@ def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: ja
         vf_error = jnp.maximum(vf_error, jnp.square(clipped_value - batch["value_targets"]))
     vf_loss = 0.5 * jnp.mean(vf_error)
     entropy = jnp.mean(dist.entropy())
-    kl = jnp.mean(old_dist.kl(dist))
+    if old_dist is None:
+        # No KL penalty: report the sample estimate E_old[log pi_old - log pi] instead of the
+        # exact KL, so the update needs no pass of the old policy over the batch.
+        kl = jax.lax.stop_gradient(jnp.mean(batch["behaviour_logp"] - logp))
+    else:
+        kl = jnp.mean(old_dist.kl(dist))
     total = (policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
              + kl_coeff * kl)
     clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > config.clip_param).astype(jnp.float32))
@@ -184,12 +192,14 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     def update(state: PPOState, batch: Transition) -> tuple[PPOState, dict[str, jax.Array]]:
         T, B = batch.reward.shape
         flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
+        obs = flat(batch.obs)
         old_dist, values = forward(state.params, state.obs_filter, obs)
-        _, next_values = forward(state.params, state.obs_filter, next_obs)
+        bootstrap = next_values(
+            values.reshape(T, B), batch.next_obs, batch.truncated,
+            lambda o: forward(state.params, state.obs_filter, o)[1], spec.max_episode_steps)
         lambda_ = config.lambda_ if config.use_gae else 1.0
         advantages, value_targets = gae(
-            batch.reward, values.reshape(T, B), next_values.reshape(T, B),
+            batch.reward, values.reshape(T, B), bootstrap,
             batch.terminated, batch.truncated, config.gamma, lambda_)
         advantages, value_targets = flat(advantages), flat(value_targets)
         if config.normalize_advantages:
@@ -198,14 +208,16 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
             advantages = (advantages - mean) / (std + 1e-8)
         data = {"obs": obs, "actions": flat(batch.action), "behaviour_logp": flat(
             batch.behaviour_logp), "advantages": advantages, "value_targets": value_targets,
-            "old_values": values, "old_dist": old_dist}
+            "old_values": values}
+        if config.kl_coeff > 0:
+            data["old_dist"] = old_dist
         n = T * B
         mb = min(config.sgd_minibatch_size, n)
         num_mb = n // mb
 
         def loss_fn(params, minibatch, kl_coeff):
             dist, value = forward(params, state.obs_filter, minibatch["obs"])
-            return ppo_loss(dist, value, minibatch, minibatch["old_dist"], config, kl_coeff)
+            return ppo_loss(dist, value, minibatch, minibatch.get("old_dist"), config, kl_coeff)
 
         def sgd_step(carry, idx):
             params, opt_state = carry

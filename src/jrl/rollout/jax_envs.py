@@ -62,16 +62,25 @@ class GymnaxEnv:
         self.env, self.params = gymnax.make(env_id, **make_kwargs)
         obs_space = self.env.observation_space(self.params)
         action_space = self.env.action_space(self.params)
+        from gymnax.environments.environment import Environment
+
+        # gymnax truncates at params.max_steps_in_episode unless an env overrides is_truncated.
+        limit = getattr(self.params, "max_steps_in_episode", None)
+        if type(self.env).is_truncated is not Environment.is_truncated or limit is None:
+            limit = None
+        else:
+            limit = int(limit)
         if hasattr(action_space, "n"):
             self.spec = EnvSpec(obs_shape=tuple(obs_space.shape), action_kind="discrete",
-                                num_actions=int(action_space.n))
+                                num_actions=int(action_space.n), max_episode_steps=limit)
         else:
             low, high = jnp.broadcast_to(action_space.low, action_space.shape), \
                 jnp.broadcast_to(action_space.high, action_space.shape)
             self.spec = EnvSpec(obs_shape=tuple(obs_space.shape), action_kind="continuous",
                                 action_shape=tuple(action_space.shape),
                                 action_low=tuple(float(x) for x in low.ravel()),
-                                action_high=tuple(float(x) for x in high.ravel()))
+                                action_high=tuple(float(x) for x in high.ravel()),
+                                max_episode_steps=limit)
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
         obs, state = self.env.reset(key, self.params)
