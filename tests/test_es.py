@@ -198,7 +198,7 @@ def test_sampling_is_reproducible_from_the_train_state(make_trainer):
         np.testing.assert_array_equal(x, y)
 
 
-def test_remote_workers_evaluate_pairs_with_the_drivers_noise(ray_cluster):
+def test_remote_workers_evaluate_pairs_with_the_drivers_noise_and_survive_a_crash(ray_cluster):
     trainer = jrl.Trainer("ES", env="CartPole-v1", log_to_disk=False, config={
         "num_workers": 2, "episodes_per_batch": 8, "train_batch_size": 0, "eval_prob": 0.0,
         "model": {"fcnet_hiddens": [8]}, "seed": 0})
@@ -218,5 +218,9 @@ def test_remote_workers_evaluate_pairs_with_the_drivers_noise(ray_cluster):
         changed = jax.tree.map(lambda x, y: not np.array_equal(x, y), before,
                                jax.device_get(trainer.state.params))
         assert any(jax.tree.leaves(changed))
+        ray.kill(trainer.workers.remote_workers()[1])
+        result = trainer.train()  # the dead worker is replaced and its pairs re-run
+        assert result["episodes_this_iter"] == 8
+        assert result["num_worker_restarts"] == 1
     finally:
         trainer.stop()

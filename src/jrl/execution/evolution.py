@@ -223,17 +223,13 @@ class EvolutionPlan:
         if remote:
             import ray
 
-            policy_ref = ray.put(policy)
+            policy_ref = ray.put(policy)  # once per iteration, for every round and worker
         results: list[dict] = []
         perturbed_steps, rounds = 0, 0
         while rounds == 0 or perturbed_steps < cfg.train_batch_size:
             seed = [*entropy, rounds]
             if remote:
-                n = len(remote)
-                per_worker = math.ceil(self.pairs_per_round / n)
-                round_results = ray.get([
-                    w.apply.remote(run_round, policy_ref, [*seed, i + 1], per_worker,
-                                   cfg.eval_prob) for i, w in enumerate(remote)])
+                round_results = self._remote_round(policy_ref, seed)
             else:
                 round_results = [run_round(self.workers.local_worker(), policy, [*seed, 0],
                                            self.pairs_per_round, cfg.eval_prob)]
@@ -248,6 +244,36 @@ class EvolutionPlan:
                        for ret, length in zip(r["eval_returns"], r["eval_lengths"], strict=True)]
         self._last["sampling_rounds"] = rounds
         return batch, perturbed, unperturbed, sum(r["env_steps"] for r in results)
+
+    def _remote_round(self, policy_ref: Any, seed: list[int]) -> list[dict]:
+        """One round on every remote worker. A worker that dies is replaced (or dropped, as the
+        config's failure policy says) and its share re-run with the same seed, so the round's
+        pairs are the same as without the failure."""
+        import ray
+
+        workers = self.workers
+        # WorkerSet's index -> actor map and its failure policy (as in WorkerSet.sample()).
+        remote = dict(workers._remote)
+        per_worker = math.ceil(self.pairs_per_round / len(remote))
+
+        def submit(index: int, actor: Any):
+            return actor.apply.remote(run_round, policy_ref, [*seed, index], per_worker,
+                                      self.config.eval_prob)
+
+        pending = {submit(index, actor): index for index, actor in remote.items()}
+        results: dict[int, dict] = {}
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ref)
+            try:
+                results[index] = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                replacement = workers._handle_failure(index, e)
+                if replacement is not None:
+                    pending[submit(index, replacement)] = index
+        if not results:
+            raise RuntimeError("every rollout worker failed; no perturbations were evaluated")
+        return [results[i] for i in sorted(results)]
 
     def _batch(self, results: list[dict]) -> Any:
         indices = np.concatenate([r["noise_indices"] for r in results])
