@@ -37,6 +37,9 @@ from jrl.rollout.filters import FilterState
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm
 
+# Times one worker's share of a round is re-run on a replacement worker before giving up.
+MAX_RETRIES = 2
+
 
 class PerturbationRunner:
     """Runs one sampling round of perturbed (and unperturbed) episodes on one rollout worker.
@@ -262,12 +265,17 @@ class EvolutionPlan:
 
         pending = {submit(index, actor): index for index, actor in remote.items()}
         results: dict[int, dict] = {}
+        failures: collections.Counter = collections.Counter()
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ref)
             try:
                 results[index] = ray.get(ref)
             except ray.exceptions.RayError as e:
+                failures[index] += 1
+                if failures[index] > MAX_RETRIES:  # the same seed fails again: not a fluke
+                    raise RuntimeError(f"rollout worker {index} failed {failures[index]} times "
+                                       f"on the same perturbations: {e}") from e
                 replacement = workers._handle_failure(index, e)
                 if replacement is not None:
                     pending[submit(index, replacement)] = index
