@@ -41,6 +41,14 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "exploration_config": {"epsilon_timesteps": 100},
         "seed": 0,
     },
+    "ES": {
+        "episodes_per_batch": 2,
+        "train_batch_size": 1,
+        "noise_size": 1000,
+        "eval_prob": 0.5,
+        "model": {"fcnet_hiddens": [16]},
+        "seed": 0,
+    },
 }
 
 _JAX_CACHE_DIR: str | None = None

@@ -28,6 +28,7 @@ def _train_until(trainer, steps: int, target: float) -> float:
 @pytest.mark.parametrize("name, steps, target", [
     ("cartpole-ppo.yaml", 15_000, 150.0),
     ("cartpole-dqn.yaml", 12_000, 150.0),
+    ("cartpole-es.yaml", 30_000, 150.0),
 ])
 def test_smoke_learning_beats_random_policy(name, steps, target):
     """A random CartPole policy scores ~22; a working learner gets well past that quickly."""
@@ -42,7 +43,7 @@ def test_smoke_learning_beats_random_policy(name, steps, target):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml"])
+@pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml", "cartpole-es.yaml"])
 def test_tuned_example_solves_cartpole(name, seed):
     algo, config, stop = _tuned(name)
     config.update(seed=seed, evaluation_interval=None)

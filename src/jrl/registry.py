@@ -24,7 +24,8 @@ class AlgoEntry:
       make: name of ``make_<algo>(config, networks, spec) -> Algorithm`` in ``module``.
       plan: execution plan, a key of ``PLANS`` (``on_policy``, ``off_policy``, ...).
       model: what ``Trainer.get_policy().model`` exposes: ``actor_critic`` (distribution and
-        value function) or ``q`` (Q-values); other algorithms name their own kind and
+        value function), ``q`` (Q-values) or ``deterministic`` (a policy network whose output
+        is the action or its logits, ES); other algorithms name their own kind and
         ``jrl.trainer.PolicyModel`` handles it.
     """
 
@@ -47,6 +48,7 @@ _ALGORITHMS: dict[str, AlgoEntry] = {}
 PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
+    "evolution": "jrl.execution.evolution:EvolutionPlan",
 }
 
 
@@ -63,6 +65,8 @@ def register_algorithm(entry: AlgoEntry) -> None:
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
 register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
                              model="q"))
+register_algorithm(AlgoEntry("ES", "jrl.algorithms.es", "ESConfig", "make_es", "evolution",
+                             model="deterministic"))
 
 
 def algorithm_names() -> list[str]:

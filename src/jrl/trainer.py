@@ -140,10 +140,13 @@ class PolicyModel:
         spec = trainer.spec
         algo_config = trainer.algo_config
         self.dist_class = None
-        if registry.get_entry(trainer.algo_name).model == "q":
+        self.kind = registry.get_entry(trainer.algo_name).model
+        if self.kind == "q":
             self.network = catalog.make_q_network(spec, algo_config.model,
                                                   dueling=algo_config.dueling,
                                                   hiddens=tuple(algo_config.hiddens))
+        elif self.kind == "deterministic":
+            self.network = catalog.make_deterministic_policy(spec, algo_config.model)
         else:
             self.network = catalog.make_actor_critic(spec, algo_config.model)
             self.dist_class = (catalog.make_distribution(spec, _dummy_dist_params(spec))
@@ -159,8 +162,18 @@ class PolicyModel:
         state = self._trainer.state
         return self._forward(state.params, state.obs_filter, obs)
 
+    def _no(self, what: str) -> ConfigError:
+        return ConfigError(f"{self._trainer.algo_name}'s policy network has no {what}; use "
+                           "actions()")
+
+    def actions(self, obs_batch: Any) -> np.ndarray:
+        """Greedy actions ``[N, ...]`` for a batch of raw observations."""
+        return self._trainer._compute_batch(list(obs_batch), False)[0]
+
     def value_function(self, obs_batch: Any) -> np.ndarray:
         """State values ``[N]`` (actor-critic algorithms) or max Q-values (DQN)."""
+        if self.kind == "deterministic":
+            raise self._no("value function")
         out = self._run(obs_batch)
         if self.dist_class is None:
             return np.asarray(out).max(axis=-1)
@@ -168,6 +181,8 @@ class PolicyModel:
 
     def q_values(self, obs_batch: Any) -> np.ndarray:
         """Q-values ``[N, num_actions]`` (DQN)."""
+        if self.kind == "deterministic":
+            raise self._no("Q-values")
         if self.dist_class is not None:
             raise ConfigError(f"{self._trainer.algo_name} has no Q-values; use value_function")
         return np.asarray(self._run(obs_batch))

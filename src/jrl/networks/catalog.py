@@ -10,7 +10,8 @@ import jax
 
 from jrl.config import ModelConfig
 from jrl.errors import ConfigError
-from jrl.networks.heads import PolicyHead, QHead, ValueHead
+from jrl.networks.heads import POLICY_INIT_SCALE, PolicyHead, QHead, ValueHead
+from jrl.networks.init import orthogonal
 from jrl.networks.torsos import make_torso
 from jrl.types import EnvSpec
 
@@ -89,6 +90,33 @@ def make_q_network(spec: EnvSpec, model: ModelConfig | None = None, dueling: boo
     _check_discrete(spec)
     return QNetwork(spec=spec, model=ModelConfig() if model is None else model, dueling=dueling,
                     hiddens=tuple(int(h) for h in hiddens))
+
+
+class DeterministicPolicy(nn.Module):
+    """A policy-only network with one output per action: logits ``[B, A]`` (the action is their
+    argmax) or the action itself ``[B, *action_shape]`` (continuous). Used by ES.
+
+    Attributes:
+      spec: the environment spec.
+      model: the network architecture (``fcnet_hiddens: []`` gives a linear policy).
+    """
+
+    spec: EnvSpec
+    model: ModelConfig = ModelConfig()
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        features = make_torso(self.spec, self.model, name="torso")(obs)
+        shape = (self.spec.num_actions,) if self.spec.discrete else tuple(self.spec.action_shape)
+        out = nn.Dense(math.prod(shape), kernel_init=orthogonal(POLICY_INIT_SCALE),
+                       bias_init=nn.initializers.zeros, name="action")(features)
+        return out.reshape((features.shape[0], *shape))
+
+
+def make_deterministic_policy(spec: EnvSpec, model: ModelConfig | None = None
+                              ) -> DeterministicPolicy:
+    """The deterministic policy network for ``spec`` (``model`` defaults to ``ModelConfig()``)."""
+    return DeterministicPolicy(spec=spec, model=ModelConfig() if model is None else model)
 
 
 def make_distribution(spec: EnvSpec, dist_params: DistParams) -> Any:

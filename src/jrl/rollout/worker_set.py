@@ -219,10 +219,15 @@ class WorkerSet:
         raise RuntimeError(f"rollout worker {index} failed: {_first_line(error)} (set "
                            "recreate_failed_workers or ignore_worker_failures to go on)") from error
 
+    def add_episodes(self, episodes: list[dict]) -> None:
+        """Statistics of episodes run outside ``sample()`` (by an execution plan with its own
+        rollouts, e.g. ES); the next ``pop_episodes`` returns them."""
+        self._pending_episodes.extend(episodes)
+
     def pop_episodes(self) -> list[dict]:
-        if not self._remote:
-            return self._local.pop_episodes()
         episodes, self._pending_episodes = self._pending_episodes, []
+        if not self._remote:
+            return self._local.pop_episodes() + episodes
         return episodes
 
     def stop(self) -> None:
