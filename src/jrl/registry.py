@@ -47,6 +47,7 @@ _ALGORITHMS: dict[str, AlgoEntry] = {}
 PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
+    "async_samples": "jrl.execution.async_samples:AsyncSamplesPlan",
 }
 
 
@@ -63,6 +64,10 @@ def register_algorithm(entry: AlgoEntry) -> None:
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
 register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
                              model="q"))
+register_algorithm(AlgoEntry("IMPALA", "jrl.algorithms.impala", "ImpalaConfig", "make_impala",
+                             "async_samples"))
+register_algorithm(AlgoEntry("APPO", "jrl.algorithms.appo", "APPOConfig", "make_appo",
+                             "async_samples"))
 
 
 def algorithm_names() -> list[str]:
