@@ -16,8 +16,8 @@ With ``num_workers=0`` the local worker samples a train batch and the update run
 thread (no thread, no queue, no lag): the same algorithm, synchronously.
 
 Each result gets (``stats()``, over the time since the previous result):
-  ``learner_queue``: ``size_mean`` / ``size_max``, train batches waiting in the queue when the
-    learner took one; ``capacity``, ``learner_queue_size``.
+  ``learner_queue``: ``size_mean`` / ``size_max``, train batches left waiting in the queue
+    each time the learner took one; ``capacity``, ``learner_queue_size``.
   ``policy_lag``: ``mean`` / ``max`` over consumed fragments of the learner updates between the
     weights a fragment was sampled with and the update that learned from it (0: on-policy).
   ``learner_idle_fraction``: share of the wall time the learner spent waiting for a batch
@@ -222,13 +222,13 @@ class AsyncSamplesPlan:
         try:
             while not self._stop.is_set():
                 start = time.perf_counter()
-                size = self._queue.qsize()
                 try:
                     batch, versions = self._queue.get(timeout=_POLL_S)
                 except queue.Empty:
                     with self._lock:
                         self._idle_s += time.perf_counter() - start
                     continue
+                size = self._queue.qsize()
                 with self._lock:
                     self._idle_s += time.perf_counter() - start
                     state, generation, updates = self._state, self._generation, self._num_updates
