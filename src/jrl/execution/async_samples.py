@@ -123,6 +123,8 @@ class AsyncSamplesPlan:
     def _step_local(self, state: Any) -> tuple[Any, dict | None, int]:
         worker = self.workers.local_worker()
         start = time.perf_counter()
+        if self._num_updates == 0:  # the first window starts with the first step
+            self._window_start = start
         worker.set_policy(self._policy(state))
         batch = concat_envs([worker.sample() for _ in range(self.fragments_per_batch)])
         sampled = time.perf_counter()
