@@ -78,6 +78,7 @@ class AsyncSamplesPlan:
             learner_devices(config.num_gpus),
             self.fragments_per_batch * config.num_envs_per_worker)
         self._policy = jax.jit(algorithm.policy)
+        self._streaming = bool(workers.remote_workers())
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(config.learner_queue_size)
         self._stop = threading.Event()
@@ -104,7 +105,7 @@ class AsyncSamplesPlan:
     # -- driver -----------------------------------------------------------------------------
 
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
-        if not self.workers.remote_workers():
+        if not self._streaming:
             return self._step_local(state)
         self._raise_learner_error()
         if self._thread is None:
