@@ -142,6 +142,19 @@ def report(runs: list[dict], args) -> str:
             f"{r['env_steps']} | {_fmt(r['idle_fraction'], '.0%')} | "
             f"{_fmt(r['policy_lag'], '.1f')} | {_fmt(r['queue_size'], '.2f')} | "
             f"{_fmt(r['update_ms'], '.0f')} | {_fmt(r['batches_per_s'], '.1f')} |")
+    streamed = [r for r in runs if "error" not in r and r["num_workers"] > 0
+                and r["update_ms"] is not None and r["batches_per_s"]]
+    if streamed:
+        med = lambda key: common.median([r[key] for r in streamed])  # noqa: E731
+        lines += ["", f"Reading: with remote workers the learner waited for data "
+                  f"{med('idle_fraction'):.0%} of the training time (median; the target was "
+                  f"< 30%). It needs ~{med('update_ms'):.0f} ms per train batch, while the "
+                  f"workers delivered one every ~{1000 / med('batches_per_s'):.0f} ms and the "
+                  f"queue was nearly always empty (mean {med('queue_size'):.2f}): sampling, "
+                  "not the plan, limits the learner here, with the workers, the driver and the "
+                  "learner thread sharing the machine's cores. Building the trainer with Ray "
+                  "workers (Ray start, worker processes importing JAX) is part of "
+                  "time-to-solve (the build column)."]
     lines += ["", "The machine was shared with other jobs while this ran; timings are noisy, "
               "compare rows of the same run."]
     return "\n".join(lines)
