@@ -122,6 +122,14 @@ def test_async_plan_learns_reports_its_metrics_and_surfaces_learner_errors(ray_c
         assert all(r["timesteps_this_iter"] == 32 for r in results)
         assert math.isfinite(last["info"]["learner"]["default_policy"]["total_loss"])
 
+        # Weights set between iterations replace the learner's state (an update running on the
+        # old state is dropped): after a few Adam steps from zero every weight is still tiny.
+        zeros = jax.tree.map(np.zeros_like, trainer.get_weights())
+        trainer.set_weights(zeros)
+        trainer.train()
+        leaves = jax.tree.leaves(trainer.get_weights())
+        assert max(float(np.abs(w).max()) for w in leaves) < 0.05
+
         def broken_update(state, batch):
             raise FloatingPointError("injected learner failure")
 
