@@ -172,3 +172,37 @@ def test_dead_worker_is_replaced_and_streaming_goes_on(ray_cluster, tmp_path):
         assert all(r["timesteps_this_iter"] == 32 for r in results)
     finally:
         trainer.stop()
+
+
+DATA_PARALLEL_SCRIPT = """
+import jax, numpy as np
+import jrl
+from jrl.execution.async_samples import concat_envs
+from jrl.registry import make_algorithm
+
+for algo, extra in [("IMPALA", {"num_sgd_iter": 2}), ("APPO", {"num_sgd_iter": 2})]:
+    trainer = jrl.Trainer(algo, env="CartPole-v1", log_to_disk=False, config={
+        "num_envs_per_worker": 2, "rollout_fragment_length": 16, "train_batch_size": 64,
+        "observation_filter": "MeanStdFilter", "model": {"fcnet_hiddens": [16]}, **extra})
+    plan = trainer._plan
+    assert plan.learner.num_devices == 2
+    worker = trainer.workers.local_worker()
+    worker.set_policy(trainer.algorithm.policy(trainer.state))
+    batch = concat_envs([worker.sample() for _ in range(plan.fragments_per_batch)])
+    batch = batch.to_transition()
+    one = jax.jit(make_algorithm(algo, trainer.algo_config, trainer.spec).update)
+    for a, b in zip(jax.tree.leaves(one(trainer.state, batch)),
+                    jax.tree.leaves(plan.learner.update(trainer.state, batch)), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                   rtol=2e-4, atol=2e-5)
+    trainer.train()
+    trainer.stop()
+print("OK")
+"""
+
+
+def test_two_device_update_equals_one_device_update(tmp_path):
+    """IMPALA and APPO split the batch's env axis over 2 CPU devices: same state and metrics."""
+    from test_data_parallel import _run_on_two_cpu_devices
+
+    _run_on_two_cpu_devices(DATA_PARALLEL_SCRIPT, tmp_path)

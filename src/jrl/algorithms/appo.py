@@ -163,7 +163,7 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
             epoch, (state.params, state.opt_state), jnp.stack(epoch_keys))
         stats = jax.tree.map(jnp.mean, stats)
         stats.update(mean_rho=jnp.mean(jnp.exp(log_rho_t)),
-                     vf_explained_var=explained_variance(targets.vs, v_t))
+                     vf_explained_var=explained_variance(targets.vs, v_t, axis_name))
         stats = pmean(stats, axis_name)
         kl_coeff = state.kl_coeff
         if config.use_kl_loss:

@@ -174,7 +174,8 @@ def vtrace_targets(logp_t: jax.Array, v_t: jax.Array, v_tp1: jax.Array, batch: T
 
 
 def impala_loss(logp_t: jax.Array, entropy_t: jax.Array, v_t: jax.Array, v_tp1: jax.Array,
-                batch: Transition, config: ImpalaConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+                batch: Transition, config: ImpalaConfig, axis_name: str | None = None
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy gradient with V-trace advantages + value loss to V-trace targets - entropy bonus.
 
     ``policy_loss = -mean(logp_t * pg_advantages)``, ``vf_loss = 0.5 * mean((vs - v_t)^2)``,
@@ -187,6 +188,8 @@ def impala_loss(logp_t: jax.Array, entropy_t: jax.Array, v_t: jax.Array, v_tp1: 
       v_tp1: current values of ``next_obs`` (targets only, no gradient), ``[T, B]``.
       batch: the fragment batch (rewards, episode ends, ``behaviour_logp``).
       config: IMPALA config (V-trace thresholds, coefficients, gamma, lambda).
+      axis_name: mapped device axis the batch is split over (``vf_explained_var`` covers the
+        whole batch); ``None`` on one device.
     """
     chex.assert_rank(logp_t, 2)
     chex.assert_equal_shape([logp_t, entropy_t, v_t, v_tp1, batch.reward])
@@ -197,12 +200,18 @@ def impala_loss(logp_t: jax.Array, entropy_t: jax.Array, v_t: jax.Array, v_tp1: 
     total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "entropy": entropy, "mean_rho": jnp.mean(jnp.exp(log_rho_t)),
-                   "vf_explained_var": explained_variance(targets.vs, v_t)}
+                   "vf_explained_var": explained_variance(targets.vs, v_t, axis_name)}
 
 
-def explained_variance(targets: jax.Array, values: jax.Array) -> jax.Array:
-    """``1 - Var(targets - values) / Var(targets)``."""
-    return 1.0 - jnp.var(targets - values) / (jnp.var(targets) + 1e-8)
+def explained_variance(targets: jax.Array, values: jax.Array, axis_name: str | None = None
+                       ) -> jax.Array:
+    """``1 - Var(targets - values) / Var(targets)`` over the batch of every device."""
+
+    def var(x):
+        mean = pmean(jnp.mean(x), axis_name)
+        return pmean(jnp.mean(jnp.square(x - mean)), axis_name)
+
+    return 1.0 - var(targets - values) / (var(targets) + 1e-8)
 
 
 def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None = None,
@@ -233,7 +242,7 @@ def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None
         T, B = batch.reward.shape
         logp_t = dist.log_prob(batch.action.reshape((T * B, *batch.action.shape[2:])))
         return impala_loss(logp_t.reshape(T, B), dist.entropy().reshape(T, B), v_t, v_tp1,
-                           batch, config)
+                           batch, config, axis_name)
 
     def update(state: ImpalaState, batch: Transition) -> tuple[ImpalaState, dict[str, jax.Array]]:
         def sgd_step(carry, _):
