@@ -28,6 +28,22 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "model": {"fcnet_hiddens": [16, 16]},
         "seed": 0,
     },
+    "IMPALA": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 16,
+        "num_envs_per_worker": 2,
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
+    "APPO": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 16,
+        "num_envs_per_worker": 2,
+        "num_sgd_iter": 2,
+        "sgd_minibatch_size": 32,
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
     "DQN": {
         "train_batch_size": 16,
         "rollout_fragment_length": 4,

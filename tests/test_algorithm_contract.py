@@ -64,6 +64,12 @@ def _batches(trainer, count: int) -> list:
                 for _ in range(count)]
     if entry.plan == "evolution":  # each batch holds one iteration's antithetic pairs
         return [trainer._plan.sample(trainer.state)[0] for _ in range(count)]
+    if entry.plan == "async_samples":
+        from jrl.execution.async_samples import concat_envs
+
+        n = trainer._plan.fragments_per_batch
+        return [concat_envs([workers.sample() for _ in range(n)]).to_transition()
+                for _ in range(count)]
     assert entry.plan == "off_policy", f"contract test does not know plan '{entry.plan}'"
     postprocess = importlib.import_module(entry.module).postprocess
     items = [postprocess(config, workers.sample().to_transition()) for _ in range(6)]

@@ -29,11 +29,14 @@ def _train_until(trainer, steps: int, target: float) -> float:
     ("cartpole-ppo.yaml", 15_000, 150.0),
     ("cartpole-dqn.yaml", 12_000, 150.0),
     ("cartpole-es.yaml", 30_000, 150.0),
+    ("cartpole-impala.yaml", 10_000, 100.0),
+    ("cartpole-appo.yaml", 10_000, 100.0),
 ])
 def test_smoke_learning_beats_random_policy(name, steps, target):
-    """A random CartPole policy scores ~22; a working learner gets well past that quickly."""
+    """A random CartPole policy scores ~22; a working learner gets well past that quickly.
+    Smoke runs sample in-process (the async algorithms then learn synchronously)."""
     algo, config, _ = _tuned(name)
-    config.update(seed=0, evaluation_interval=None)
+    config.update(seed=0, evaluation_interval=None, num_workers=0)
     trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
     try:
         assert _train_until(trainer, steps, target) >= target
@@ -43,7 +46,8 @@ def test_smoke_learning_beats_random_policy(name, steps, target):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml", "cartpole-es.yaml"])
+@pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml", "cartpole-es.yaml",
+                                  "cartpole-impala.yaml", "cartpole-appo.yaml"])
 def test_tuned_example_solves_cartpole(name, seed):
     algo, config, stop = _tuned(name)
     config.update(seed=seed, evaluation_interval=None)

@@ -49,6 +49,7 @@ PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
     "evolution": "jrl.execution.evolution:EvolutionPlan",
+    "async_samples": "jrl.execution.async_samples:AsyncSamplesPlan",
 }
 
 
@@ -67,6 +68,10 @@ register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn
                              model="q"))
 register_algorithm(AlgoEntry("ES", "jrl.algorithms.es", "ESConfig", "make_es", "evolution",
                              model="deterministic"))
+register_algorithm(AlgoEntry("IMPALA", "jrl.algorithms.impala", "ImpalaConfig", "make_impala",
+                             "async_samples"))
+register_algorithm(AlgoEntry("APPO", "jrl.algorithms.appo", "APPOConfig", "make_appo",
+                             "async_samples"))
 
 
 def algorithm_names() -> list[str]:

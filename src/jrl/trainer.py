@@ -524,7 +524,10 @@ class Trainer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Closes envs and result files."""
+        """Stops the execution plan's threads (if any), closes envs and result files."""
+        stop_plan = getattr(getattr(self, "_plan", None), "stop", None)
+        if stop_plan is not None:
+            stop_plan()
         self.workers.stop()
         if self._result_logger is not None:
             self._result_logger.close()

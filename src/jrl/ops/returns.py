@@ -8,6 +8,8 @@ belongs to a different episode.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -149,3 +151,91 @@ def n_step_returns(
     t = jnp.arange(r_t.shape[0], dtype=jnp.int32).reshape((-1,) + (1,) * (r_t.ndim - 1))
     bootstrap_index = t + num_steps.astype(jnp.int32) - 1
     return returns, discount.astype(r_t.dtype), bootstrap_index
+
+
+class VTraceReturns(NamedTuple):
+    """V-trace targets over a fragment.
+
+    Attributes:
+      vs: value targets ``v_s``, ``[T, B]``.
+      pg_advantages: policy-gradient advantages ``rho_pg_s * (r_s + gamma * v_{s+1} - V(x_s))``,
+        ``[T, B]``.
+    """
+
+    vs: Array
+    pg_advantages: Array
+
+
+def _clip_above(x: Array, threshold: float | None) -> Array:
+    return x if threshold is None else jnp.minimum(threshold, x)
+
+
+def vtrace(
+    v_t: Array,
+    v_tp1: Array,
+    r_t: Array,
+    terminated_t: Array,
+    truncated_t: Array,
+    log_rho_t: Array,
+    gamma: Numeric,
+    lambda_: Numeric = 1.0,
+    clip_rho_threshold: float | None = 1.0,
+    clip_pg_rho_threshold: float | None = 1.0,
+    clip_c_threshold: float | None = 1.0,
+) -> VTraceReturns:
+    """V-trace targets (Espeholt et al., 2018, eq. 1) that keep termination and truncation apart.
+
+    With ``rho_s = exp(log_rho_s)`` (target over behaviour probability of the taken action),
+    ``delta_s = min(rho_bar, rho_s) * (r_s + gamma * (1 - terminated_s) * v_tp1_s - v_s)`` and
+    ``c_s = lambda_ * min(c_bar, rho_s)``, the targets follow the paper's recursive form
+    ``vs_s = v_s + delta_s + gamma * c_s * (1 - done_s) * (vs_{s+1} - v_{s+1})`` with
+    ``vs_T - v_T = 0`` past the fragment's end, where ``done_s = terminated_s or truncated_s``:
+    a truncated step bootstraps from the value of its true next observation but carries no trace
+    across the episode boundary; a terminated step does neither. The policy-gradient advantage
+    uses the next step's target, ``vs_{s+1}`` within the episode and the fragment, else ``v_tp1_s``
+    (this differs from rlax, which mixes ``lambda_ * vs_{s+1} + (1 - lambda_) * v_{s+1}``; the two
+    agree at ``lambda_ = 1``).
+
+    With on-policy data (``log_rho = 0``) and thresholds ``>= 1``, ``vs`` are the lambda-returns
+    (``gae``'s value targets). Outputs carry no gradient (they are targets).
+
+    Args:
+      v_t: values ``V(x_s)`` of ``obs_s`` under the current params, ``[T, B]`` (or ``[T]``).
+      v_tp1: values of the true ``next_obs_s``, ``[T, B]``.
+      r_t: rewards, ``[T, B]``.
+      terminated_t: episode terminated at step s, bool or float, ``[T, B]``.
+      truncated_t: episode truncated at step s, bool or float, ``[T, B]``.
+      log_rho_t: ``log pi(a_s | x_s) - log mu(a_s | x_s)``, ``[T, B]``.
+      gamma: discount factor, scalar.
+      lambda_: trace mixing parameter (1 in the paper), scalar.
+      clip_rho_threshold: ``rho_bar`` for the value targets (``None``: no clipping).
+      clip_pg_rho_threshold: clip of ``rho`` in the policy-gradient advantage (``None``: none).
+      clip_c_threshold: ``c_bar`` for the traces (``None``: no clipping).
+
+    Returns:
+      ``VTraceReturns(vs, pg_advantages)``, both ``[T, B]``.
+    """
+    chex.assert_rank(r_t, {1, 2})
+    chex.assert_equal_shape([v_t, v_tp1, r_t, terminated_t, truncated_t, log_rho_t])
+    chex.assert_type([v_t, v_tp1, r_t, log_rho_t], float)
+    v_t, v_tp1, log_rho_t = jax.lax.stop_gradient((v_t, v_tp1, log_rho_t))
+    terminated = _as_float(terminated_t, r_t)
+    not_done = (1.0 - terminated) * (1.0 - _as_float(truncated_t, r_t))
+    rho_t = jnp.exp(log_rho_t)
+    bootstrap_t = gamma * (1.0 - terminated)
+
+    delta_t = _clip_above(rho_t, clip_rho_threshold) * (r_t + bootstrap_t * v_tp1 - v_t)
+    trace_t = gamma * lambda_ * _clip_above(rho_t, clip_c_threshold) * not_done
+
+    def step(a_tp1, xs):
+        delta, trace = xs
+        a = delta + trace * a_tp1
+        return a, a
+
+    # a_s = vs_s - v_s
+    _, a_t = jax.lax.scan(step, jnp.zeros_like(r_t[0]), (delta_t, trace_t), reverse=True,
+                          unroll=16)
+    a_next = jnp.concatenate([a_t[1:], jnp.zeros_like(a_t[:1])], axis=0) * not_done
+    vs_tp1 = v_tp1 + a_next
+    pg_advantages = _clip_above(rho_t, clip_pg_rho_threshold) * (r_t + bootstrap_t * vs_tp1 - v_t)
+    return VTraceReturns(vs=v_t + a_t, pg_advantages=pg_advantages)

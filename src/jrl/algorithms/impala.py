@@ -1,0 +1,276 @@
+"""IMPALA (Espeholt et al., 2018): actor-critic with V-trace off-policy correction.
+
+Workers act with slightly stale weights and stream fragments to the learner (the ``async_samples``
+plan); ``update`` takes a time-major ``[T, B]`` batch whose ``behaviour_logp`` are the workers'
+log-probabilities, evaluates the current policy and values on it, and corrects for the lag with
+V-trace. The actor-critic pieces here (``actor_critic_parts``, ``vtrace_targets``) are shared with
+APPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrl import registry
+from jrl.config import CommonConfig, field, to_dict
+from jrl.errors import ConfigError
+from jrl.networks import catalog
+from jrl.ops.parallel import all_gather, num_devices, pmean
+from jrl.ops.returns import VTraceReturns, vtrace
+from jrl.rollout.filters import FilterState, get_filter
+from jrl.types import Algorithm, EnvSpec, Transition
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImpalaConfig(CommonConfig):
+    """IMPALA settings (RLlib names) on top of the common ones.
+
+    Attributes:
+      vtrace: correct for the workers' stale policies with V-trace; ``False`` treats the batch as
+        on-policy (importance weights 1: lambda-returns with the current values).
+      vtrace_clip_rho_threshold: ``rho_bar``, clip of the importance weights in the value targets.
+      vtrace_clip_pg_rho_threshold: clip of the importance weights in the pg advantages.
+      lambda_: V-trace's trace parameter (key ``lambda``; 1 in the paper).
+      vf_loss_coeff: weight of the value loss.
+      entropy_coeff: weight of the entropy bonus.
+      num_sgd_iter: gradient steps on each train batch (each recomputes the V-trace targets).
+      opt_type: ``adam`` or ``rmsprop``.
+      decay / momentum / epsilon: RMSProp's parameters (``opt_type: rmsprop``).
+      broadcast_interval: send new weights to the workers after this many learner updates.
+      max_sample_requests_in_flight_per_worker: sample requests each worker has queued, so it
+        starts the next fragment while the previous one travels to the learner.
+      learner_queue_size: train batches waiting for the learner at most; when the queue is
+        full, sampling waits (back-pressure).
+
+    A train batch is ``ceil(train_batch_size / (rollout_fragment_length * num_envs_per_worker))``
+    whole fragments side by side, ``[rollout_fragment_length, B]``.
+    """
+
+    rollout_fragment_length: int = field(50, min=1)
+    train_batch_size: int = field(500, min=1)
+    lr: float = field(5e-4, gt=0.0)
+    grad_clip: float | None = field(40.0, gt=0.0)
+    vtrace: bool = True
+    vtrace_clip_rho_threshold: float | None = field(1.0, gt=0.0)
+    vtrace_clip_pg_rho_threshold: float | None = field(1.0, gt=0.0)
+    lambda_: float = field(1.0, key="lambda", min=0.0, max=1.0)
+    vf_loss_coeff: float = field(0.5, min=0.0)
+    entropy_coeff: float = field(0.01, min=0.0)
+    num_sgd_iter: int = field(1, min=1)
+    opt_type: str = field("adam", choices=("adam", "rmsprop"))
+    decay: float = field(0.99, min=0.0, max=1.0)
+    momentum: float = field(0.0, min=0.0)
+    epsilon: float = field(0.1, gt=0.0)
+    broadcast_interval: int = field(1, min=1)
+    max_sample_requests_in_flight_per_worker: int = field(2, min=1)
+    learner_queue_size: int = field(16, min=1)
+
+
+DEFAULT_CONFIG: dict[str, Any] = to_dict(ImpalaConfig())
+
+
+class ImpalaState(NamedTuple):
+    """Learner state of IMPALA: arrays only."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    obs_filter: FilterState
+    num_updates: jax.Array
+    env_steps: jax.Array
+
+
+class ActorCriticPolicy(NamedTuple):
+    """What ``act`` needs: network params and observation-filter statistics."""
+
+    params: Any
+    obs_filter: FilterState
+
+
+class ActorCriticParts(NamedTuple):
+    """The pieces IMPALA and APPO build their ``Algorithm`` from.
+
+    Attributes:
+      forward: ``forward(params, obs_filter, obs [N, ...]) -> (dist, value [N])``.
+      evaluate: ``evaluate(params, obs_filter, batch) -> (dist [T*B], v_t, v_tp1)`` with values
+        of ``obs`` and ``next_obs`` ``[T, B]`` from one network call.
+      init_params: ``init_params(key) -> params``.
+      act: the algorithm's ``act``.
+      optimizer: the optax optimizer the config asks for.
+      obs_filter: the observation filter.
+    """
+
+    forward: Callable
+    evaluate: Callable
+    init_params: Callable
+    act: Callable
+    optimizer: optax.GradientTransformation
+    obs_filter: Any
+
+
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+    """Adam or RMSProp (``opt_type``), after global-norm clipping when ``grad_clip`` is set."""
+    if config.opt_type == "rmsprop":
+        opt = optax.rmsprop(config.lr, decay=config.decay, eps=config.epsilon,
+                            momentum=config.momentum or None)
+    else:
+        opt = optax.adam(config.lr)
+    if config.grad_clip is None:
+        return opt
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+
+
+def actor_critic_parts(config: Any, networks: Any, spec: EnvSpec) -> ActorCriticParts:
+    """Network, filter, acting and optimizer shared by IMPALA and APPO."""
+    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
+    obs_filter = get_filter(config.observation_filter)
+
+    def forward(params, obs_filter_state, obs):
+        dist_params, value = net.apply(params, obs_filter.apply(obs_filter_state, obs))
+        return catalog.make_distribution(spec, dist_params), value
+
+    def evaluate(params, obs_filter_state, batch: Transition):
+        T, B = batch.reward.shape
+        flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
+        obs = jnp.concatenate([flat(batch.obs), flat(batch.next_obs)])
+        dist_params, values = net.apply(params, obs_filter.apply(obs_filter_state, obs))
+        dist_params = jax.tree.map(lambda x: x[: T * B], dist_params)
+        dist = catalog.make_distribution(spec, dist_params)
+        return dist, values[: T * B].reshape(T, B), values[T * B:].reshape(T, B)
+
+    def init_params(key):
+        return net.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
+
+    def act(policy: ActorCriticPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
+        dist, value = forward(policy.params, policy.obs_filter, obs)
+        action = dist.sample(key) if explore else dist.mode()
+        return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
+
+    return ActorCriticParts(forward, evaluate, init_params, act, make_optimizer(config),
+                            obs_filter)
+
+
+def vtrace_targets(logp_t: jax.Array, v_t: jax.Array, v_tp1: jax.Array, batch: Transition,
+                   config: Any) -> tuple[VTraceReturns, jax.Array]:
+    """V-trace targets of ``batch`` for a target policy with log-probs ``logp_t`` ``[T, B]``.
+
+    Returns ``(VTraceReturns, log_rho_t)``; with ``config.vtrace`` off the log importance weights
+    are 0 (on-policy lambda-returns).
+    """
+    log_rho_t = jax.lax.stop_gradient(logp_t) - batch.behaviour_logp
+    if not config.vtrace:
+        log_rho_t = jnp.zeros_like(log_rho_t)
+    targets = vtrace(v_t, v_tp1, batch.reward, batch.terminated, batch.truncated, log_rho_t,
+                     config.gamma, config.lambda_, config.vtrace_clip_rho_threshold,
+                     config.vtrace_clip_pg_rho_threshold, 1.0)
+    return targets, log_rho_t
+
+
+def impala_loss(logp_t: jax.Array, entropy_t: jax.Array, v_t: jax.Array, v_tp1: jax.Array,
+                batch: Transition, config: ImpalaConfig, axis_name: str | None = None
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Policy gradient with V-trace advantages + value loss to V-trace targets - entropy bonus.
+
+    ``policy_loss = -mean(logp_t * pg_advantages)``, ``vf_loss = 0.5 * mean((vs - v_t)^2)``,
+    ``total = policy_loss + vf_loss_coeff * vf_loss - entropy_coeff * mean(entropy_t)``.
+
+    Args:
+      logp_t: current log-probs of the batch's actions, ``[T, B]``.
+      entropy_t: current policy entropy, ``[T, B]``.
+      v_t: current values of ``obs``, ``[T, B]``.
+      v_tp1: current values of ``next_obs`` (targets only, no gradient), ``[T, B]``.
+      batch: the fragment batch (rewards, episode ends, ``behaviour_logp``).
+      config: IMPALA config (V-trace thresholds, coefficients, gamma, lambda).
+      axis_name: mapped device axis the batch is split over (``vf_explained_var`` covers the
+        whole batch); ``None`` on one device.
+    """
+    chex.assert_rank(logp_t, 2)
+    chex.assert_equal_shape([logp_t, entropy_t, v_t, v_tp1, batch.reward])
+    targets, log_rho_t = vtrace_targets(logp_t, v_t, v_tp1, batch, config)
+    policy_loss = -jnp.mean(logp_t * targets.pg_advantages)
+    vf_loss = 0.5 * jnp.mean(jnp.square(targets.vs - v_t))
+    entropy = jnp.mean(entropy_t)
+    total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+    return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
+                   "entropy": entropy, "mean_rho": jnp.mean(jnp.exp(log_rho_t)),
+                   "vf_explained_var": explained_variance(targets.vs, v_t, axis_name)}
+
+
+def explained_variance(targets: jax.Array, values: jax.Array, axis_name: str | None = None
+                       ) -> jax.Array:
+    """``1 - Var(targets - values) / Var(targets)`` over the batch of every device."""
+
+    def var(x):
+        mean = pmean(jnp.mean(x), axis_name)
+        return pmean(jnp.mean(jnp.square(x - mean)), axis_name)
+
+    return 1.0 - var(targets - values) / (var(targets) + 1e-8)
+
+
+def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None = None,
+                axis_name: str | None = None) -> Algorithm:
+    """Builds IMPALA's ``Algorithm`` for ``spec``; ``networks`` defaults to the actor-critic.
+
+    With ``axis_name`` the ``update`` averages gradients, filter statistics and metrics over that
+    mapped axis (the batch split along its env axis), so it equals the one-device update.
+    """
+    if spec is None:
+        raise ConfigError("make_impala needs the env spec")
+    parts = actor_critic_parts(config, networks, spec)
+    optimizer = parts.optimizer
+
+    def init(key: jax.Array) -> ImpalaState:
+        key, init_key = jax.random.split(key)
+        params = parts.init_params(init_key)
+        return ImpalaState(params=params, opt_state=optimizer.init(params), key=key,
+                           obs_filter=parts.obs_filter.init(spec.obs_shape),
+                           num_updates=jnp.zeros((), jnp.int32),
+                           env_steps=jnp.zeros((), jnp.int32))
+
+    def policy(state: ImpalaState) -> ActorCriticPolicy:
+        return ActorCriticPolicy(state.params, state.obs_filter)
+
+    def loss_fn(params, obs_filter_state, batch):
+        dist, v_t, v_tp1 = parts.evaluate(params, obs_filter_state, batch)
+        T, B = batch.reward.shape
+        logp_t = dist.log_prob(batch.action.reshape((T * B, *batch.action.shape[2:])))
+        return impala_loss(logp_t.reshape(T, B), dist.entropy().reshape(T, B), v_t, v_tp1,
+                           batch, config, axis_name)
+
+    def update(state: ImpalaState, batch: Transition) -> tuple[ImpalaState, dict[str, jax.Array]]:
+        def sgd_step(carry, _):
+            params, opt_state = carry
+            grads, stats = jax.grad(loss_fn, has_aux=True)(params, state.obs_filter, batch)
+            grads = pmean(grads, axis_name)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            stats["grad_gnorm"] = optax.tree.norm(grads)
+            return (optax.apply_updates(params, updates), opt_state), stats
+
+        (params, opt_state), stats = jax.lax.scan(
+            sgd_step, (state.params, state.opt_state), None, length=config.num_sgd_iter)
+        stats = pmean(jax.tree.map(jnp.mean, stats), axis_name)
+        obs_filter = parts.obs_filter.update(state.obs_filter, all_observations(batch, axis_name))
+        n = batch.reward.size * num_devices(axis_name)
+        new_state = ImpalaState(params=params, opt_state=opt_state, key=state.key,
+                                obs_filter=obs_filter, num_updates=state.num_updates + 1,
+                                env_steps=state.env_steps + n)
+        return new_state, stats
+
+    return Algorithm(init=init, update=update, act=parts.act, policy=policy, name="IMPALA")
+
+
+def all_observations(batch: Transition, axis_name: str | None) -> jax.Array:
+    """The batch's observations ``[N, ...]`` from every device (filter statistics)."""
+    T, B = batch.reward.shape
+    return all_gather(batch.obs.reshape((T * B, *batch.obs.shape[2:])), axis_name)
+
+
+def __getattr__(name: str) -> Any:
+    return registry.lazy_trainer_class(__name__, name, "IMPALA")
