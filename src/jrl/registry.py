@@ -47,6 +47,7 @@ _ALGORITHMS: dict[str, AlgoEntry] = {}
 PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
+    "async_gradients": "jrl.execution.async_gradients:AsyncGradientsPlan",
 }
 
 
@@ -61,6 +62,10 @@ def register_algorithm(entry: AlgoEntry) -> None:
 
 
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
+register_algorithm(AlgoEntry("PG", "jrl.algorithms.pg", "PGConfig", "make_pg", "on_policy"))
+register_algorithm(AlgoEntry("A2C", "jrl.algorithms.a2c", "A2CConfig", "make_a2c", "on_policy"))
+register_algorithm(AlgoEntry("A3C", "jrl.algorithms.a3c", "A3CConfig", "make_a3c",
+                             "async_gradients"))
 register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
                              model="q"))
 
