@@ -196,11 +196,15 @@ def test_pg_trains_the_value_head_only_with_a_baseline():
         assert value_moved == use_baseline
 
 
-def test_microbatch_larger_than_the_train_batch_is_a_config_error():
+def test_microbatch_larger_than_the_batch_is_a_config_error():
     import jrl
 
-    with pytest.raises(jrl.ConfigError, match="microbatch_size"):
+    with pytest.raises(jrl.ConfigError, match="microbatch_size.*train_batch_size"):
         _config("A2C", microbatch_size=64)
+    # A3C's gradients come from one fragment: 16 steps x 8 envs by default.
+    assert _config("A3C", microbatch_size=128).microbatch_size == 128
+    with pytest.raises(jrl.ConfigError, match="microbatch_size.*rollout_fragment_length"):
+        _config("A3C", microbatch_size=129)
 
 
 # ---------------------------------------------------------------- A3C with Ray workers

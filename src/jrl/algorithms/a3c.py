@@ -16,6 +16,7 @@ from jrl import registry
 from jrl.algorithms.a2c import A2CConfig, make_a2c_learner
 from jrl.algorithms.actor_critic import GradientFns
 from jrl.config import field, to_dict
+from jrl.errors import ConfigError
 from jrl.types import Algorithm, EnvSpec
 
 
@@ -30,6 +31,12 @@ class A3CConfig(A2CConfig):
     """
 
     rollout_fragment_length: int = field(16, min=1)
+
+    def validate(self) -> None:
+        fragment = self.rollout_fragment_length * self.num_envs_per_worker
+        if self.microbatch_size is not None and self.microbatch_size > fragment:
+            raise ConfigError(f"config key 'microbatch_size' ({self.microbatch_size}) must be "
+                              f"<= rollout_fragment_length * num_envs_per_worker ({fragment})")
 
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(A3CConfig())
