@@ -44,6 +44,27 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "model": {"fcnet_hiddens": [16, 16]},
         "seed": 0,
     },
+    "PG": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 32,
+        "use_baseline": True,
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
+    "A2C": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 16,
+        "num_envs_per_worker": 2,
+        "microbatch_size": 24,
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
+    "A3C": {
+        "rollout_fragment_length": 16,
+        "num_envs_per_worker": 2,
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
     "DQN": {
         "train_batch_size": 16,
         "rollout_fragment_length": 4,

@@ -70,6 +70,8 @@ def _batches(trainer, count: int) -> list:
         n = trainer._plan.fragments_per_batch
         return [concat_envs([workers.sample() for _ in range(n)]).to_transition()
                 for _ in range(count)]
+    if entry.plan == "async_gradients":  # one fragment per gradient
+        return [workers.sample().to_transition() for _ in range(count)]
     assert entry.plan == "off_policy", f"contract test does not know plan '{entry.plan}'"
     postprocess = importlib.import_module(entry.module).postprocess
     items = [postprocess(config, workers.sample().to_transition()) for _ in range(6)]

@@ -50,6 +50,7 @@ PLANS: dict[str, str] = {
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
     "evolution": "jrl.execution.evolution:EvolutionPlan",
     "async_samples": "jrl.execution.async_samples:AsyncSamplesPlan",
+    "async_gradients": "jrl.execution.async_gradients:AsyncGradientsPlan",
 }
 
 
@@ -64,6 +65,10 @@ def register_algorithm(entry: AlgoEntry) -> None:
 
 
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
+register_algorithm(AlgoEntry("PG", "jrl.algorithms.pg", "PGConfig", "make_pg", "on_policy"))
+register_algorithm(AlgoEntry("A2C", "jrl.algorithms.a2c", "A2CConfig", "make_a2c", "on_policy"))
+register_algorithm(AlgoEntry("A3C", "jrl.algorithms.a3c", "A3CConfig", "make_a3c",
+                             "async_gradients"))
 register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
                              model="q"))
 register_algorithm(AlgoEntry("ES", "jrl.algorithms.es", "ESConfig", "make_es", "evolution",

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms.actor_critic import make_forward
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
@@ -167,9 +168,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
         lr_schedule = optax.constant_schedule(config.lr)
     optimizer = make_optimizer(config, lr_schedule)
 
-    def forward(params, obs_filter_state, obs):
-        dist_params, value = net.apply(params, obs_filter.apply(obs_filter_state, obs))
-        return catalog.make_distribution(spec, dist_params), value
+    forward = make_forward(net, obs_filter, spec)
 
     def init(key: jax.Array) -> PPOState:
         key, init_key = jax.random.split(key)

@@ -1,7 +1,8 @@
-"""Elementwise regression losses (no reduction)."""
+"""Losses: elementwise regression losses (no reduction) and the actor-critic loss."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -33,3 +34,49 @@ def l2_loss(x: jax.Array) -> jax.Array:
       Elementwise loss, same shape as ``x``.
     """
     return 0.5 * jnp.square(x)
+
+
+def actor_critic_loss(
+    logp_t: jax.Array,
+    entropy_t: jax.Array,
+    v_t: jax.Array,
+    advantages_t: jax.Array,
+    value_targets_t: jax.Array,
+    vf_loss_coeff: float,
+    entropy_coeff: float,
+    weight_t: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Policy-gradient loss + value loss - entropy bonus (A2C, A3C, PG), averaged over ``[N]``.
+
+    ``policy_loss = -mean(w * logp * A)``, ``vf_loss = 0.5 * mean(w * (v - target)^2)``,
+    ``entropy = mean(w * H)`` and ``total = policy_loss + vf_loss_coeff * vf_loss -
+    entropy_coeff * entropy``. Advantages and targets are constants (no gradient flows into
+    them). Weights let a microbatch carry its share of a larger batch's mean: with
+    ``w = mask * microbatch / N`` the microbatch losses sum to the full batch's.
+
+    Args:
+      logp_t: log-probabilities of the taken actions ``[N]``.
+      entropy_t: entropies of the action distributions ``[N]``.
+      v_t: value predictions ``[N]``.
+      advantages_t: advantages ``[N]``.
+      value_targets_t: value targets ``[N]``.
+      vf_loss_coeff: weight of the value loss.
+      entropy_coeff: weight of the entropy bonus.
+      weight_t: per-sample weights ``[N]`` (``None``: all ones).
+
+    Returns:
+      ``(total, stats)`` with ``stats`` holding ``total_loss``, ``policy_loss``, ``vf_loss`` and
+      ``entropy``.
+    """
+    chex.assert_rank([logp_t, entropy_t, v_t, advantages_t, value_targets_t], 1)
+    chex.assert_equal_shape([logp_t, entropy_t, v_t, advantages_t, value_targets_t])
+    weight_t = jnp.ones_like(logp_t) if weight_t is None else weight_t
+    chex.assert_equal_shape([logp_t, weight_t])
+    advantages_t = jax.lax.stop_gradient(advantages_t)
+    value_targets_t = jax.lax.stop_gradient(value_targets_t)
+    policy_loss = -jnp.mean(weight_t * logp_t * advantages_t)
+    vf_loss = 0.5 * jnp.mean(weight_t * jnp.square(v_t - value_targets_t))
+    entropy = jnp.mean(weight_t * entropy_t)
+    total = policy_loss + vf_loss_coeff * vf_loss - entropy_coeff * entropy
+    return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
+                   "entropy": entropy}
