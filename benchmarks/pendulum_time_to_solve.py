@@ -270,6 +270,7 @@ def main() -> None:
             json.dump(out, f)
         return
     start = time.time()
+    machine = common.machine_lines()  # load average at the start
     results = []
     for algo in args.algos:
         for seed in args.seeds:
@@ -286,7 +287,7 @@ def main() -> None:
         "compilation cache, warm: the cache a previous short run of the same config left). "
         "jrl: `configs/pendulum-<algo>.yaml`; SB3: rl-zoo hyperparameters, 1 env.", "",
         make_table(results, args.algos, args.seeds), "",
-        *common.machine_lines(),
+        *machine,
         "- the machine is shared with other jobs: absolute times are noisy, ratios from one "
         "run are what count"])
     common.publish(args.out, SECTION, body)
