@@ -40,6 +40,23 @@ def test_smoke_learning_beats_random_policy(name, steps, target):
         trainer.stop()
 
 
+def test_dqn_with_prioritized_replay_learns():
+    """The tuned DQN with prioritized replay (n-step items, annealed beta) still learns."""
+    algo, config, _ = _tuned("cartpole-dqn.yaml")
+    config.update(seed=0, evaluation_interval=None, prioritized_replay=True,
+                  final_prioritized_replay_beta=1.0,
+                  prioritized_replay_beta_annealing_timesteps=12_000)
+    trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert trainer._plan.prioritized
+        assert _train_until(trainer, 12_000, 150.0) >= 150.0
+        learner = trainer.train()["info"]["learner"]["default_policy"]
+        assert "td_error" not in learner and all(isinstance(v, float) for v in learner.values())
+        assert float(trainer._plan.replay.tree[1]) > 0.0
+    finally:
+        trainer.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", ["cartpole-ppo.yaml", "cartpole-dqn.yaml"])

@@ -16,12 +16,14 @@ All functions are pure and jittable; ``alpha``, ``beta`` and ``eps`` are argumen
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jrl.config import field
 from jrl.rollout.replay import ReplayState, replay_add, replay_init
 
 
@@ -154,3 +156,32 @@ def beta_at(beta: float, final_beta: float, annealing_timesteps: int,
             env_steps: jax.Array) -> jax.Array:
     """Importance exponent annealed linearly from ``beta`` to ``final_beta``."""
     return optax.linear_schedule(beta, final_beta, max(1, annealing_timesteps))(env_steps)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrioritizedReplayConfig:
+    """Prioritized replay settings (RLlib names), mixed into off-policy algorithm configs.
+
+    Attributes:
+      prioritized_replay: sample replay items proportionally to their TD error's priority and
+        weight their losses by importance weights (needs ``update`` to report
+        ``metrics["td_error"]`` ``[N]``).
+      prioritized_replay_alpha: priority exponent (0: uniform).
+      prioritized_replay_beta: importance-weight exponent at timestep 0.
+      final_prioritized_replay_beta: importance-weight exponent after the annealing.
+      prioritized_replay_beta_annealing_timesteps: env steps over which beta anneals linearly.
+      prioritized_replay_eps: added to ``|td_error|`` so no item's priority is 0.
+    """
+
+    prioritized_replay: bool = False
+    prioritized_replay_alpha: float = field(0.6, min=0.0)
+    prioritized_replay_beta: float = field(0.4, min=0.0)
+    final_prioritized_replay_beta: float = field(0.4, min=0.0)
+    prioritized_replay_beta_annealing_timesteps: int = field(20_000, min=1)
+    prioritized_replay_eps: float = field(1e-6, gt=0.0)
+
+
+def config_beta(config: Any, env_steps: jax.Array) -> jax.Array:
+    """The importance exponent ``config`` (a ``PrioritizedReplayConfig``) gives at ``env_steps``."""
+    return beta_at(config.prioritized_replay_beta, config.final_prioritized_replay_beta,
+                   config.prioritized_replay_beta_annealing_timesteps, env_steps)
