@@ -41,6 +41,20 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "exploration_config": {"epsilon_timesteps": 100},
         "seed": 0,
     },
+    "APEX": {
+        "num_workers": 0,
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 4,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "target_network_update_freq": 8,
+        "hiddens": [16],
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
 }
 
 _JAX_CACHE_DIR: str | None = None

@@ -28,7 +28,7 @@ from jrl.rollout.worker import SampleBatch
 DISCRETE_ENV = "CartPole-v1"
 CONTINUOUS_ENV = "Pendulum-v1"
 # Algorithms that only handle discrete actions; every other one is also checked on Pendulum.
-DISCRETE_ONLY = {"DQN"}
+DISCRETE_ONLY = {"DQN", "APEX"}
 
 CASES = [(name, DISCRETE_ENV) for name in registry.algorithm_names()] + [
     (name, CONTINUOUS_ENV) for name in registry.algorithm_names() if name not in DISCRETE_ONLY]
@@ -62,7 +62,8 @@ def _batches(trainer, count: int) -> list:
         rounds = trainer._plan.rounds
         return [SampleBatch.concat_time([workers.sample() for _ in range(rounds)]).to_transition()
                 for _ in range(count)]
-    assert entry.plan == "off_policy", f"contract test does not know plan '{entry.plan}'"
+    assert entry.plan in ("off_policy", "distributed_replay"), \
+        f"contract test does not know plan '{entry.plan}'"
     postprocess = importlib.import_module(entry.module).postprocess
     items = [postprocess(config, workers.sample().to_transition()) for _ in range(6)]
     pool = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *items)

@@ -47,6 +47,7 @@ _ALGORITHMS: dict[str, AlgoEntry] = {}
 PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
+    "distributed_replay": "jrl.execution.distributed_replay:DistributedReplayPlan",
 }
 
 
@@ -63,6 +64,8 @@ def register_algorithm(entry: AlgoEntry) -> None:
 register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
 register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
                              model="q"))
+register_algorithm(AlgoEntry("APEX", "jrl.algorithms.apex", "ApexConfig", "make_apex",
+                             "distributed_replay", model="q"))
 
 
 def algorithm_names() -> list[str]:

@@ -510,6 +510,8 @@ class Trainer:
 
     def stop(self) -> None:
         """Closes envs and result files."""
+        if hasattr(getattr(self, "_plan", None), "stop"):  # plans with threads or actors
+            self._plan.stop()
         self.workers.stop()
         if self._result_logger is not None:
             self._result_logger.close()
