@@ -194,6 +194,7 @@ class DistributedReplayPlan:
         self._next_shard = 0
         self._num_updates = 0
         self._learn_time = 0.0
+        self._timed_updates = 0
         self._start_time = time.time()
         self._queue: queue.Queue = queue.Queue(maxsize=config.learner_queue_size)
         self._stop = threading.Event()
@@ -323,9 +324,11 @@ class DistributedReplayPlan:
                 shard.update_priorities.remote(index, priorities)
             else:
                 shard.update_priorities(index, priorities)
-            self._num_updates += self.num_updates_per_call
             metrics_list.append(metrics)
-            self._learn_time += time.time() - start
+            if self._num_updates:  # the first call compiles: left out of the throughput
+                self._learn_time += time.time() - start
+                self._timed_updates += self.num_updates_per_call
+            self._num_updates += self.num_updates_per_call
         return state, metrics_list
 
     # -- the plan -----------------------------------------------------------------------------
@@ -361,13 +364,13 @@ class DistributedReplayPlan:
             shard_stats = [s.stats() for s in self.shards]
         elapsed = max(time.time() - self._start_time, 1e-9)
         learn = max(self._learn_time, 1e-9)
-        samples = self._num_updates * self.config.train_batch_size
+        samples = self._timed_updates * self.config.train_batch_size
         shards = {f"{key}_{i}": s[key] for i, s in enumerate(shard_stats)
                   for key in ("size", "added", "sampled", "priority_updates")}
         return {"replay_shards": shards,
                 "learner_throughput": {
                     "num_updates": self._num_updates,
-                    "updates_per_s": self._num_updates / learn,
+                    "updates_per_s": self._timed_updates / learn,
                     "samples_per_s": samples / learn,
                     "learner_busy_frac": min(1.0, self._learn_time / elapsed),
                     "queue_size": self._queue.qsize(),

@@ -1,0 +1,94 @@
+"""APEX: per-worker exploration, replay shards as Ray actors, the prefetching learner."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import jrl
+from jrl.algorithms.apex import per_worker_epsilon, worker_policy
+from jrl.registry import parse_config
+
+ray = pytest.importorskip("ray")
+
+SMALL_APEX = {"train_batch_size": 32, "rollout_fragment_length": 10, "num_envs_per_worker": 2,
+              "n_step": 3, "learning_starts": 200, "buffer_size": 2000,
+              "timesteps_per_iteration": 400, "target_network_update_freq": 200,
+              "training_intensity": 4, "max_weight_sync_delay": 100, "hiddens": [16],
+              "model": {"fcnet_hiddens": [16]}, "seed": 0}
+
+
+def test_per_worker_epsilon_follows_the_ape_x_formula():
+    # eps_i = 0.4 ** (1 + 7 i / (N - 1)) for N = 8: i=0 -> 0.4, i=7 -> 0.4**8, i=1 -> 0.4**2
+    assert per_worker_epsilon(0, 8) == pytest.approx(0.4)
+    assert per_worker_epsilon(1, 8) == pytest.approx(0.16)
+    assert per_worker_epsilon(7, 8) == pytest.approx(0.4 ** 8)
+    assert per_worker_epsilon(2, 3) == pytest.approx(0.4 ** 8)
+    assert per_worker_epsilon(1, 3) == pytest.approx(0.4 ** 4.5)
+    assert per_worker_epsilon(0, 1) == pytest.approx(0.4)  # a single worker keeps eps
+    assert per_worker_epsilon(1, 2, epsilon=0.5, alpha=1.0) == pytest.approx(0.25)
+
+
+def test_remote_worker_i_acts_with_its_own_epsilon():
+    from jrl.algorithms.dqn import DQNPolicy
+
+    config = parse_config("APEX", {"num_workers": 3})
+    policy = DQNPolicy(params={}, obs_filter=None, epsilon=np.float32(1.0))
+    eps = [float(worker_policy(config, policy, i, 3).epsilon) for i in (1, 2, 3)]
+    np.testing.assert_allclose(eps, [0.4, 0.4 ** 4.5, 0.4 ** 8], rtol=1e-6)
+    off = parse_config("APEX", {"per_worker_exploration": False})
+    assert float(worker_policy(off, policy, 2, 3).epsilon) == 1.0
+
+
+def test_apex_refuses_uniform_replay():
+    with pytest.raises(jrl.ConfigError, match="prioritized_replay"):
+        parse_config("APEX", {"prioritized_replay": False})
+
+
+def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluster):
+    trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False,
+                          config={**SMALL_APEX, "num_workers": 2, "num_replay_buffer_shards": 2})
+    plan = trainer._plan
+    shards = list(plan.shards)
+    try:
+        assert len(shards) == 2 and len(trainer.workers.remote_workers()) == 2
+        results = [trainer.train() for _ in range(3)]
+        last = results[-1]
+        sizes = [last["replay_shards"][f"size_{i}"] for i in range(2)]
+        assert all(size > 0 for size in sizes), sizes  # round robin feeds both shards
+        assert sum(sizes) <= 2000
+        assert sum(last["replay_shards"][f"priority_updates_{i}"] for i in range(2)) > 0
+        throughput = last["learner_throughput"]
+        assert throughput["num_updates"] > 0 and throughput["updates_per_s"] > 0
+        assert [t for t in threading.enumerate() if t.name == "jrl-replay-prefetch"]
+        assert throughput["samples_per_s"] > 0
+        learner = last["info"]["learner"]["default_policy"]
+        assert "td_error" not in learner and np.isfinite(learner["loss"])
+        assert last["timesteps_total"] >= 3 * 400
+        # the replay ratio stays near training_intensity (samples trained / env steps)
+        trained = throughput["num_updates"] * 32
+        assert trained <= 4 * (last["timesteps_total"] - 200) + 2 * 32 * plan.num_updates_per_call
+        # priorities moved off the max priority new items start with
+        stats = ray.get([s.stats.remote() for s in shards])
+        assert all(s["total_priority"] > 0 for s in stats)
+        assert last["episodes_total"] > 0
+    finally:
+        trainer.stop()
+    # clean shutdown: the prefetch thread is gone and the shard actors are dead
+    assert not [t for t in threading.enumerate() if t.name == "jrl-replay-prefetch"]
+    for shard in shards:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(shard.stats.remote(), timeout=30)
+
+
+def test_apex_with_num_workers_zero_runs_in_process():
+    trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False,
+                          config={**SMALL_APEX, "num_workers": 0})
+    try:
+        result = trainer.train()
+        assert result["replay_shards"]["size_0"] >= 400 - 20
+        assert result["learner_throughput"]["num_updates"] > 0
+        assert result["replay_shards"]["priority_updates_0"] > 0
+        assert not ray.is_initialized() or trainer._plan._thread is None
+    finally:
+        trainer.stop()
