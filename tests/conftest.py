@@ -55,6 +55,53 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "model": {"fcnet_hiddens": [16, 16]},
         "seed": 0,
     },
+    "DDPG": {
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 2,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "actor_hiddens": [16],
+        "critic_hiddens": [16],
+        "exploration_config": {"random_timesteps": 8},
+        "seed": 0,
+    },
+    "TD3": {
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "training_intensity": 8,
+        "actor_hiddens": [16],
+        "critic_hiddens": [16],
+        "exploration_config": {"random_timesteps": 8},
+        "seed": 0,
+    },
+    "SAC": {
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 2,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "Q_model": {"fcnet_hiddens": [16]},
+        "policy_model": {"fcnet_hiddens": [16]},
+        "exploration_config": {"random_timesteps": 8},
+        "seed": 0,
+    },
+}
+
+# Config overrides that give an algorithm a different network (for checkpoint-refusal tests);
+# algorithms not listed here build their networks from ``model``.
+OTHER_NETWORK: dict[str, dict[str, Any]] = {
+    "DDPG": {"actor_hiddens": [8]},
+    "TD3": {"critic_hiddens": [8]},
+    "SAC": {"Q_model": {"fcnet_hiddens": [8]}},
 }
 
 _JAX_CACHE_DIR: str | None = None
@@ -135,6 +182,14 @@ def _small_config(algo: str, **overrides: Any) -> dict[str, Any]:
 def small_config() -> Callable[..., dict[str, Any]]:
     """``small_config(algo, **overrides)``: a tiny config dict (nested dicts merge)."""
     return _small_config
+
+
+@pytest.fixture
+def other_network() -> Callable[[str], dict[str, Any]]:
+    """``other_network(algo)``: config overrides giving ``algo`` a different network."""
+    import copy
+
+    return lambda algo: copy.deepcopy(OTHER_NETWORK.get(algo, {"model": {"fcnet_hiddens": [8]}}))
 
 
 @pytest.fixture

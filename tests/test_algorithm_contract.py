@@ -29,8 +29,11 @@ DISCRETE_ENV = "CartPole-v1"
 CONTINUOUS_ENV = "Pendulum-v1"
 # Algorithms that only handle discrete actions; every other one is also checked on Pendulum.
 DISCRETE_ONLY = {"DQN", "APEX"}
+# Algorithms that only handle continuous actions; every other one is also checked on CartPole.
+CONTINUOUS_ONLY = {"DDPG", "TD3"}
 
-CASES = [(name, DISCRETE_ENV) for name in registry.algorithm_names()] + [
+CASES = [(name, DISCRETE_ENV) for name in registry.algorithm_names()
+         if name not in CONTINUOUS_ONLY] + [
     (name, CONTINUOUS_ENV) for name in registry.algorithm_names() if name not in DISCRETE_ONLY]
 
 
@@ -85,6 +88,12 @@ def test_every_registered_algorithm_has_a_small_test_config(small_config):
 def test_discrete_only_algorithm_rejects_continuous_actions(algo, small_config):
     with pytest.raises(jrl.ConfigError, match="discrete"):
         jrl.Trainer(algo, env=CONTINUOUS_ENV, config=small_config(algo), log_to_disk=False)
+
+
+@pytest.mark.parametrize("algo", sorted(CONTINUOUS_ONLY & set(registry.algorithm_names())))
+def test_continuous_only_algorithm_rejects_discrete_actions(algo, small_config):
+    with pytest.raises(jrl.ConfigError, match="continuous"):
+        jrl.Trainer(algo, env=DISCRETE_ENV, config=small_config(algo), log_to_disk=False)
 
 
 @pytest.mark.parametrize("algo,env", CASES, ids=[f"{a}-{e}" for a, e in CASES])
@@ -174,9 +183,9 @@ class TestAlgorithmContract:
             restored.stop()
 
     def test_checkpoint_of_another_network_is_refused(self, trainer, tmp_path, make_trainer,
-                                                      algo, env):
+                                                      algo, env, other_network):
         path = trainer.save(str(tmp_path))
-        other = make_trainer(algo, env, model={"fcnet_hiddens": [8]})
+        other = make_trainer(algo, env, **other_network(algo))
         with pytest.raises(jrl.CheckpointError):
             other.restore(path)
 
@@ -188,9 +197,11 @@ _NAMES = registry.algorithm_names()
 @pytest.mark.parametrize("saved,loader", [
     (a, _NAMES[(i + 1) % len(_NAMES)]) for i, a in enumerate(_NAMES) if len(_NAMES) > 1])
 def test_checkpoint_of_another_algorithm_is_refused(saved, loader, make_trainer, tmp_path):
-    path = make_trainer(saved).save(str(tmp_path))
+    env = {name: CONTINUOUS_ENV if name in CONTINUOUS_ONLY else DISCRETE_ENV
+           for name in (saved, loader)}
+    path = make_trainer(saved, env[saved]).save(str(tmp_path))
     with pytest.raises(jrl.CheckpointError, match=saved):
-        make_trainer(loader).restore(path)
+        make_trainer(loader, env[loader]).restore(path)
     trainer_cls = registry.get_entry(loader).load(f"{loader}Trainer")
     with pytest.raises(jrl.CheckpointError, match=saved):
         trainer_cls.from_checkpoint(path, log_to_disk=False)

@@ -24,8 +24,9 @@ class AlgoEntry:
       make: name of ``make_<algo>(config, networks, spec) -> Algorithm`` in ``module``.
       plan: execution plan, a key of ``PLANS`` (``on_policy``, ``off_policy``, ...).
       model: what ``Trainer.get_policy().model`` exposes: ``actor_critic`` (distribution and
-        value function) or ``q`` (Q-values); other algorithms name their own kind and
-        ``jrl.trainer.PolicyModel`` handles it.
+        value function), ``q`` (Q-values) or ``actor_q`` (a policy and critics: the module's
+        ``q_function(config, spec)`` gives the Q-values); other algorithms name their own kind
+        and ``jrl.trainer.PolicyModel`` handles it.
     """
 
     name: str
@@ -66,6 +67,12 @@ register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn
                              model="q"))
 register_algorithm(AlgoEntry("APEX", "jrl.algorithms.apex", "ApexConfig", "make_apex",
                              "distributed_replay", model="q"))
+register_algorithm(AlgoEntry("DDPG", "jrl.algorithms.ddpg", "DDPGConfig", "make_ddpg",
+                             "off_policy", model="actor_q"))
+register_algorithm(AlgoEntry("TD3", "jrl.algorithms.td3", "TD3Config", "make_td3", "off_policy",
+                             model="actor_q"))
+register_algorithm(AlgoEntry("SAC", "jrl.algorithms.sac", "SACConfig", "make_sac", "off_policy",
+                             model="actor_q"))
 
 
 def algorithm_names() -> list[str]:

@@ -140,7 +140,18 @@ class PolicyModel:
         spec = trainer.spec
         algo_config = trainer.algo_config
         self.dist_class = None
-        if registry.get_entry(trainer.algo_name).model == "q":
+        entry = registry.get_entry(trainer.algo_name)
+        self._q_function = None
+        if entry.model == "actor_q":
+            # A policy plus critics (DDPG, TD3, SAC): the module gives the critic's forward.
+            from jrl.rollout.filters import get_filter
+
+            q_fn, obs_filter = entry.load("q_function")(algo_config, spec), get_filter(
+                algo_config.observation_filter)
+            self._q_function = jax.jit(lambda params, fstate, obs, actions: q_fn(
+                params, obs_filter.apply(fstate, obs), actions))
+            return
+        if entry.model == "q":
             self.network = catalog.make_q_network(spec, algo_config.model,
                                                   dueling=algo_config.dueling,
                                                   hiddens=tuple(algo_config.hiddens))
@@ -159,15 +170,34 @@ class PolicyModel:
         state = self._trainer.state
         return self._forward(state.params, state.obs_filter, obs)
 
+    def _critic(self, obs_batch: Any, actions: Any = None) -> np.ndarray:
+        obs_list = list(obs_batch)
+        if actions is None and not self._trainer.spec.discrete:
+            actions = self._trainer._compute_batch(obs_list, False)[0]
+        state = self._trainer.state
+        return np.asarray(self._q_function(
+            state.params, state.obs_filter, self._trainer._preprocess(obs_list),
+            None if actions is None else jnp.asarray(actions, jnp.float32)))
+
     def value_function(self, obs_batch: Any) -> np.ndarray:
-        """State values ``[N]`` (actor-critic algorithms) or max Q-values (DQN)."""
+        """State values ``[N]`` (actor-critic algorithms), max Q-values (DQN) or the critic's
+        Q-values of the greedy actions (DDPG, TD3, SAC)."""
+        if self._q_function is not None:
+            q = self._critic(obs_batch)
+            if not self._trainer.spec.discrete:
+                return q
+            greedy = self._trainer._compute_batch(list(obs_batch), False)[0]
+            return np.take_along_axis(q, greedy[:, None].astype(np.int64), axis=-1)[:, 0]
         out = self._run(obs_batch)
         if self.dist_class is None:
             return np.asarray(out).max(axis=-1)
         return np.asarray(out[1])
 
-    def q_values(self, obs_batch: Any) -> np.ndarray:
-        """Q-values ``[N, num_actions]`` (DQN)."""
+    def q_values(self, obs_batch: Any, actions: Any = None) -> np.ndarray:
+        """Q-values ``[N, num_actions]`` (DQN, discrete SAC), or the first critic's ``Q(s, a)``
+        ``[N]`` of ``actions`` (default: the greedy ones) for DDPG, TD3 and box-action SAC."""
+        if self._q_function is not None:
+            return self._critic(obs_batch, actions)
         if self.dist_class is not None:
             raise ConfigError(f"{self._trainer.algo_name} has no Q-values; use value_function")
         return np.asarray(self._run(obs_batch))

@@ -122,3 +122,70 @@ class DiagGaussian:
     def mode(self) -> jax.Array:
         """Most likely action (the mean), ``[..., action_dim]``."""
         return self.mean
+
+
+def tanh_log_det_jacobian(u: jax.Array) -> jax.Array:
+    """``log(1 - tanh(u)^2)`` elementwise, computed stably as ``2 (log 2 - u - softplus(-2u))``."""
+    return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
+@jax.tree_util.register_pytree_node_class
+class SquashedGaussian:
+    """A diagonal Gaussian pushed through ``tanh`` and scaled to box bounds ``[low, high]``.
+
+    ``a = center + half_range * tanh(u)`` with ``u ~ N(mean, std)``, so
+    ``log pi(a) = log N(u) - sum log(1 - tanh(u)^2) - sum log(half_range)``.
+
+    Attributes:
+      mean: pre-squash means, ``[..., action_dim]``.
+      log_std: pre-squash log standard deviations, same shape as ``mean``.
+      low / high: action bounds, broadcast against ``mean`` (e.g. ``[action_dim]``).
+    """
+
+    def __init__(self, mean: jax.Array, log_std: jax.Array, low: jax.Array, high: jax.Array):
+        self.mean = mean
+        self.log_std = log_std
+        self.low = low
+        self.high = high
+
+    def tree_flatten(self):
+        return (self.mean, self.log_std, self.low, self.high), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        del aux_data
+        return cls(*children)
+
+    @property
+    def _center(self) -> jax.Array:
+        return 0.5 * (jnp.asarray(self.high) + jnp.asarray(self.low))
+
+    @property
+    def _half_range(self) -> jax.Array:
+        return 0.5 * (jnp.asarray(self.high) - jnp.asarray(self.low))
+
+    def _squash(self, u: jax.Array) -> jax.Array:
+        return self._center + self._half_range * jnp.tanh(u)
+
+    def _log_prob_pre_squash(self, u: jax.Array) -> jax.Array:
+        gaussian = DiagGaussian(self.mean, self.log_std).log_prob(u)
+        log_det = jnp.sum(tanh_log_det_jacobian(u)
+                          + jnp.log(jnp.broadcast_to(self._half_range, jnp.shape(u))), axis=-1)
+        return gaussian - log_det
+
+    def sample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Reparameterized actions ``[..., action_dim]`` and their log-density ``[...]``."""
+        u = DiagGaussian(self.mean, self.log_std).sample(key)
+        return self._squash(u), self._log_prob_pre_squash(u)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.sample_and_log_prob(key)[0]
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-density of actions ``x`` inside the bounds (clipped just inside them first)."""
+        y = jnp.clip((x - self._center) / self._half_range, -1.0 + 1e-6, 1.0 - 1e-6)
+        return self._log_prob_pre_squash(jnp.arctanh(y))
+
+    def mode(self) -> jax.Array:
+        """The squashed mean (the deterministic action)."""
+        return self._squash(jnp.asarray(self.mean))

@@ -1,0 +1,164 @@
+"""Shared pieces of the replay-based actor-critics (DDPG, TD3, SAC).
+
+Replay and target-network settings, Gaussian exploration noise, random warm-up actions, Polyak
+target updates and the twin-Q bootstrap target. The algorithms themselves live in ``ddpg.py``
+(DDPG and TD3) and ``sac.py``.
+
+Exploration noise is Gaussian (``GaussianNoise``), drawn afresh at every step from the key that
+``act`` is given. Ornstein-Uhlenbeck noise (RLlib's DDPG default) needs a noise state per env
+carried from one ``act`` call to the next; ``act`` is a pure function of ``(policy, obs, key)``,
+so OU would need a sampler hook that every worker runs. jrl leaves it out: Fujimoto et al.
+(2018) found uncorrelated Gaussian noise works as well, and TD3 and SB3 default to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrl.config import CommonConfig, field
+from jrl.errors import ConfigError
+from jrl.networks.continuous import action_bounds
+from jrl.types import EnvSpec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GaussianNoiseConfig:
+    """Exploration of deterministic policies (RLlib's ``GaussianNoise``).
+
+    Attributes:
+      type: ``GaussianNoise`` (Ornstein-Uhlenbeck noise is not available, see the module
+        docstring of ``jrl.algorithms.replay_ac``).
+      random_timesteps: env steps at the start taken with uniformly random actions.
+      stddev: noise standard deviation in units of half the action range (0.1 on ``[-2, 2]``
+        is a standard deviation of 0.2).
+      initial_scale: noise multiplier at the end of ``random_timesteps``.
+      final_scale: noise multiplier after ``scale_timesteps`` more env steps (linear).
+      scale_timesteps: env steps over which the multiplier goes from initial to final.
+    """
+
+    type: str = field("GaussianNoise", choices=("GaussianNoise",))
+    random_timesteps: int = field(1000, min=0)
+    stddev: float = field(0.1, min=0.0)
+    initial_scale: float = field(1.0, min=0.0)
+    final_scale: float = field(1.0, min=0.0)
+    scale_timesteps: int = field(1, min=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StochasticSamplingConfig:
+    """Exploration of stochastic policies (RLlib's ``StochasticSampling``): sample the policy.
+
+    Attributes:
+      type: ``StochasticSampling``.
+      random_timesteps: env steps at the start taken with uniformly random actions.
+    """
+
+    type: str = field("StochasticSampling", choices=("StochasticSampling",))
+    random_timesteps: int = field(0, min=0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayActorCriticConfig(CommonConfig):
+    """Replay and target-network keys shared by DDPG, TD3 and SAC.
+
+    Attributes:
+      n_step: n-step return length.
+      buffer_size: replay capacity in transitions.
+      learning_starts: env steps sampled before learning starts.
+      training_intensity: replay ratio (samples trained on / env steps sampled); ``None`` does
+        one update per sampled fragment.
+      tau: Polyak factor of the target update ``target <- tau * online + (1 - tau) * target``.
+      target_network_update_freq: update the targets at most every this many env steps (0: at
+        every (actor) update).
+      twin_q: two critics; targets and the actor use their minimum (clipped double Q).
+    """
+
+    train_batch_size: int = field(256, min=1)
+    rollout_fragment_length: int = field(1, min=1)
+    n_step: int = field(1, min=1)
+    buffer_size: int = field(100_000, min=1)
+    learning_starts: int = field(1500, min=0)
+    training_intensity: float | None = field(None, gt=0.0)
+    tau: float = field(0.005, min=0.0, max=1.0)
+    target_network_update_freq: int = field(0, min=0)
+    twin_q: bool = True
+
+    def validate(self) -> None:
+        if self.n_step > self.rollout_fragment_length:
+            raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
+                              f"rollout_fragment_length ({self.rollout_fragment_length})")
+
+    @property
+    def updates_per_fragment(self) -> int:
+        """Learner steps after each sampled fragment of ``rollout_fragment_length * num_envs``."""
+        if self.training_intensity is None:
+            return 1
+        steps = self.rollout_fragment_length * self.num_envs_per_worker * max(1, self.num_workers)
+        return max(1, round(self.training_intensity * steps / self.train_batch_size))
+
+
+def require_continuous(spec: EnvSpec | None, algo: str) -> EnvSpec:
+    """``spec`` if it has a box action space, else a ``ConfigError`` naming the alternatives."""
+    if spec is None:
+        raise ConfigError(f"make_{algo.lower()} needs the env spec")
+    if spec.discrete:
+        raise ConfigError(f"{algo} needs a continuous (Box) action space, got a discrete one "
+                          f"with {spec.num_actions} actions; use SAC, DQN or PPO for discrete "
+                          "actions")
+    return spec
+
+
+def adam(lr: float, grad_clip: float | None) -> optax.GradientTransformation:
+    """Adam, with global-norm gradient clipping first when ``grad_clip`` is set."""
+    opt = optax.adam(lr)
+    return opt if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+
+
+def twin_q_target(r_t: jax.Array, discount_t: jax.Array, q_t: jax.Array,
+                  entropy_t: jax.Array | float = 0.0) -> jax.Array:
+    """Bootstrap target ``r + discount * (min_i Q_i(s', a') + entropy)`` ``[N]``, no gradient.
+
+    Args:
+      r_t: n-step returns ``[N]``.
+      discount_t: ``gamma**m``, 0 after termination, ``[N]``.
+      q_t: target critics' values at the next state and action ``[num_q, N]``.
+      entropy_t: entropy bonus ``-alpha * log pi(a'|s')`` ``[N]`` (SAC), 0 otherwise.
+    """
+    chex.assert_rank([r_t, discount_t, q_t], [1, 1, 2])
+    return jax.lax.stop_gradient(r_t + discount_t * (jnp.min(q_t, axis=0) + entropy_t))
+
+
+def critic_loss(q_tm1: jax.Array, target: jax.Array, weight: jax.Array,
+                elementwise=None) -> tuple[jax.Array, jax.Array]:
+    """Sum over critics of the weighted mean ``0.5 (target - Q_i)^2`` (or ``elementwise``).
+
+    Returns the loss and the first critic's TD errors ``[N]`` (the replay priorities).
+    """
+    chex.assert_rank([q_tm1, target, weight], [2, 1, 1])
+    td = target[None] - q_tm1
+    per_sample = 0.5 * jnp.square(td) if elementwise is None else elementwise(td)
+    return jnp.sum(jnp.mean(weight[None] * per_sample, axis=1)), td[0]
+
+
+def polyak(target: Any, online: Any, tau: float, due: jax.Array) -> Any:
+    """``tau * online + (1 - tau) * target`` where ``due``, else ``target`` unchanged."""
+    return jax.tree.map(lambda t, n: jnp.where(due, n, t), target,
+                        optax.incremental_update(online, target, tau))
+
+
+def target_update_due(env_steps: jax.Array, last_update: jax.Array, freq: int) -> jax.Array:
+    """Whether ``freq`` env steps passed since the last target update (always when 0)."""
+    return env_steps - last_update >= freq
+
+
+def random_actions(spec: EnvSpec, key: jax.Array, batch: int) -> jax.Array:
+    """Uniform actions ``[batch, *action_shape]`` inside the box."""
+    low, high = action_bounds(spec)
+    return jax.random.uniform(key, (batch, *spec.action_shape), minval=low, maxval=high)
+
