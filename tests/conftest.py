@@ -55,6 +55,20 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "model": {"fcnet_hiddens": [16, 16]},
         "seed": 0,
     },
+    "APEX_DDPG": {
+        "num_workers": 0,
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 2,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "actor_hiddens": [16],
+        "critic_hiddens": [16],
+        "exploration_config": {"random_timesteps": 8},
+        "seed": 0,
+    },
     "DDPG": {
         "train_batch_size": 16,
         "rollout_fragment_length": 4,
@@ -100,6 +114,7 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
 # algorithms not listed here build their networks from ``model``.
 OTHER_NETWORK: dict[str, dict[str, Any]] = {
     "DDPG": {"actor_hiddens": [8]},
+    "APEX_DDPG": {"actor_hiddens": [8]},
     "TD3": {"critic_hiddens": [8]},
     "SAC": {"Q_model": {"fcnet_hiddens": [8]}},
 }

@@ -30,7 +30,7 @@ CONTINUOUS_ENV = "Pendulum-v1"
 # Algorithms that only handle discrete actions; every other one is also checked on Pendulum.
 DISCRETE_ONLY = {"DQN", "APEX"}
 # Algorithms that only handle continuous actions; every other one is also checked on CartPole.
-CONTINUOUS_ONLY = {"DDPG", "TD3"}
+CONTINUOUS_ONLY = {"DDPG", "TD3", "APEX_DDPG"}
 
 CASES = [(name, DISCRETE_ENV) for name in registry.algorithm_names()
          if name not in CONTINUOUS_ONLY] + [

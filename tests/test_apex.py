@@ -92,3 +92,14 @@ def test_apex_with_num_workers_zero_runs_in_process():
         assert not ray.is_initialized() or trainer._plan._thread is None
     finally:
         trainer.stop()
+
+
+def test_apex_ddpg_worker_i_explores_with_its_own_noise_scale():
+    from jrl.algorithms.apex_ddpg import worker_policy as ddpg_worker_policy
+    from jrl.algorithms.ddpg import DDPGPolicy
+
+    config = parse_config("APEX_DDPG", {"num_workers": 3, "exploration_config": {"stddev": 0.5}})
+    policy = DDPGPolicy(params={}, obs_filter=None, noise_scale=np.float32(9.0),
+                        random_actions=np.bool_(False))
+    scales = [float(ddpg_worker_policy(config, policy, i, 3).noise_scale) for i in (1, 2, 3)]
+    np.testing.assert_allclose(scales, [0.5 * 0.4, 0.5 * 0.4 ** 4.5, 0.5 * 0.4 ** 8], rtol=1e-6)

@@ -71,6 +71,8 @@ register_algorithm(AlgoEntry("DDPG", "jrl.algorithms.ddpg", "DDPGConfig", "make_
                              "off_policy", model="actor_q"))
 register_algorithm(AlgoEntry("TD3", "jrl.algorithms.td3", "TD3Config", "make_td3", "off_policy",
                              model="actor_q"))
+register_algorithm(AlgoEntry("APEX_DDPG", "jrl.algorithms.apex_ddpg", "ApexDDPGConfig",
+                             "make_apex_ddpg", "distributed_replay", model="actor_q"))
 register_algorithm(AlgoEntry("SAC", "jrl.algorithms.sac", "SACConfig", "make_sac", "off_policy",
                              model="actor_q"))
 
