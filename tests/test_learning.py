@@ -71,6 +71,22 @@ def test_tuned_example_solves_cartpole(name, seed):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name, env, target", [
+    ("cartpole-apex.yaml", "CartPole-v1", 475.0),
+    ("pendulum-apex-ddpg.yaml", "Pendulum-v1", -200.0),
+])
+def test_tuned_apex_example_solves_with_two_workers(name, env, target, ray_cluster):
+    algo, config, stop = _tuned(name)
+    assert config["num_workers"] == 2
+    config.update(seed=0, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env=env, config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, stop["timesteps_total"], target) >= target
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow
 def test_gymnax_tuned_example_solves_with_the_jitted_loop():
     """The same PPO, fully jitted on gymnax CartPole: every seed ends at the 475 threshold."""
     pytest.importorskip("gymnax")
