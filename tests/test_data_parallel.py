@@ -74,6 +74,17 @@ SCRIPT = textwrap.dedent('''
     leaves = np.asarray(plan.replay.tree[plan.replay.tree.shape[0] // 2:][:size])
     assert len(set(leaves.round(6).tolist())) > 2, "priorities were never written back"
     trainer.stop()
+
+    # APEX in-process: the distributed-replay learner runs on both devices too.
+    trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False, config={
+        "num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 8,
+        "train_batch_size": 32, "learning_starts": 0, "training_intensity": 16,
+        "model": {"fcnet_hiddens": [16]}, "hiddens": [16], "timesteps_per_iteration": 64})
+    assert trainer._plan.learner.num_devices == 2
+    result = trainer.train()
+    assert result["replay_shards"]["priority_updates_0"] > 0
+    assert np.isfinite(result["info"]["learner"]["default_policy"]["loss"])
+    trainer.stop()
     print("OK")
 ''')
 

@@ -386,7 +386,10 @@ class DistributedReplayPlan:
             import ray
 
             for ref in list(self._pending):
-                ray.cancel(ref, force=False)
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:  # finished or its worker is gone
+                    pass
             self._pending.clear()
             for shard in self.shards:
                 try:
