@@ -118,3 +118,49 @@ def test_gymnasium_and_jitted_loops_learn_alike_with_one_config():
             trainer.stop()
     assert finals["CartPole-v1"] >= 475.0, finals
     assert finals["gymnax:CartPole-v1"] >= 475.0, finals
+
+
+@pytest.mark.parametrize("name, steps, target", [
+    ("pendulum-sac.yaml", 4_000, -600.0),
+    ("pendulum-td3.yaml", 7_000, -600.0),
+    ("pendulum-ddpg.yaml", 6_000, -600.0),
+])
+def test_smoke_continuous_control_beats_random_policy(name, steps, target):
+    """A random Pendulum policy scores about -1200; the tuned learners pass -600 within a few
+    thousand steps (and -200 a little later, see the slow test below)."""
+    algo, config, _ = _tuned(name)
+    config.update(seed=0, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env="Pendulum-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, steps, target) >= target
+    finally:
+        trainer.stop()
+
+
+def test_smoke_discrete_sac_beats_random_policy_on_cartpole():
+    config = {"num_envs_per_worker": 4, "rollout_fragment_length": 8, "train_batch_size": 128,
+              "training_intensity": 32, "learning_starts": 500, "tau": 0.01,
+              "target_entropy": 0.3, "initial_alpha": 0.1,
+              "optimization": {"actor_learning_rate": 1e-3, "critic_learning_rate": 1e-3,
+                               "entropy_learning_rate": 1e-3},
+              "Q_model": {"fcnet_hiddens": [64, 64]}, "policy_model": {"fcnet_hiddens": [64, 64]},
+              "exploration_config": {"random_timesteps": 500}, "timesteps_per_iteration": 1000,
+              "seed": 0}
+    trainer = jrl.Trainer("SAC", env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, 8_000, 150.0) >= 150.0
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ["pendulum-sac.yaml", "pendulum-td3.yaml", "pendulum-ddpg.yaml"])
+def test_tuned_example_solves_pendulum(name, seed):
+    algo, config, stop = _tuned(name)
+    config.update(seed=seed, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env="Pendulum-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, stop["timesteps_total"], -200.0) >= -200.0
+    finally:
+        trainer.stop()
