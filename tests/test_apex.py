@@ -86,9 +86,11 @@ def _eventually_dead(actor, timeout: float = 30.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            ray.get(actor.stats.remote(), timeout=timeout)
+            ray.get(actor.stats.remote(), timeout=5)
         except ray.exceptions.RayActorError:
             return True
+        except ray.exceptions.GetTimeoutError:
+            continue
         time.sleep(0.2)
     return False
 
