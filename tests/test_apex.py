@@ -69,7 +69,7 @@ def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluste
         # the replay ratio stays near training_intensity (samples trained / env steps)
         trained = throughput["num_updates"] * 32
         assert trained <= 4 * (last["timesteps_total"] - 200) + 2 * 32 * plan.num_updates_per_call
-        # priorities moved off the max priority new items start with
+        # every shard holds priority mass to sample from
         stats = ray.get([s.stats.remote() for s in shards])
         assert all(s["total_priority"] > 0 for s in stats)
         assert last["episodes_total"] > 0
