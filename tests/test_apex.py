@@ -3,6 +3,7 @@
 import threading
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -117,3 +118,30 @@ def test_apex_ddpg_worker_i_explores_with_its_own_noise_scale():
                         random_actions=np.bool_(False))
     scales = [float(ddpg_worker_policy(config, policy, i, 3).noise_scale) for i in (1, 2, 3)]
     np.testing.assert_allclose(scales, [0.5 * 0.4, 0.5 * 0.4 ** 4.5, 0.5 * 0.4 ** 8], rtol=1e-6)
+
+
+def test_replay_shard_adds_samples_and_takes_priority_updates():
+    from jrl.execution.distributed_replay import ReplayShard
+    from jrl.types import ReplayBatch
+
+    def items(n, start):
+        x = np.arange(start, start + n, dtype=np.float32)[:, None]
+        return ReplayBatch(obs=x, action=np.zeros(n, np.int32), reward=x[:, 0],
+                           discount=np.ones(n, np.float32), next_obs=x,
+                           weight=np.ones(n, np.float32))
+
+    example = jax.tree.map(lambda a: a[0], items(1, 0))
+    shard = ReplayShard(example, capacity=8, alpha=1.0, seed=0)
+    assert shard.sample(4, 2, 0.4) is None  # empty: nothing to sample yet
+    assert shard.add(items(2, 0), np.array([1.0, 3.0], np.float32)) == 2  # worker-side
+    assert shard.add(items(2, 2)) == 4  # no priorities: the max seen (3)
+    leaves = np.asarray(shard._state.tree[8:12])
+    np.testing.assert_allclose(leaves, [1.0, 3.0, 3.0, 3.0])
+    batches, index = shard.sample(16, 3, 1.0)
+    assert index.shape == (3, 16) and batches.obs.shape == (3, 16, 1)
+    np.testing.assert_array_equal(batches.obs[..., 0], index)  # items match their indices
+    np.testing.assert_allclose(batches.weight, np.where(index == 0, 1.0, 1.0 / 3.0), rtol=1e-6)
+    shard.update_priorities(index[:, :1], np.full((3, 1), 10.0, np.float32))
+    stats = shard.stats()
+    assert stats["priority_updates"] == 3 and stats["sampled"] == 48 and stats["added"] == 4
+    assert stats["total_priority"] > 10.0
