@@ -348,7 +348,12 @@ class DistributedReplayPlan:
         self._env_steps += steps
         state = state._replace(env_steps=state.env_steps + steps)
         self._beta = float(config_beta(cfg, self._env_steps))
-        state, metrics_list = self._learn(state, self._updates_due())
+        due = self._updates_due()
+        if self._remote:
+            # One learner call per step: between calls the finished workers are resubmitted
+            # with the newest weights, so acting never lags far behind learning.
+            due = min(due, 1)
+        state, metrics_list = self._learn(state, due)
         if not metrics_list:
             return state, None, steps
         metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *metrics_list)
