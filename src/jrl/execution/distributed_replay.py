@@ -10,7 +10,9 @@
   from the shards into a bounded queue, runs ``updates_per_fragment`` scanned updates per batch
   (one jitted call) and sends ``|td_error| + eps`` back to the shard as the new priorities.
   ``training_intensity`` keeps the replay ratio (samples trained on / env steps sampled); with
-  ``None`` the learner trains on whatever the queue holds.
+  ``None`` the learner trains on whatever the queue holds. Each ``step`` makes at most one learner
+  call, after resubmitting the workers whose fragments finished, so acting weights stay fresh
+  even when the learner is the bottleneck.
 - **Weights** go out (one ``ray.put``) whenever ``max_weight_sync_delay`` env steps were sampled
   since the last broadcast; a worker picks them up with its next fragment.
 
