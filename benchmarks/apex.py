@@ -143,6 +143,9 @@ def main() -> None:
         "and compilation, excludes evaluations.",
         "- learner updates/s and samples/s (APEX only) time the learner's jitted calls after the "
         "first (compiling) one; the machine was shared with other jobs, so timings are noisy.",
+        "- on this 2-core machine Ape-X is slower to solve than its single-process peer: Ray, 2 "
+        "worker processes and 2 shard actors start and compile before the first fragment "
+        "arrives (most of its time-to-solve); it pays off only with more cores than learners.",
         f"- whole benchmark wall time: {time.time() - started:.0f} s", "", *table])
     common.publish(args.out, SECTION, body)
 
