@@ -145,7 +145,8 @@ def main() -> None:
         "first (compiling) one; the machine was shared with other jobs, so timings are noisy.",
         "- on this 2-core machine Ape-X is slower to solve than its single-process peer: Ray, 2 "
         "worker processes and 2 shard actors start and compile before the first fragment "
-        "arrives (most of its time-to-solve); it pays off only with more cores than learners.",
+        "arrives (most of its time-to-solve); whether it pays off with more cores is not "
+        "measured here.",
         f"- whole benchmark wall time: {time.time() - started:.0f} s", "", *table])
     common.publish(args.out, SECTION, body)
 
