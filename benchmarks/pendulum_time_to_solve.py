@@ -270,6 +270,7 @@ def main() -> None:
             json.dump(out, f)
         return
     start = time.time()
+    machine = common.machine_lines()  # load average at the start
     results = []
     for algo in args.algos:
         for seed in args.seeds:
@@ -283,10 +284,10 @@ def main() -> None:
         "Time-to-solve: wall time from building the agent until a greedy 10-episode "
         "evaluation averages >= -200 (evaluations every "
         f"{args.eval_every} env steps, their time excluded; JIT compile included; cold: empty "
-        "compilation cache, warm: the cache a previous short run of the same config left). jrl: `configs/pendulum-<algo>.yaml`; SB3: rl-zoo "
-        "hyperparameters, 1 env.", "",
+        "compilation cache, warm: the cache a previous short run of the same config left). "
+        "jrl: `configs/pendulum-<algo>.yaml`; SB3: rl-zoo hyperparameters, 1 env.", "",
         make_table(results, args.algos, args.seeds), "",
-        *common.machine_lines(),
+        *machine,
         "- the machine is shared with other jobs: absolute times are noisy, ratios from one "
         "run are what count"])
     common.publish(args.out, SECTION, body)

@@ -128,3 +128,29 @@ SEEDS_SCRIPT = textwrap.dedent('''
 
 def test_seeds_shard_over_devices_with_the_same_results(tmp_path):
     _run_on_two_cpu_devices(SEEDS_SCRIPT, tmp_path)
+
+
+ACTOR_CRITIC_SCRIPT = textwrap.dedent('''
+    import jax, numpy as np
+    import jrl
+
+    for algo, nets in [("SAC", {"Q_model": {"fcnet_hiddens": [16]},
+                                "policy_model": {"fcnet_hiddens": [16]}}),
+                       ("TD3", {"actor_hiddens": [16], "critic_hiddens": [16]})]:
+        trainer = jrl.Trainer(algo, env="Pendulum-v1", log_to_disk=False, config={
+            "num_envs_per_worker": 2, "rollout_fragment_length": 4, "train_batch_size": 32,
+            "learning_starts": 0, "training_intensity": 16, "timesteps_per_iteration": 64,
+            **nets})
+        assert trainer._plan.learner.num_devices == 2
+        for _ in range(2):
+            result = trainer.train()
+        assert np.isfinite(result["info"]["learner"]["default_policy"]["critic_loss"])
+        assert int(trainer.state.num_updates) == 64
+        trainer.stop()
+    print("OK")
+''')
+
+
+def test_replay_actor_critics_train_on_two_devices(tmp_path):
+    """SAC and TD3 updates (per-device noise keys, three optimizers) run data-parallel."""
+    _run_on_two_cpu_devices(ACTOR_CRITIC_SCRIPT, tmp_path)

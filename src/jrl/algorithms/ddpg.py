@@ -32,7 +32,7 @@ from jrl.algorithms.replay_ac import (
 from jrl.config import field, to_dict
 from jrl.networks.continuous import DeterministicActor, QEnsemble, action_bounds
 from jrl.ops.losses import huber_loss
-from jrl.ops.parallel import pmean
+from jrl.ops.parallel import per_device_key, pmean
 from jrl.rollout.filters import FilterState, get_filter
 from jrl.rollout.replay import n_step_items
 from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
@@ -175,6 +175,7 @@ def make_ddpg(config: DDPGConfig, networks: Any = None, spec: EnvSpec | None = N
 
     def update(state: DDPGState, batch: ReplayBatch) -> tuple[DDPGState, dict[str, jax.Array]]:
         key, noise_key = jax.random.split(state.key)
+        noise_key = per_device_key(noise_key, axis_name)
         obs = obs_filter.apply(state.obs_filter, batch.obs)
         next_obs = obs_filter.apply(state.obs_filter, batch.next_obs)
         next_action = actor.apply(state.target_params["actor"], next_obs)

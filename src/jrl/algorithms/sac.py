@@ -34,7 +34,7 @@ from jrl.config import ModelConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks.continuous import GaussianActor, QEnsemble, action_bounds
 from jrl.networks.distributions import Categorical, SquashedGaussian
-from jrl.ops.parallel import pmean
+from jrl.ops.parallel import per_device_key, pmean
 from jrl.rollout.filters import FilterState, get_filter
 from jrl.rollout.replay import n_step_items
 from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
@@ -213,7 +213,8 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
         return twin_q_target(batch.reward, batch.discount, q_t, -alpha * logp)
 
     def update(state: SACState, batch: ReplayBatch) -> tuple[SACState, dict[str, jax.Array]]:
-        key, next_key, pi_key = jax.random.split(state.key, 3)
+        key, noise_key = jax.random.split(state.key)  # ``key`` stays equal on every device
+        next_key, pi_key = jax.random.split(per_device_key(noise_key, axis_name))
         obs = obs_filter.apply(state.obs_filter, batch.obs)
         next_obs = obs_filter.apply(state.obs_filter, batch.next_obs)
         alpha = jnp.exp(state.log_alpha)

@@ -21,3 +21,9 @@ def all_gather(x: jax.Array, axis_name: str | None) -> jax.Array:
 
 def num_devices(axis_name: str | None) -> int | jax.Array:
     return 1 if axis_name is None else jax.lax.psum(1, axis_name)
+
+
+def per_device_key(key: jax.Array, axis_name: str | None) -> jax.Array:
+    """``key`` folded with the device index, so each device draws its own noise for its share
+    of the batch (``key`` itself when ``axis_name`` is None)."""
+    return key if axis_name is None else jax.random.fold_in(key, jax.lax.axis_index(axis_name))
