@@ -86,6 +86,34 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "model": {"fcnet_hiddens": [16]},
         "seed": 0,
     },
+    "APEX": {
+        "num_workers": 0,
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 4,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "target_network_update_freq": 8,
+        "hiddens": [16],
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
+    "APEX_DDPG": {
+        "num_workers": 0,
+        "train_batch_size": 16,
+        "rollout_fragment_length": 4,
+        "num_envs_per_worker": 2,
+        "n_step": 2,
+        "learning_starts": 16,
+        "buffer_size": 256,
+        "timesteps_per_iteration": 32,
+        "actor_hiddens": [16],
+        "critic_hiddens": [16],
+        "exploration_config": {"random_timesteps": 8},
+        "seed": 0,
+    },
     "DDPG": {
         "train_batch_size": 16,
         "rollout_fragment_length": 4,
@@ -131,6 +159,7 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
 # algorithms not listed here build their networks from ``model``.
 OTHER_NETWORK: dict[str, dict[str, Any]] = {
     "DDPG": {"actor_hiddens": [8]},
+    "APEX_DDPG": {"actor_hiddens": [8]},
     "TD3": {"critic_hiddens": [8]},
     "SAC": {"Q_model": {"fcnet_hiddens": [8]}},
 }

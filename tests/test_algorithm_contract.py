@@ -28,9 +28,9 @@ from jrl.rollout.worker import SampleBatch
 DISCRETE_ENV = "CartPole-v1"
 CONTINUOUS_ENV = "Pendulum-v1"
 # Algorithms that only handle discrete actions; every other one is also checked on Pendulum.
-DISCRETE_ONLY = {"DQN"}
+DISCRETE_ONLY = {"DQN", "APEX"}
 # Algorithms that only handle continuous actions; every other one is also checked on CartPole.
-CONTINUOUS_ONLY = {"DDPG", "TD3"}
+CONTINUOUS_ONLY = {"DDPG", "TD3", "APEX_DDPG"}
 
 CASES = [(name, DISCRETE_ENV) for name in registry.algorithm_names()
          if name not in CONTINUOUS_ONLY] + [
@@ -75,7 +75,8 @@ def _batches(trainer, count: int) -> list:
                 for _ in range(count)]
     if entry.plan == "async_gradients":  # one fragment per gradient
         return [workers.sample().to_transition() for _ in range(count)]
-    assert entry.plan == "off_policy", f"contract test does not know plan '{entry.plan}'"
+    assert entry.plan in ("off_policy", "distributed_replay"), \
+        f"contract test does not know plan '{entry.plan}'"
     postprocess = importlib.import_module(entry.module).postprocess
     items = [postprocess(config, workers.sample().to_transition()) for _ in range(6)]
     pool = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *items)

@@ -48,15 +48,42 @@ SCRIPT = textwrap.dedent('''
     worker = trainer.workers.local_worker()
     worker.set_policy(plan._policy(trainer.state))
     fragment = worker.sample().to_transition()
-    state, replay, batches = plan._add_and_sample(trainer.state, plan.replay, fragment)
+    state, replay, batches, _ = plan._add_and_sample(trainer.state, plan.replay, fragment)
     single = jax.jit(plan._scan_updates(trainer.algorithm.update))
     single_state, single_metrics = single(state, batches)
     two_state, two_metrics = plan.learner.update(state, batches)
     compare(single_state, two_state)
-    compare(single_metrics, two_metrics)
+    compare(single_metrics, two_metrics)  # td_error [K, N] gathered from both devices
+    assert two_metrics["td_error"].shape == (plan.config.updates_per_fragment, 32)
     plan.replay = replay
     for _ in range(3):
         trainer.train()
+    trainer.stop()
+
+    # DQN with prioritized replay: priorities come back from the gathered td errors.
+    trainer = jrl.Trainer("DQN", env="CartPole-v1", log_to_disk=False, config={
+        "num_envs_per_worker": 2, "train_batch_size": 32, "learning_starts": 0,
+        "training_intensity": 16, "model": {"fcnet_hiddens": [16]}, "hiddens": [16],
+        "prioritized_replay": True, "timesteps_per_iteration": 64})
+    plan = trainer._plan
+    assert plan.learner.num_devices == 2 and plan.prioritized
+    result = trainer.train()
+    learner = result["info"]["learner"]["default_policy"]
+    assert "td_error" not in learner and np.isfinite(learner["loss"])
+    size = int(plan.replay.size)
+    leaves = np.asarray(plan.replay.tree[plan.replay.tree.shape[0] // 2:][:size])
+    assert len(set(leaves.round(6).tolist())) > 2, "priorities were never written back"
+    trainer.stop()
+
+    # APEX in-process: the distributed-replay learner runs on both devices too.
+    trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False, config={
+        "num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 8,
+        "train_batch_size": 32, "learning_starts": 0, "training_intensity": 16,
+        "model": {"fcnet_hiddens": [16]}, "hiddens": [16], "timesteps_per_iteration": 64})
+    assert trainer._plan.learner.num_devices == 2
+    result = trainer.train()
+    assert result["replay_shards"]["priority_updates_0"] > 0
+    assert np.isfinite(result["info"]["learner"]["default_policy"]["loss"])
     trainer.stop()
     print("OK")
 ''')

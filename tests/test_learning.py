@@ -48,6 +48,23 @@ def test_smoke_learning_beats_random_policy(name, steps, target):
         trainer.stop()
 
 
+def test_dqn_with_prioritized_replay_learns():
+    """The tuned DQN with prioritized replay (n-step items, annealed beta) still learns."""
+    algo, config, _ = _tuned("cartpole-dqn.yaml")
+    config.update(seed=0, evaluation_interval=None, prioritized_replay=True,
+                  final_prioritized_replay_beta=1.0,
+                  prioritized_replay_beta_annealing_timesteps=12_000)
+    trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert trainer._plan.prioritized
+        assert _train_until(trainer, 12_000, 150.0) >= 150.0
+        learner = trainer.train()["info"]["learner"]["default_policy"]
+        assert "td_error" not in learner and all(isinstance(v, float) for v in learner.values())
+        assert float(trainer._plan.replay.tree[1]) > 0.0
+    finally:
+        trainer.stop()
+
+
 # Greedy 10-episode mean each tuned example must reach (475 unless listed).
 SOLVE_TARGETS = {"cartpole-pg.yaml": 450.0}
 
@@ -62,6 +79,22 @@ def test_tuned_example_solves_cartpole(name, seed):
     config.update(seed=seed, evaluation_interval=None)
     target = SOLVE_TARGETS.get(name, 475.0)
     trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        assert _train_until(trainer, stop["timesteps_total"], target) >= target
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, env, target", [
+    ("cartpole-apex.yaml", "CartPole-v1", 475.0),
+    ("pendulum-apex-ddpg.yaml", "Pendulum-v1", -200.0),
+])
+def test_tuned_apex_example_solves_with_two_workers(name, env, target, ray_cluster):
+    algo, config, stop = _tuned(name)
+    assert config["num_workers"] == 2
+    config.update(seed=0, evaluation_interval=None)
+    trainer = jrl.Trainer(algo, env=env, config=config, log_to_disk=False)
     try:
         assert _train_until(trainer, stop["timesteps_total"], target) >= target
     finally:

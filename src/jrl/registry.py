@@ -52,6 +52,7 @@ PLANS: dict[str, str] = {
     "evolution": "jrl.execution.evolution:EvolutionPlan",
     "async_samples": "jrl.execution.async_samples:AsyncSamplesPlan",
     "async_gradients": "jrl.execution.async_gradients:AsyncGradientsPlan",
+    "distributed_replay": "jrl.execution.distributed_replay:DistributedReplayPlan",
 }
 
 
@@ -78,10 +79,14 @@ register_algorithm(AlgoEntry("IMPALA", "jrl.algorithms.impala", "ImpalaConfig", 
                              "async_samples"))
 register_algorithm(AlgoEntry("APPO", "jrl.algorithms.appo", "APPOConfig", "make_appo",
                              "async_samples"))
+register_algorithm(AlgoEntry("APEX", "jrl.algorithms.apex", "ApexConfig", "make_apex",
+                             "distributed_replay", model="q"))
 register_algorithm(AlgoEntry("DDPG", "jrl.algorithms.ddpg", "DDPGConfig", "make_ddpg",
                              "off_policy", model="actor_q"))
 register_algorithm(AlgoEntry("TD3", "jrl.algorithms.td3", "TD3Config", "make_td3", "off_policy",
                              model="actor_q"))
+register_algorithm(AlgoEntry("APEX_DDPG", "jrl.algorithms.apex_ddpg", "ApexDDPGConfig",
+                             "make_apex_ddpg", "distributed_replay", model="actor_q"))
 register_algorithm(AlgoEntry("SAC", "jrl.algorithms.sac", "SACConfig", "make_sac", "off_policy",
                              model="actor_q"))
 

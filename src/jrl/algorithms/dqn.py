@@ -1,7 +1,8 @@
 """Deep Q-Networks (Mnih et al., 2015) with double-Q, dueling heads and n-step targets.
 
 ``postprocess`` turns a time-major fragment into n-step replay items; ``update`` takes a replay
-sample ``[N]`` and runs one Huber-TD step. The target network is copied every
+sample ``[N]`` and runs one Huber-TD step (weighted by the items' importance weights) and reports
+the per-sample TD errors as ``metrics["td_error"]`` ``[N]`` for prioritized replay. The target network is copied every
 ``target_network_update_freq`` env steps.
 """
 
@@ -22,12 +23,13 @@ from jrl.networks import catalog
 from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import pmean
 from jrl.rollout.filters import FilterState, get_filter
+from jrl.rollout.prioritized import PrioritizedReplayConfig
 from jrl.rollout.replay import n_step_items
 from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DQNConfig(CommonConfig):
+class DQNConfig(CommonConfig, PrioritizedReplayConfig):
     """DQN settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -43,6 +45,9 @@ class DQNConfig(CommonConfig):
       td_error_loss_fn: ``huber`` or ``mse``.
       adam_epsilon: Adam's epsilon.
       exploration_config: epsilon-greedy schedule.
+      prioritized_replay, prioritized_replay_alpha, prioritized_replay_beta,
+        final_prioritized_replay_beta, prioritized_replay_beta_annealing_timesteps,
+        prioritized_replay_eps: see ``jrl.rollout.prioritized.PrioritizedReplayConfig``.
     """
 
     lr: float = field(1e-3, gt=0.0)
@@ -196,7 +201,8 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
         metrics = {"loss": loss, "mean_q": jnp.mean(q_tm1), "mean_td_error": jnp.mean(td),
                    "grad_gnorm": optax.tree.norm(grads),
                    "cur_epsilon": epsilon_at(config.exploration_config, state.env_steps)}
-        return new_state, pmean(metrics, axis_name)
+        # Per-sample TD errors [N] (this device's share) give prioritized replay its priorities.
+        return new_state, {**pmean(metrics, axis_name), "td_error": td}
 
     return Algorithm(init=init, update=update, act=act, policy=policy, name="DQN")
 

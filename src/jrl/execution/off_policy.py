@@ -2,6 +2,13 @@
 
 Adding to the buffer and the learner steps run in one jitted call per fragment; the buffer is
 donated so it is updated in place.
+
+With ``prioritized_replay`` the buffer is ``jrl.rollout.prioritized``'s: each of the K scanned
+updates samples by priority, sets ``ReplayBatch.weight`` to the importance weights, and writes
+``|metrics["td_error"]| + eps`` back as the sampled items' priorities before the next update
+samples. With several learner devices the K batches are drawn up front, the updates run
+data-parallel, and the priorities are written afterwards from the td errors gathered from every
+device. The ``[N]`` td errors never reach the logs: learner metrics stay scalars.
 """
 
 from __future__ import annotations
@@ -12,9 +19,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jrl.errors import ConfigError
 from jrl.execution.learner import Learner, learner_devices
 from jrl.registry import make_algorithm
 from jrl.rollout.filters import get_filter
+from jrl.rollout.prioritized import (
+    config_beta,
+    prioritized_add,
+    prioritized_init,
+    prioritized_sample,
+    prioritized_update,
+    td_priorities,
+)
 from jrl.rollout.replay import replay_add, replay_init, replay_sample
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm
@@ -36,7 +52,9 @@ class OffPolicyPlan:
         example_fragment = jax.tree.map(
             lambda x: jnp.zeros((T, B, *x.shape), x.dtype), self._example_step(spec))
         example_items = jax.eval_shape(self._postprocess, example_fragment)
-        self.replay = replay_init(
+        self.prioritized = bool(getattr(config, "prioritized_replay", False))
+        init_buffer = prioritized_init if self.prioritized else replay_init
+        self.replay = init_buffer(
             jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example_items),
             config.buffer_size)
         self._policy = jax.jit(algorithm.policy)
@@ -45,9 +63,10 @@ class OffPolicyPlan:
         # Several learner devices: add and sample in one call, the updates pmapped over devices
         # with the replay batch split along its sample axis.
         self._add_and_sample = jax.jit(self._add_and_sample_impl, donate_argnums=(1,))
+        self._write_priorities = jax.jit(self._write_priorities_impl, donate_argnums=(0,))
         self.learner = Learner(
             lambda axis: self._scan_updates(
-                make_algorithm(algorithm.name, config, spec, axis_name=axis).update),
+                make_algorithm(algorithm.name, config, spec, axis_name=axis).update, axis),
             learner_devices(config.num_gpus), config.train_batch_size)
         self._env_steps = 0
         self._obs_filter = get_filter(config.observation_filter)
@@ -67,34 +86,92 @@ class OffPolicyPlan:
         # The learner only sees replay samples, so the filter statistics are updated here, once
         # per sampled step (as on-policy updates do with their batch).
         obs_filter = self._obs_filter.update(state.obs_filter, fragment.obs)
+        add = (lambda r, x: prioritized_add(r, x, alpha=self.config.prioritized_replay_alpha)
+               ) if self.prioritized else replay_add
         return (state._replace(env_steps=state.env_steps + n, obs_filter=obs_filter),
-                replay_add(replay, items))
+                add(replay, items))
+
+    def _sample_one(self, state, replay, key):
+        """One replay batch ``[N, ...]`` (importance-weighted under prioritized replay) and the
+        sampled indices (``None`` under uniform replay)."""
+        n = self.config.train_batch_size
+        if not self.prioritized:
+            return replay_sample(replay, key, n), None
+        batch, index, weight = prioritized_sample(replay, key, n,
+                                                  config_beta(self.config, state.env_steps))
+        return batch._replace(weight=weight), index
 
     def _sample_batches(self, state, replay):
-        """``updates_per_fragment`` replay batches ``[K, N, ...]`` and the state's next key."""
+        """``updates_per_fragment`` replay batches ``[K, N, ...]``, their indices ``[K, N]`` (or
+        ``None``) and the state with its next key."""
         key, *sample_keys = jax.random.split(state.key, self.config.updates_per_fragment + 1)
-        batches = jax.vmap(lambda k: replay_sample(replay, k, self.config.train_batch_size))(
+        batches, index = jax.vmap(lambda k: self._sample_one(state, replay, k))(
             jnp.stack(sample_keys))
-        return state._replace(key=key), batches
+        return state._replace(key=key), batches, index
+
+    def _write_priorities_impl(self, replay, index, td_error):
+        """Writes the priorities of ``K`` batches ``[K, N]`` in update order."""
+        cfg = self.config
+
+        def write(replay, x):
+            index, td = x
+            return prioritized_update(replay, index, td_priorities(td, cfg.prioritized_replay_eps),
+                                      cfg.prioritized_replay_alpha), None
+
+        return jax.lax.scan(write, replay, (index, td_error))[0]
 
     @staticmethod
-    def _scan_updates(update):
+    def _scan_updates(update, axis_name: str | None = None):
+        """K updates over batches ``[K, N, ...]``; metrics averaged over K, except
+        ``td_error`` which comes back whole, ``[K, N]`` (gathered from every device)."""
         def run(state, batches):
             state, metrics = jax.lax.scan(update, state, batches)
-            return state, jax.tree.map(jnp.mean, metrics)
+            td = metrics.pop("td_error", None)
+            metrics = jax.tree.map(jnp.mean, metrics)
+            if td is not None:
+                if axis_name is not None:
+                    td = jax.lax.all_gather(td, axis_name, axis=1, tiled=True)
+                metrics["td_error"] = td
+            return state, metrics
         return run
+
+    def _prioritized_learn(self, state, replay):
+        """K updates, each on a fresh prioritized sample that sees the previous update's
+        priorities."""
+        cfg = self.config
+        update = self.algorithm.update
+
+        def body(carry, key):
+            state, replay = carry
+            batch, index = self._sample_one(state, replay, key)
+            state, metrics = update(state, batch)
+            metrics = dict(metrics)
+            td = _td_error(metrics, self.algorithm.name, cfg.train_batch_size)
+            replay = prioritized_update(replay, index, td_priorities(td, cfg.prioritized_replay_eps),
+                                        cfg.prioritized_replay_alpha)
+            return (state, replay), metrics
+
+        key, *keys = jax.random.split(state.key, cfg.updates_per_fragment + 1)
+        (state, replay), metrics = jax.lax.scan(body, (state._replace(key=key), replay),
+                                                jnp.stack(keys))
+        return state, replay, jax.tree.map(jnp.mean, metrics)
 
     def _learn_impl(self, state, replay, fragment):
         """Single device: add, sample and every update in one compiled call."""
         state, replay = self._add_impl(state, replay, fragment)
-        state, batches = self._sample_batches(state, replay)
+        if self.prioritized:
+            return self._prioritized_learn(state, replay)
+        state, batches, _ = self._sample_batches(state, replay)
         state, metrics = self._scan_updates(self.algorithm.update)(state, batches)
+        metrics.pop("td_error", None)
         return state, replay, metrics
 
     def _add_and_sample_impl(self, state, replay, fragment):
+        """Several devices: add and draw the K batches ``[K, N, ...]`` (and their replay indices
+        ``[K, N]`` under prioritized replay, else ``None``) in one call."""
         state, replay = self._add_impl(state, replay, fragment)
-        state, batches = self._sample_batches(state, replay)
-        return state, replay, batches
+        state, batches, index = self._sample_batches(state, replay)
+        return state, replay, batches, index
 
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
         self.workers.set_policy(self._policy(state))
@@ -107,6 +184,22 @@ class OffPolicyPlan:
         if self.learner.num_devices == 1:
             state, self.replay, metrics = self._learn(state, self.replay, fragment)
         else:
-            state, self.replay, batches = self._add_and_sample(state, self.replay, fragment)
+            state, self.replay, batches, index = self._add_and_sample(state, self.replay,
+                                                                      fragment)
             state, metrics = self.learner.update(state, batches)
+            metrics = dict(metrics)
+            td = metrics.pop("td_error", None)
+            if self.prioritized:
+                _td_error({"td_error": td}, self.algorithm.name, None)
+                self.replay = self._write_priorities(self.replay, index, td)
         return state, metrics, batch.count
+
+
+def _td_error(metrics: dict, algo_name: str, batch_size: int | None) -> Any:
+    """Pops the per-sample ``td_error`` that prioritized replay needs from ``metrics``."""
+    td = metrics.pop("td_error", None)
+    if td is None or (batch_size is not None and td.shape != (batch_size,)):
+        raise ConfigError(f"prioritized_replay needs {algo_name}'s update to report "
+                          "metrics['td_error'] of shape [train_batch_size]; set "
+                          "prioritized_replay: false")
+    return td

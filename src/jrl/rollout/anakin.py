@@ -119,8 +119,10 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
 
         def one_update(ts, _):
             key, sample_key = jax.random.split(ts.key)
-            return algorithm.update(ts._replace(key=key),
-                                    replay_sample(replay, sample_key, config.train_batch_size))
+            ts, metrics = algorithm.update(
+                ts._replace(key=key), replay_sample(replay, sample_key, config.train_batch_size))
+            # Per-sample td errors [N] are for prioritized replay; learner metrics stay scalars.
+            return ts, {k: v for k, v in metrics.items() if k != "td_error"}
 
         def learn(ts):
             ts, metrics = jax.lax.scan(one_update, ts, None, length=config.updates_per_fragment)
