@@ -141,3 +141,21 @@ def test_sampling_never_returns_unfilled_items():
 def test_beta_anneals_linearly_to_its_final_value():
     np.testing.assert_allclose([beta_at(0.4, 1.0, 100, t) for t in (0, 50, 100, 1000)],
                                [0.4, 0.7, 1.0, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("algo", ["SAC", "TD3"])
+def test_continuous_algorithms_learn_from_prioritized_replay(algo, make_trainer):
+    trainer = make_trainer(algo, "Pendulum-v1", prioritized_replay=True)
+    assert trainer._plan.prioritized
+    before = np.asarray(trainer._plan.replay.tree).copy()
+    for _ in range(2):
+        learner = trainer.train()["info"]["learner"]["default_policy"]
+    assert learner and all(np.isfinite(v) for v in learner.values())
+    assert "td_error" not in learner
+    tree = np.asarray(trainer._plan.replay.tree)
+    assert tree[1] > 0.0 and not np.array_equal(tree, before)
+    # Learned priorities differ from the max priority new items get.
+    size = int(trainer._plan.replay.size)
+    capacity = tree.shape[0] // 2
+    leaves = tree[capacity:capacity + size]
+    assert len(np.unique(np.round(leaves, 6))) > 1

@@ -88,6 +88,25 @@ class ReplayBatch(NamedTuple):
     weight: jax.Array
 
 
+class LearnerState(NamedTuple):
+    """Learner state of algorithms with one network and one optimizer (PG, A2C, A3C, IMPALA,
+    ES): arrays only."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    obs_filter: Any
+    num_updates: jax.Array
+    env_steps: jax.Array
+
+
+class NetworkPolicy(NamedTuple):
+    """What most algorithms' ``act`` needs: network params and observation-filter statistics."""
+
+    params: Any
+    obs_filter: Any
+
+
 class Algorithm(NamedTuple):
     """An algorithm as pure, jittable functions over its ``TrainState`` pytree.
 

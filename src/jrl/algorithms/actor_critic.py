@@ -23,28 +23,14 @@ from jrl.networks import catalog
 from jrl.ops.losses import actor_critic_loss
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.rollout.filters import FilterState, get_filter, merge_filter_states
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy, Transition
 
 # ``targets(batch, v_t, v_tp1) -> (advantages, value_targets)``, all ``[T, B]``.
 TargetsFn = Callable[[Transition, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
-
-class ActorCriticState(NamedTuple):
-    """Learner state of PG, A2C and A3C: arrays only."""
-
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    obs_filter: FilterState
-    num_updates: jax.Array
-    env_steps: jax.Array
-
-
-class ActorCriticPolicy(NamedTuple):
-    """What ``act`` (and a gradient-computing worker) needs: params and filter statistics."""
-
-    params: Any
-    obs_filter: FilterState
+# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+ActorCriticState = LearnerState
+ActorCriticPolicy = NetworkPolicy
 
 
 class GradientFns(NamedTuple):

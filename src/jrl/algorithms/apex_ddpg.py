@@ -16,12 +16,11 @@ from jrl import registry
 from jrl.algorithms.apex import DistributedReplayConfig, per_worker_epsilon
 from jrl.algorithms.ddpg import DDPGConfig, DDPGPolicy, make_ddpg, postprocess, q_function  # noqa: F401
 from jrl.config import field, to_dict
-from jrl.rollout.prioritized import PrioritizedReplayConfig
 from jrl.types import Algorithm, EnvSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ApexDDPGConfig(DDPGConfig, PrioritizedReplayConfig, DistributedReplayConfig):
+class ApexDDPGConfig(DDPGConfig, DistributedReplayConfig):
     """APEX_DDPG settings: DDPG's keys plus prioritized and distributed replay, Ape-X defaults.
 
     Attributes:

@@ -23,13 +23,13 @@ from jrl.networks import catalog
 from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import pmean
 from jrl.rollout.filters import FilterState, get_filter
-from jrl.rollout.prioritized import PrioritizedReplayConfig
+from jrl.rollout.prioritized import NStepReplayMixin, PrioritizedReplayConfig
 from jrl.rollout.replay import n_step_items
 from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DQNConfig(CommonConfig, PrioritizedReplayConfig):
+class DQNConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
     """DQN settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -71,18 +71,6 @@ class DQNConfig(CommonConfig, PrioritizedReplayConfig):
     exploration_config: ExplorationConfig = dataclasses.field(
         default_factory=lambda: ExplorationConfig(epsilon_timesteps=5_000, final_epsilon=0.02))
 
-    def validate(self) -> None:
-        if self.n_step > self.rollout_fragment_length:
-            raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
-                              f"rollout_fragment_length ({self.rollout_fragment_length})")
-
-    @property
-    def updates_per_fragment(self) -> int:
-        """Learner steps after each sampled fragment of ``rollout_fragment_length * num_envs``."""
-        if self.training_intensity is None:
-            return 1
-        steps = self.rollout_fragment_length * self.num_envs_per_worker * max(1, self.num_workers)
-        return max(1, round(self.training_intensity * steps / self.train_batch_size))
 
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(DQNConfig())

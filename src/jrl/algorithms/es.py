@@ -30,7 +30,7 @@ from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.rollout.filters import FilterState, get_filter, merge_filter_states
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy
 
 # Seed of the shared noise table (RLlib's and es-distributed's table is seeded with 123 too).
 NOISE_SEED = 123
@@ -85,23 +85,9 @@ class ESConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ESConfig())
 
-
-class ESState(NamedTuple):
-    """Learner state of ES: arrays only."""
-
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    obs_filter: FilterState
-    num_updates: jax.Array
-    env_steps: jax.Array
-
-
-class ESPolicy(NamedTuple):
-    """What ``act`` needs: network params and observation-filter statistics."""
-
-    params: Any
-    obs_filter: FilterState
+# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+ESState = LearnerState
+ESPolicy = NetworkPolicy
 
 
 class ESBatch(NamedTuple):

@@ -24,8 +24,8 @@ from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import VTraceReturns, vtrace
-from jrl.rollout.filters import FilterState, get_filter
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.rollout.filters import get_filter
+from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,23 +75,9 @@ class ImpalaConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ImpalaConfig())
 
-
-class ImpalaState(NamedTuple):
-    """Learner state of IMPALA: arrays only."""
-
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    obs_filter: FilterState
-    num_updates: jax.Array
-    env_steps: jax.Array
-
-
-class ActorCriticPolicy(NamedTuple):
-    """What ``act`` needs: network params and observation-filter statistics."""
-
-    params: Any
-    obs_filter: FilterState
+# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+ImpalaState = LearnerState
+ActorCriticPolicy = NetworkPolicy
 
 
 class ActorCriticParts(NamedTuple):

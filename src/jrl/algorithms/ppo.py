@@ -23,7 +23,7 @@ from jrl.ops.bootstrap import next_values
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
 from jrl.rollout.filters import FilterState, get_filter
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.types import Algorithm, EnvSpec, NetworkPolicy, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,11 +87,7 @@ class PPOState(NamedTuple):
     env_steps: jax.Array
 
 
-class PPOPolicy(NamedTuple):
-    """What ``act`` needs: network params and observation-filter statistics."""
-
-    params: Any
-    obs_filter: FilterState
+PPOPolicy = NetworkPolicy  # what act needs: network params and filter statistics
 
 
 def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: jax.Array

@@ -24,6 +24,7 @@ import optax
 from jrl.config import CommonConfig, field
 from jrl.errors import ConfigError
 from jrl.networks.continuous import action_bounds
+from jrl.rollout.prioritized import NStepReplayMixin, PrioritizedReplayConfig
 from jrl.types import EnvSpec
 
 
@@ -64,8 +65,9 @@ class StochasticSamplingConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReplayActorCriticConfig(CommonConfig):
-    """Replay and target-network keys shared by DDPG, TD3 and SAC.
+class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
+    """Replay and target-network keys shared by DDPG, TD3 and SAC (plus the
+    ``prioritized_replay*`` keys of ``jrl.rollout.prioritized.PrioritizedReplayConfig``).
 
     Attributes:
       n_step: n-step return length.
@@ -89,18 +91,6 @@ class ReplayActorCriticConfig(CommonConfig):
     target_network_update_freq: int = field(0, min=0)
     twin_q: bool = True
 
-    def validate(self) -> None:
-        if self.n_step > self.rollout_fragment_length:
-            raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
-                              f"rollout_fragment_length ({self.rollout_fragment_length})")
-
-    @property
-    def updates_per_fragment(self) -> int:
-        """Learner steps after each sampled fragment of ``rollout_fragment_length * num_envs``."""
-        if self.training_intensity is None:
-            return 1
-        steps = self.rollout_fragment_length * self.num_envs_per_worker * max(1, self.num_workers)
-        return max(1, round(self.training_intensity * steps / self.train_batch_size))
 
 
 def require_continuous(spec: EnvSpec | None, algo: str) -> EnvSpec:

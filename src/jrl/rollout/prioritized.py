@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jrl.config import field
+from jrl.errors import ConfigError
 from jrl.rollout.replay import ReplayState, replay_add, replay_init
 
 
@@ -179,6 +180,25 @@ class PrioritizedReplayConfig:
     final_prioritized_replay_beta: float = field(0.4, min=0.0)
     prioritized_replay_beta_annealing_timesteps: int = field(20_000, min=1)
     prioritized_replay_eps: float = field(1e-6, gt=0.0)
+
+
+class NStepReplayMixin:
+    """``validate`` and ``updates_per_fragment`` of configs with ``n_step``,
+    ``rollout_fragment_length``, ``training_intensity``, ``train_batch_size`` and the worker
+    counts (DQN, DDPG, TD3, SAC and their Ape-X variants)."""
+
+    def validate(self) -> None:
+        if self.n_step > self.rollout_fragment_length:
+            raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
+                              f"rollout_fragment_length ({self.rollout_fragment_length})")
+
+    @property
+    def updates_per_fragment(self) -> int:
+        """Learner steps after each sampled fragment of ``rollout_fragment_length * num_envs``."""
+        if self.training_intensity is None:
+            return 1
+        steps = self.rollout_fragment_length * self.num_envs_per_worker * max(1, self.num_workers)
+        return max(1, round(self.training_intensity * steps / self.train_batch_size))
 
 
 def config_beta(config: Any, env_steps: jax.Array) -> jax.Array:
