@@ -70,6 +70,8 @@ class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayC
     ``prioritized_replay*`` keys of ``jrl.rollout.prioritized.PrioritizedReplayConfig``).
 
     Attributes:
+      timesteps_per_iteration: env steps each ``train()`` samples at least (RLlib's DDPG/TD3
+        value; one result per env step would flood the logs).
       n_step: n-step return length.
       buffer_size: replay capacity in transitions.
       learning_starts: env steps sampled before learning starts.
@@ -83,6 +85,7 @@ class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayC
 
     train_batch_size: int = field(256, min=1)
     rollout_fragment_length: int = field(1, min=1)
+    timesteps_per_iteration: int = field(1000, min=0)
     n_step: int = field(1, min=1)
     buffer_size: int = field(100_000, min=1)
     learning_starts: int = field(1500, min=0)
