@@ -132,8 +132,8 @@ def reference_train(num_seeds: int):
 def jrl_train(num_seeds: int):
     import jax
 
+    from jrl.execution.anakin import make_anakin
     from jrl.registry import parse_config
-    from jrl.rollout.anakin import make_anakin
     from jrl.rollout.jax_envs import make_jax_env
 
     config = parse_config("PPO", {

@@ -225,7 +225,7 @@ def _small_config(algo: str, **overrides: Any) -> dict[str, Any]:
 
     from jrl import registry
 
-    name = registry.get_entry(algo).name
+    name = registry.get_algorithm_def(algo).name
     if name not in SMALL_CONFIGS:
         raise KeyError(f"no small test config for {name}: add one to SMALL_CONFIGS in "
                        "tests/conftest.py")

@@ -4,7 +4,8 @@ For each algorithm in ``jrl.registry.algorithm_names()`` and each env it support
 config (``tests/conftest.py``'s ``SMALL_CONFIGS``):
 
 - the ``TrainState`` keeps its structure, shapes and dtypes through learner steps;
-- ``update`` traces once when jitted, for every batch of the kind its execution plan feeds it;
+- ``update`` traces once when jitted, for batches the record's ``example_batch`` makes (the kind
+  its execution plan feeds it), and so does the plan's own loop;
 - learner metrics are finite;
 - ``act`` returns actions of the spec's shape and dtype, with and without exploration;
 - a checkpoint restores bit-identical state and identical greedy actions;
@@ -12,8 +13,6 @@ config (``tests/conftest.py``'s ``SMALL_CONFIGS``):
 """
 
 from __future__ import annotations
-
-import importlib
 
 import chex
 import jax
@@ -23,7 +22,6 @@ import pytest
 
 import jrl
 from jrl import registry
-from jrl.rollout.worker import SampleBatch
 
 DISCRETE_ENV = "CartPole-v1"
 CONTINUOUS_ENV = "Pendulum-v1"
@@ -57,36 +55,10 @@ def _raw_observations(trainer, n: int, seed: int = 0) -> list:
 
 
 def _batches(trainer, count: int) -> list:
-    """``count`` learner batches of the kind the algorithm's execution plan feeds ``update``."""
-    algorithm, workers, config = trainer.algorithm, trainer.workers, trainer.algo_config
-    workers.set_policy(algorithm.policy(trainer.state))
-    entry = registry.get_entry(trainer.algo_name)
-    if entry.plan == "on_policy":
-        rounds = trainer._plan.rounds
-        return [SampleBatch.concat_time([workers.sample() for _ in range(rounds)]).to_transition()
-                for _ in range(count)]
-    if entry.plan == "evolution":  # each batch holds one iteration's antithetic pairs
-        return [trainer._plan.sample(trainer.state)[0] for _ in range(count)]
-    if entry.plan == "async_samples":
-        from jrl.execution.async_samples import concat_envs
-
-        n = trainer._plan.fragments_per_batch
-        return [concat_envs([workers.sample() for _ in range(n)]).to_transition()
-                for _ in range(count)]
-    if entry.plan == "async_gradients":  # one fragment per gradient
-        return [workers.sample().to_transition() for _ in range(count)]
-    assert entry.plan in ("off_policy", "distributed_replay"), \
-        f"contract test does not know plan '{entry.plan}'"
-    postprocess = importlib.import_module(entry.module).postprocess
-    items = [postprocess(config, workers.sample().to_transition()) for _ in range(6)]
-    pool = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *items)
-    size = len(jax.tree.leaves(pool)[0])
-    rng = np.random.default_rng(0)
-    batches = []
-    for _ in range(count):
-        idx = rng.integers(0, size, config.train_batch_size)
-        batches.append(jax.tree.map(lambda x, idx=idx: x[idx], pool))
-    return batches
+    """``count`` learner batches from the algorithm record's ``example_batch``."""
+    definition = registry.get_algorithm_def(trainer.algo_name)
+    keys = jax.random.split(jax.random.PRNGKey(0), count)
+    return [definition.example_batch(trainer.algo_config, trainer.spec, key) for key in keys]
 
 
 def test_every_registered_algorithm_has_a_small_test_config(small_config):
@@ -119,7 +91,10 @@ class TestAlgorithmContract:
         # The trainer's own execution plan, with an update that fails if the plan retraces it.
         trainer.algorithm = trainer.algorithm._replace(
             update=chex.assert_max_traces(trainer.algorithm.update, n=1))
-        plan = trainer._make_plan()
+        definition = registry.get_algorithm_def(algo)
+        plan = registry.plan_class(definition.plan)(definition, trainer.algorithm,
+                                                    trainer.workers, trainer.algo_config,
+                                                    trainer.spec)
         state, learner_steps = trainer.state, 0
         for _ in range(40):
             state, metrics, steps = plan.step(state)
@@ -212,6 +187,6 @@ def test_checkpoint_of_another_algorithm_is_refused(saved, loader, make_trainer,
     path = make_trainer(saved, env[saved]).save(str(tmp_path))
     with pytest.raises(jrl.CheckpointError, match=saved):
         make_trainer(loader, env[loader]).restore(path)
-    trainer_cls = registry.get_entry(loader).load(f"{loader}Trainer")
+    trainer_cls = registry.get_trainer_class(loader)
     with pytest.raises(jrl.CheckpointError, match=saved):
         trainer_cls.from_checkpoint(path, log_to_disk=False)

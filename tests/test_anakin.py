@@ -9,7 +9,7 @@ from jrl.registry import make_algorithm, parse_config
 
 pytest.importorskip("gymnax")
 
-from jrl.rollout.anakin import make_anakin  # noqa: E402
+from jrl.execution.anakin import make_anakin  # noqa: E402
 from jrl.rollout.jax_envs import make_jax_env  # noqa: E402
 
 PPO_CONFIG = {"gamma": 0.99, "lambda": 0.95, "lr": 2.5e-3, "num_envs_per_worker": 4,

@@ -90,8 +90,8 @@ def test_rllib_framework_names_are_accepted_and_others_rejected():
 
 def test_unknown_algorithm_suggests_registered_one():
     with pytest.raises(ConfigError, match="did you mean 'PPO'"):
-        registry.get_entry("PPOO")
-    assert registry.get_entry("ppo").name == "PPO"
+        registry.get_algorithm_def("PPOO")
+    assert registry.get_algorithm_def("ppo").name == "PPO"
 
 
 def test_default_config_copy_is_a_plain_dict_users_can_edit():

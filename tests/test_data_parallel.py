@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent('''
     from jrl.algorithms.dqn import postprocess
     from jrl.execution.learner import Learner, learner_devices
     from jrl.registry import make_algorithm
-    from jrl.rollout.replay import replay_add, replay_init, replay_sample
+    from jrl.replay.uniform import replay_add, replay_init, replay_sample
 
     devices = learner_devices(0)
     assert len(devices) == 2, devices
@@ -49,7 +49,9 @@ SCRIPT = textwrap.dedent('''
     worker.set_policy(plan._policy(trainer.state))
     fragment = worker.sample().to_transition()
     state, replay, batches, _ = plan._add_and_sample(trainer.state, plan.replay, fragment)
-    single = jax.jit(plan._scan_updates(trainer.algorithm.update))
+    from jrl.execution.learner import scan_updates
+
+    single = jax.jit(scan_updates(trainer.algorithm.update))
     single_state, single_metrics = single(state, batches)
     two_state, two_metrics = plan.learner.update(state, batches)
     compare(single_state, two_state)

@@ -10,7 +10,7 @@ import pytest
 
 import jrl
 from jrl.algorithms import es
-from jrl.rollout.filters import init_filter_state
+from jrl.ops.filters import init_filter_state
 from jrl.types import EnvSpec
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jrl.errors import ConfigError, EnvError
-from jrl.rollout.filters import (
+from jrl.ops.filters import (
     FilterState,
     MeanStdFilter,
     NoFilter,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jrl.rollout.prioritized import (
+from jrl.replay.prioritized import (
     beta_at,
     prioritized_add,
     prioritized_init,

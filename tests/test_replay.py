@@ -6,7 +6,7 @@ import numpy as np
 
 from jrl.algorithms.dqn import dqn_td_error, postprocess
 from jrl.registry import parse_config
-from jrl.rollout.replay import replay_add, replay_init, replay_sample
+from jrl.replay.uniform import replay_add, replay_init, replay_sample
 from jrl.types import Transition
 
 

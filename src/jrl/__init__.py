@@ -14,9 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from jrl.callbacks import DefaultCallbacks, Episode
 from jrl.errors import CheckpointError, ConfigError, EnvError, JrlError
+from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class
 from jrl.rollout.envs import EnvContext, register_env
-from jrl.rollout.filters import get_filter
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.trainer import Trainer
 

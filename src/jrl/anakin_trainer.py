@@ -20,9 +20,9 @@ import numpy as np
 
 from jrl.callbacks import make_callbacks
 from jrl.errors import ConfigError, EnvError
+from jrl.execution.anakin import make_anakin, steps_per_env
 from jrl.logger import ResultLogger
 from jrl.registry import make_algorithm
-from jrl.rollout.anakin import make_anakin, steps_per_env
 from jrl.rollout.jax_envs import JaxEnv, make_jax_env
 from jrl.trainer import _JaxEnvTrainer, _jit_init
 
@@ -87,7 +87,7 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
             raise ConfigError("monitor=True records gymnasium renders; JAX envs do not render")
         self.jax_env = make_jax_env(self.env_id)
         self.spec = spec = self.jax_env.spec
-        self.algorithm = make_algorithm(self.algo_name, cfg, spec)
+        self.algorithm = make_algorithm(self.definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.
         self.callbacks = make_callbacks(cfg.callbacks)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, spec.obs_shape, np.float32)
@@ -96,9 +96,9 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
                                             np.reshape(spec.action_high, spec.action_shape),
                                             dtype=np.float32))
         self.workers = _NoWorkers()
-        steps = steps_per_env(self.algo_name, cfg) * cfg.num_envs_per_worker
+        steps = steps_per_env(self.definition, cfg) * cfg.num_envs_per_worker
         self.iterations_per_chunk = max(1, math.ceil(cfg.timesteps_per_iteration / steps))
-        self._anakin = make_anakin(self.algo_name, self.jax_env, cfg, self.iterations_per_chunk,
+        self._anakin = make_anakin(self.definition, self.jax_env, cfg, self.iterations_per_chunk,
                                    self.algorithm)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
         self.runner = _jit_init(self._anakin._replace(init=jax.vmap(self._anakin.init)))(keys)

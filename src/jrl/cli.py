@@ -195,7 +195,7 @@ def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, A
     algo = args.run or spec.get("run")
     if not algo:
         raise ConfigError(f"experiment '{name}' names no algorithm ('run: PPO') and no --algo")
-    algo = registry.get_entry(algo).name
+    algo = registry.get_algorithm_def(algo).name
     config = deep_merge(dict(spec.get("config") or {}), cli_config)
     if spec.get("env") and "env" not in flags:
         config["env"] = spec["env"]

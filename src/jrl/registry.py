@@ -1,4 +1,10 @@
-"""Algorithm registry: name -> config class, ``make_<algo>`` and execution plan."""
+"""Algorithm registry: names -> algorithm records (``jrl.types.AlgorithmDef``).
+
+The registry knows where each record lives (``module:attribute``) and imports it on first use, so
+``import jrl`` stays light and no algorithm module imports another's to be found. It is the only
+place in jrl that imports jrl modules by name. Adding an algorithm is one file exporting its
+record plus one line here (or ``register_algorithm`` from user code).
+"""
 
 from __future__ import annotations
 
@@ -10,43 +16,29 @@ from typing import Any
 
 from jrl.config import merge, parse
 from jrl.errors import ConfigError
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
+# name -> "module:attribute" of the record (imported lazily) or the record itself.
+_ALGORITHMS: dict[str, str | AlgorithmDef] = {
+    "PPO": "jrl.algorithms.ppo:ALGORITHM_DEF",
+    "PG": "jrl.algorithms.pg:ALGORITHM_DEF",
+    "A2C": "jrl.algorithms.a2c:ALGORITHM_DEF",
+    "A3C": "jrl.algorithms.a3c:ALGORITHM_DEF",
+    "DQN": "jrl.algorithms.dqn:ALGORITHM_DEF",
+    "ES": "jrl.algorithms.es:ALGORITHM_DEF",
+    "IMPALA": "jrl.algorithms.impala:ALGORITHM_DEF",
+    "APPO": "jrl.algorithms.appo:ALGORITHM_DEF",
+    "APEX": "jrl.algorithms.apex:ALGORITHM_DEF",
+    "DDPG": "jrl.algorithms.ddpg:ALGORITHM_DEF",
+    "TD3": "jrl.algorithms.td3:ALGORITHM_DEF",
+    "APEX_DDPG": "jrl.algorithms.apex_ddpg:ALGORITHM_DEF",
+    "SAC": "jrl.algorithms.sac:ALGORITHM_DEF",
+}
 
-@dataclasses.dataclass(frozen=True)
-class AlgoEntry:
-    """Where an algorithm lives and how it trains.
-
-    Attributes:
-      name: registered name (upper case, as in RLlib: ``PPO``).
-      module: module holding the config class and the ``make_`` function.
-      config_class: name of the frozen config dataclass in ``module``.
-      make: name of ``make_<algo>(config, networks, spec) -> Algorithm`` in ``module``.
-      plan: execution plan, a key of ``PLANS`` (``on_policy``, ``off_policy``, ...).
-      model: what ``Trainer.get_policy().model`` exposes: ``actor_critic`` (distribution and
-        value function), ``q`` (Q-values), ``deterministic`` (a policy network whose output is
-        the action or its logits, ES) or ``actor_q`` (a policy and critics: the module's
-        ``q_function(config, spec)`` gives the Q-values); other algorithms name their own kind
-        and ``jrl.trainer.PolicyModel`` handles it.
-    """
-
-    name: str
-    module: str
-    config_class: str
-    make: str
-    plan: str
-    model: str = "actor_critic"
-
-    def load(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self.module), attr)
-
-
-_ALGORITHMS: dict[str, AlgoEntry] = {}
-
-# Execution plan name -> ``module:Class``; the class is built as
-# ``Class(algorithm, workers, config, spec)`` and runs one ``step(state) -> (state, metrics or
-# None, env_steps)`` at a time; an optional ``stats() -> dict`` adds keys to each result.
-PLANS: dict[str, str] = {
+# Execution plan name -> "module:Class"; the class is built as ``Class(algorithm_def,
+# algorithm, workers, config, spec)`` and runs one ``step(state) -> (state, metrics or None,
+# env_steps)`` at a time (see ``jrl.execution``).
+_PLANS: dict[str, str] = {
     "on_policy": "jrl.execution.on_policy:OnPolicyPlan",
     "off_policy": "jrl.execution.off_policy:OffPolicyPlan",
     "evolution": "jrl.execution.evolution:EvolutionPlan",
@@ -55,72 +47,71 @@ PLANS: dict[str, str] = {
     "distributed_replay": "jrl.execution.distributed_replay:DistributedReplayPlan",
 }
 
+# The trainer layer: ``make_trainer_class(record) -> type``.
+_TRAINER_FACTORY = "jrl.trainer:make_trainer_class"
 
-def plan_class(plan: str) -> type:
-    """The execution plan class registered as ``plan``."""
-    module, _, attr = PLANS[plan].partition(":")
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def register_algorithm(entry: AlgoEntry) -> None:
-    _ALGORITHMS[entry.name] = entry
-
-
-register_algorithm(AlgoEntry("PPO", "jrl.algorithms.ppo", "PPOConfig", "make_ppo", "on_policy"))
-register_algorithm(AlgoEntry("PG", "jrl.algorithms.pg", "PGConfig", "make_pg", "on_policy"))
-register_algorithm(AlgoEntry("A2C", "jrl.algorithms.a2c", "A2CConfig", "make_a2c", "on_policy"))
-register_algorithm(AlgoEntry("A3C", "jrl.algorithms.a3c", "A3CConfig", "make_a3c",
-                             "async_gradients"))
-register_algorithm(AlgoEntry("DQN", "jrl.algorithms.dqn", "DQNConfig", "make_dqn", "off_policy",
-                             model="q"))
-register_algorithm(AlgoEntry("ES", "jrl.algorithms.es", "ESConfig", "make_es", "evolution",
-                             model="deterministic"))
-register_algorithm(AlgoEntry("IMPALA", "jrl.algorithms.impala", "ImpalaConfig", "make_impala",
-                             "async_samples"))
-register_algorithm(AlgoEntry("APPO", "jrl.algorithms.appo", "APPOConfig", "make_appo",
-                             "async_samples"))
-register_algorithm(AlgoEntry("APEX", "jrl.algorithms.apex", "ApexConfig", "make_apex",
-                             "distributed_replay", model="q"))
-register_algorithm(AlgoEntry("DDPG", "jrl.algorithms.ddpg", "DDPGConfig", "make_ddpg",
-                             "off_policy", model="actor_q"))
-register_algorithm(AlgoEntry("TD3", "jrl.algorithms.td3", "TD3Config", "make_td3", "off_policy",
-                             model="actor_q"))
-register_algorithm(AlgoEntry("APEX_DDPG", "jrl.algorithms.apex_ddpg", "ApexDDPGConfig",
-                             "make_apex_ddpg", "distributed_replay", model="actor_q"))
-register_algorithm(AlgoEntry("SAC", "jrl.algorithms.sac", "SACConfig", "make_sac", "off_policy",
-                             model="actor_q"))
+def register_algorithm(definition: AlgorithmDef | str, name: str | None = None) -> None:
+    """Registers an algorithm record, or the ``"module:attribute"`` path of one (then ``name``
+    is required and the module is imported on first use)."""
+    if isinstance(definition, AlgorithmDef):
+        _ALGORITHMS[definition.name.upper()] = definition
+        return
+    if not isinstance(definition, str) or ":" not in definition or not name:
+        raise ConfigError("register_algorithm takes an AlgorithmDef, or a 'module:attribute' "
+                          "path and its name")
+    _ALGORITHMS[name.upper()] = definition
 
 
 def algorithm_names() -> list[str]:
     return sorted(_ALGORITHMS)
 
 
-def get_entry(name: str) -> AlgoEntry:
-    """The entry for ``name`` (case-insensitive) or a ConfigError naming the closest one."""
+def get_algorithm_def(name: str) -> AlgorithmDef:
+    """The record for ``name`` (case-insensitive) or a ConfigError naming the closest one."""
     if not isinstance(name, str):
         raise ConfigError(f"algorithm must be a name like 'PPO', got {type(name).__name__}")
     key = name.upper()
-    if key in _ALGORITHMS:
-        return _ALGORITHMS[key]
-    near = difflib.get_close_matches(key, list(_ALGORITHMS), n=1, cutoff=0.5)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    raise ConfigError(f"unknown algorithm '{name}'{hint} (available: {', '.join(algorithm_names())})")
+    if key not in _ALGORITHMS:
+        near = difflib.get_close_matches(key, list(_ALGORITHMS), n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"unknown algorithm '{name}'{hint} (available: "
+                          f"{', '.join(algorithm_names())})")
+    found = _ALGORITHMS[key]
+    if isinstance(found, str):
+        found = _ALGORITHMS[key] = _load(found)
+        if not isinstance(found, AlgorithmDef) or found.name.upper() != key:
+            raise ConfigError(f"algorithm '{key}' is registered at a path that does not hold "
+                              "its AlgorithmDef")
+    return found
 
 
-def config_class(name: str) -> type:
-    entry = get_entry(name)
-    return entry.load(entry.config_class)
+def plan_class(plan: str) -> type:
+    """The execution plan class registered as ``plan``."""
+    if plan not in _PLANS:
+        raise ConfigError(f"unknown execution plan '{plan}' (available: {', '.join(_PLANS)})")
+    return _load(_PLANS[plan])
+
+
+def plan_names() -> list[str]:
+    return sorted(_PLANS)
 
 
 def parse_config(name: str, config: Any = None, *overrides: Mapping[str, Any] | None) -> Any:
     """The algorithm's frozen config from a dict (or a config instance) plus overrides."""
-    cls = config_class(name)
+    definition = get_algorithm_def(name)
+    cls = definition.config_class
     if config is None:
         base = cls()
     elif isinstance(config, cls):
         base = config
     elif dataclasses.is_dataclass(config):
-        raise ConfigError(f"config is a {type(config).__name__}, but {get_entry(name).name} "
+        raise ConfigError(f"config is a {type(config).__name__}, but {definition.name} "
                           f"needs a {cls.__name__} or a dict")
     elif isinstance(config, Mapping):
         base = parse(cls, config)
@@ -129,25 +120,15 @@ def parse_config(name: str, config: Any = None, *overrides: Mapping[str, Any] | 
     return merge(base, *overrides) if any(overrides) else base
 
 
-def make_algorithm(name: str, config: Any, spec: EnvSpec, networks: Any = None,
-                   axis_name: str | None = None) -> Algorithm:
-    """``make_<algo>(config, networks, spec)``; with ``axis_name`` its update averages over
-    that ``pmap`` axis."""
-    entry = get_entry(name)
-    make = entry.load(entry.make)
+def make_algorithm(definition: AlgorithmDef | str, config: Any, spec: EnvSpec,
+                   networks: Any = None, axis_name: str | None = None) -> Algorithm:
+    """``definition.make(config, networks, spec)``; with ``axis_name`` its update averages over
+    that mapped device axis."""
+    if isinstance(definition, str):
+        definition = get_algorithm_def(definition)
     if axis_name is None:
-        return make(config, networks, spec)
-    return make(config, networks, spec, axis_name=axis_name)
-
-
-# RLlib's class names where they are not simply ``<NAME>Trainer``.
-_RLLIB_TRAINER_NAMES = {"IMPALA": "ImpalaTrainer", "APEX": "ApexTrainer",
-                        "APEX_DDPG": "ApexDDPGTrainer"}
-
-
-def trainer_class_name(algo_name: str) -> str:
-    """The trainer class name RLlib users know: ``PPOTrainer``, ``ImpalaTrainer``, ..."""
-    return _RLLIB_TRAINER_NAMES.get(algo_name, f"{algo_name}Trainer")
+        return definition.make(config, networks, spec)
+    return definition.make(config, networks, spec, axis_name=axis_name)
 
 
 def algo_for_trainer_class_name(attr: str) -> str | None:
@@ -155,25 +136,29 @@ def algo_for_trainer_class_name(attr: str) -> str | None:
     if not attr.endswith("Trainer"):
         return None
     for name in _ALGORITHMS:
-        if attr in (trainer_class_name(name), f"{name}Trainer"):
+        if attr == f"{name}Trainer":
+            return name
+    for name in _ALGORITHMS:
+        if attr == get_algorithm_def(name).trainer_name:
             return name
     return None
 
 
 def get_trainer_class(name: str) -> type:
     """The ``Trainer`` subclass for an algorithm name (RLlib's ``get_trainer_class``)."""
-    from jrl.trainer import make_trainer_class
-
-    return make_trainer_class(get_entry(name).name)
+    return _load(_TRAINER_FACTORY)(get_algorithm_def(name))
 
 
-def lazy_trainer_class(module_name: str, attr: str, algo_name: str) -> type:
-    """Module ``__getattr__`` body that builds ``<ALGO>Trainer`` on first access (algorithm
-    modules stay free of the rollout stack until a trainer is asked for)."""
-    if attr not in (f"{algo_name}Trainer", trainer_class_name(algo_name)):
-        raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
-    import sys
+def trainer_class_getattr(module_name: str, algo_name: str):
+    """A module ``__getattr__`` that serves ``<ALGO>Trainer`` (and RLlib's class name) from an
+    algorithm module, built by the trainer layer on first access, so ``from
+    jrl.algorithms.ppo import PPOTrainer`` works while algorithm modules import nothing above
+    them."""
 
-    trainer_cls = get_trainer_class(algo_name)
-    setattr(sys.modules[module_name], attr, trainer_cls)
-    return trainer_cls
+    def __getattr__(attr: str) -> Any:
+        names = {f"{algo_name}Trainer", get_algorithm_def(algo_name).trainer_name}
+        if attr not in names:
+            raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+        return get_trainer_class(algo_name)
+
+    return __getattr__

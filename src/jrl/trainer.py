@@ -28,6 +28,7 @@ from jrl.logger import ResultLogger, make_logdir
 from jrl.networks import catalog
 from jrl.rollout.evaluation import run_episodes
 from jrl.rollout.worker_set import WorkerSet
+from jrl.types import AlgorithmDef
 
 logger = logging.getLogger("jrl")
 
@@ -140,14 +141,13 @@ class PolicyModel:
         spec = trainer.spec
         algo_config = trainer.algo_config
         self.dist_class = None
-        self.kind = registry.get_entry(trainer.algo_name).model
+        self.kind = trainer.definition.model
         self._q_function = None
         if self.kind == "actor_q":
             # A policy plus critics (DDPG, TD3, SAC): the module gives the critic's forward.
-            from jrl.rollout.filters import get_filter
+            from jrl.ops.filters import get_filter
 
-            entry = registry.get_entry(trainer.algo_name)
-            q_fn, obs_filter = entry.load("q_function")(algo_config, spec), get_filter(
+            q_fn, obs_filter = trainer.definition.require("q_function")(algo_config, spec), get_filter(
                 algo_config.observation_filter)
             self._q_function = jax.jit(lambda params, fstate, obs, actions: q_fn(
                 params, obs_filter.apply(fstate, obs), actions))
@@ -162,7 +162,7 @@ class PolicyModel:
             self.network = catalog.make_actor_critic(spec, algo_config.model)
             self.dist_class = (catalog.make_distribution(spec, _dummy_dist_params(spec))
                                .__class__)
-        from jrl.rollout.filters import get_filter
+        from jrl.ops.filters import get_filter
 
         obs_filter = get_filter(algo_config.observation_filter)
         self._forward = jax.jit(lambda params, fstate, obs: self.network.apply(
@@ -270,9 +270,10 @@ class Trainer:
         if name is None:
             raise ConfigError("no algorithm given: Trainer('PPO', env=...) or PPOTrainer(...)")
         if self._algo_name is not None and algo is not None and \
-                registry.get_entry(algo).name != self._algo_name:
+                registry.get_algorithm_def(algo).name != self._algo_name:
             raise ConfigError(f"{type(self).__name__} trains {self._algo_name}, not {algo}")
-        self.algo_name = registry.get_entry(name).name
+        self.definition = registry.get_algorithm_def(name)
+        self.algo_name = self.definition.name
         overrides = {"env": env} if env is not None else {}
         self.algo_config = registry.parse_config(self.algo_name, config, overrides)
         if not self.algo_config.env:
@@ -322,7 +323,7 @@ class Trainer:
         if self.algo_config.num_seeds > 1:
             raise ConfigError(f"num_seeds={self.algo_config.num_seeds} needs a JAX env "
                               f"(e.g. 'gymnax:CartPole-v1'); '{self.env_id}' is a gymnasium env")
-        self.workers = WorkerSet.create(self.env_id, self.algo_config, self.algo_name,
+        self.workers = WorkerSet.create(self.env_id, self.algo_config, self.definition,
                                         video_dir=video_dir, address=address)
         local = self.workers.local_worker()
         self.spec = local.spec
@@ -341,8 +342,8 @@ class Trainer:
         return np.stack([preprocessor.transform(o) for o in obs_list])
 
     def _make_plan(self):
-        plan = registry.plan_class(registry.get_entry(self.algo_name).plan)
-        return plan(self.algorithm, self.workers, self.algo_config, self.spec)
+        plan = registry.plan_class(self.definition.plan)
+        return plan(self.definition, self.algorithm, self.workers, self.algo_config, self.spec)
 
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs: Any) -> Trainer:
@@ -633,10 +634,10 @@ def _set_log_level(level: str) -> None:
 _TRAINER_CLASSES: dict[str, type[Trainer]] = {}
 
 
-def make_trainer_class(algo_name: str) -> type[Trainer]:
+def make_trainer_class(definition: AlgorithmDef) -> type[Trainer]:
     """``PPOTrainer``-style subclass with the algorithm fixed (one class per algorithm)."""
-    if algo_name not in _TRAINER_CLASSES:
-        _TRAINER_CLASSES[algo_name] = type(
-            registry.trainer_class_name(algo_name), (Trainer,),
-            {"_algo_name": algo_name, "__doc__": f"Trainer for {algo_name}."})
-    return _TRAINER_CLASSES[algo_name]
+    name = definition.name
+    if name not in _TRAINER_CLASSES:
+        _TRAINER_CLASSES[name] = type(definition.trainer_name, (Trainer,),
+                                      {"_algo_name": name, "__doc__": f"Trainer for {name}."})
+    return _TRAINER_CLASSES[name]

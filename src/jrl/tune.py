@@ -39,7 +39,7 @@ def make_trainable(algo_name: str) -> type:
 
     from jrl.trainer import Trainer
 
-    name = registry.get_entry(algo_name).name
+    name = registry.get_algorithm_def(algo_name).name
 
     class JrlTrainable(tune.Trainable):
         _algo_name = name

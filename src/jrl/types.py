@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import jax
 
+from jrl.errors import ConfigError
+
 PRNGKey = jax.Array
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -125,3 +127,72 @@ class Algorithm(NamedTuple):
     act: Callable[[Any, jax.Array, PRNGKey, bool], tuple[jax.Array, dict[str, jax.Array]]]
     policy: Callable[[Any], Any]
     name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmDef:
+    """Everything about one algorithm besides its pure functions: the algorithm record.
+
+    Each ``jrl/algorithms/<algo>.py`` exports one as ``ALGORITHM_DEF``; ``jrl.registry`` maps names
+    to the modules holding them (imports stay lazy) and hands the records out. Plans, the jitted
+    loop, the Trainer and the tests read an algorithm's hooks from here and nowhere else.
+
+    Attributes:
+      name: registered name, upper case as in RLlib (``"PPO"``).
+      config_class: the frozen config dataclass (RLlib key names).
+      make: ``make(config, networks, spec, axis_name=None) -> Algorithm``; with ``axis_name`` the
+        update averages its gradients over that mapped device axis.
+      plan: execution plan, a key of ``jrl.execution.PLANS`` (``"on_policy"``, ``"off_policy"``,
+        ``"async_samples"``, ``"async_gradients"``, ``"distributed_replay"``, ``"evolution"``).
+      example_batch: ``example_batch(config, spec, key) -> batch``: random data of exactly the
+        structure, shapes and dtypes the plan feeds ``update`` (for tests and compile checks).
+      model: what ``get_policy().model`` exposes: ``"actor_critic"`` (distribution and value
+        function), ``"q"`` (Q-values), ``"deterministic"`` (a policy network whose output is the
+        action or its logits) or ``"actor_q"`` (a policy plus critics, see ``q_function``).
+      trainer_class_name: RLlib's name of the trainer class (``"ImpalaTrainer"``); empty means
+        ``"<name>Trainer"``.
+      postprocess: ``postprocess(config, fragment [T, B]) -> ReplayBatch [T * B]``: replay items
+        (n-step returns) of a sampled fragment; replay-based plans need it.
+      q_function: ``q_function(config, spec) -> q(params, obs, actions)``: the critic's forward
+        pass (``actor_q`` models).
+      worker_policy: ``worker_policy(config, policy, worker_index, num_workers) -> policy``: the
+        acting pytree of one rollout worker (Ape-X's per-worker exploration).
+      gradient_fns: ``gradient_fns(config, spec, networks=None) -> GradientFns``: the update split
+        into ``compute`` (on a rollout worker) and ``apply`` (on the learner), for A3C.
+      noise_rows: ``noise_rows(indices [N], dim) -> [N, dim]``: rows of the shared noise table
+        (ES).
+      batch_type: the NamedTuple the plan builds ``update``'s batch with, where that is not a
+        ``Transition`` or ``ReplayBatch`` (ES's ``ESBatch``).
+    """
+
+    name: str
+    config_class: type
+    make: Callable[..., Algorithm]
+    plan: str
+    example_batch: Callable[[Any, EnvSpec, PRNGKey], Any]
+    model: str = "actor_critic"
+    trainer_class_name: str = ""
+    postprocess: Callable[[Any, Transition], ReplayBatch] | None = None
+    q_function: Callable[[Any, EnvSpec], Callable] | None = None
+    worker_policy: Callable[[Any, Any, int, int], Any] | None = None
+    gradient_fns: Callable[..., Any] | None = None
+    noise_rows: Callable[[jax.Array, int], jax.Array] | None = None
+    batch_type: type | None = None
+
+    @property
+    def trainer_name(self) -> str:
+        """The trainer class name RLlib users know: ``PPOTrainer``, ``ImpalaTrainer``, ..."""
+        return self.trainer_class_name or f"{self.name}Trainer"
+
+    @property
+    def jittable(self) -> bool:
+        """Whether the algorithm runs in the fully-jitted loop (JAX envs)."""
+        return self.plan in ("on_policy", "off_policy")
+
+    def require(self, hook: str) -> Callable:
+        """The hook ``hook``, or a clear error naming the algorithm that lacks it."""
+        fn = getattr(self, hook)
+        if fn is None:
+            raise ConfigError(f"{self.name} has no '{hook}' (its algorithm record does not "
+                              f"define it; the '{self.plan}' plan needs it)")
+        return fn

@@ -21,10 +21,11 @@ from jrl.algorithms.actor_critic import (
     GradientFns,
     make_learner,
 )
+from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.ops.returns import gae
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
 
 A2CState = ActorCriticState
 A2CPolicy = ActorCriticPolicy
@@ -117,5 +118,12 @@ def make_gradient_fns(config: A2CConfig, spec: EnvSpec, networks: Any = None) ->
     return make_a2c_learner(config, networks, spec)[1]
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "A2C")
+ALGORITHM_DEF = AlgorithmDef(
+    name="A2C",
+    config_class=A2CConfig,
+    make=make_a2c,
+    plan="on_policy",
+    example_batch=train_batch_example,
+    gradient_fns=make_gradient_fns,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "A2C")

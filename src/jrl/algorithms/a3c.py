@@ -15,9 +15,10 @@ from typing import Any
 from jrl import registry
 from jrl.algorithms.a2c import A2CConfig, make_a2c_learner
 from jrl.algorithms.actor_critic import GradientFns
+from jrl.algorithms.examples import fragment_example
 from jrl.config import field, to_dict
 from jrl.errors import ConfigError
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,5 +54,12 @@ def make_gradient_fns(config: A3CConfig, spec: EnvSpec, networks: Any = None) ->
     return make_a2c_learner(config, networks, spec, name="A3C")[1]
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "A3C")
+ALGORITHM_DEF = AlgorithmDef(
+    name="A3C",
+    config_class=A3CConfig,
+    make=make_a3c,
+    plan="async_gradients",
+    example_batch=fragment_example,
+    gradient_fns=make_gradient_fns,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "A3C")

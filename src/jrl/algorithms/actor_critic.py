@@ -20,9 +20,9 @@ import optax
 
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.ops.filters import FilterState, get_filter, merge_filter_states
 from jrl.ops.losses import actor_critic_loss
 from jrl.ops.parallel import all_gather, num_devices, pmean
-from jrl.rollout.filters import FilterState, get_filter, merge_filter_states
 from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy, Transition
 
 # ``targets(batch, v_t, v_tp1) -> (advantages, value_targets)``, all ``[T, B]``.

@@ -15,10 +15,11 @@ from typing import Any
 import jax.numpy as jnp
 
 from jrl import registry
-from jrl.algorithms.dqn import DQNConfig, DQNPolicy, make_dqn, postprocess  # noqa: F401
+from jrl.algorithms.dqn import DQNConfig, DQNPolicy, make_dqn, postprocess
+from jrl.algorithms.examples import replay_example
 from jrl.config import field, to_dict
 from jrl.errors import ConfigError
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,5 +116,15 @@ def make_apex(config: ApexConfig, networks: Any = None, spec: EnvSpec | None = N
     return make_dqn(config, networks, spec, axis_name)._replace(name="APEX")
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "APEX")
+ALGORITHM_DEF = AlgorithmDef(
+    name="APEX",
+    config_class=ApexConfig,
+    make=make_apex,
+    plan="distributed_replay",
+    example_batch=replay_example(postprocess),
+    model="q",
+    trainer_class_name="ApexTrainer",
+    postprocess=postprocess,
+    worker_policy=worker_policy,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "APEX")

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 
 from jrl import registry
 from jrl.algorithms.apex import DistributedReplayConfig, per_worker_epsilon
-from jrl.algorithms.ddpg import DDPGConfig, DDPGPolicy, make_ddpg, postprocess, q_function  # noqa: F401
+from jrl.algorithms.ddpg import DDPGConfig, DDPGPolicy, make_ddpg, postprocess, q_function
+from jrl.algorithms.examples import replay_example
 from jrl.config import field, to_dict
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,5 +70,16 @@ def make_apex_ddpg(config: ApexDDPGConfig, networks: Any = None, spec: EnvSpec |
     return make_ddpg(config, networks, spec, axis_name, name="APEX_DDPG")
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "APEX_DDPG")
+ALGORITHM_DEF = AlgorithmDef(
+    name="APEX_DDPG",
+    config_class=ApexDDPGConfig,
+    make=make_apex_ddpg,
+    plan="distributed_replay",
+    example_batch=replay_example(postprocess),
+    model="actor_q",
+    trainer_class_name="ApexDDPGTrainer",
+    postprocess=postprocess,
+    q_function=q_function,
+    worker_policy=worker_policy,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "APEX_DDPG")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms.examples import async_batch_example
 from jrl.algorithms.impala import (
     ActorCriticPolicy,
     ImpalaConfig,
@@ -29,9 +30,9 @@ from jrl.algorithms.impala import (
 )
 from jrl.config import field, to_dict
 from jrl.errors import ConfigError
+from jrl.ops.filters import FilterState
 from jrl.ops.parallel import num_devices, pmean
-from jrl.rollout.filters import FilterState
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -182,5 +183,11 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
     return Algorithm(init=init, update=update, act=parts.act, policy=policy, name="APPO")
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "APPO")
+ALGORITHM_DEF = AlgorithmDef(
+    name="APPO",
+    config_class=APPOConfig,
+    make=make_appo,
+    plan="async_samples",
+    example_batch=async_batch_example,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "APPO")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms.examples import replay_example
 from jrl.algorithms.replay_ac import (
     GaussianNoiseConfig,
     ReplayActorCriticConfig,
@@ -31,11 +32,11 @@ from jrl.algorithms.replay_ac import (
 )
 from jrl.config import field, to_dict
 from jrl.networks.continuous import DeterministicActor, QEnsemble, action_bounds
+from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.losses import huber_loss
 from jrl.ops.parallel import per_device_key, pmean
-from jrl.rollout.filters import FilterState, get_filter
-from jrl.rollout.replay import n_step_items
-from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
+from jrl.replay.uniform import n_step_items
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
 _ACTIVATIONS = ("relu", "tanh", "swish", "elu", "gelu", "linear")
 
@@ -252,5 +253,14 @@ def q_function(config: DDPGConfig, spec: EnvSpec):
     return lambda params, obs, actions: critic.apply(params["critic"], obs, actions)[0]
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "DDPG")
+ALGORITHM_DEF = AlgorithmDef(
+    name="DDPG",
+    config_class=DDPGConfig,
+    make=make_ddpg,
+    plan="off_policy",
+    example_batch=replay_example(postprocess),
+    model="actor_q",
+    postprocess=postprocess,
+    q_function=q_function,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "DDPG")

@@ -17,15 +17,16 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms.examples import replay_example
 from jrl.config import CommonConfig, ExplorationConfig, ModelConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import pmean
-from jrl.rollout.filters import FilterState, get_filter
-from jrl.rollout.prioritized import NStepReplayMixin, PrioritizedReplayConfig
-from jrl.rollout.replay import n_step_items
-from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
+from jrl.replay.prioritized import NStepReplayMixin, PrioritizedReplayConfig
+from jrl.replay.uniform import n_step_items
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,7 +48,7 @@ class DQNConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
       exploration_config: epsilon-greedy schedule.
       prioritized_replay, prioritized_replay_alpha, prioritized_replay_beta,
         final_prioritized_replay_beta, prioritized_replay_beta_annealing_timesteps,
-        prioritized_replay_eps: see ``jrl.rollout.prioritized.PrioritizedReplayConfig``.
+        prioritized_replay_eps: see ``jrl.replay.prioritized.PrioritizedReplayConfig``.
     """
 
     lr: float = field(1e-3, gt=0.0)
@@ -200,5 +201,13 @@ def postprocess(config: DQNConfig, fragment: Transition) -> ReplayBatch:
     return n_step_items(fragment, config.gamma, config.n_step, jnp.int32)
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "DQN")
+ALGORITHM_DEF = AlgorithmDef(
+    name="DQN",
+    config_class=DQNConfig,
+    make=make_dqn,
+    plan="off_policy",
+    example_batch=replay_example(postprocess),
+    model="q",
+    postprocess=postprocess,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "DQN")

@@ -29,8 +29,8 @@ from jrl import registry
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
-from jrl.rollout.filters import FilterState, get_filter, merge_filter_states
-from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy
+from jrl.ops.filters import FilterState, get_filter, merge_filter_states
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, LearnerState, NetworkPolicy
 
 # Seed of the shared noise table (RLlib's and es-distributed's table is seeded with 123 too).
 NOISE_SEED = 123
@@ -244,5 +244,29 @@ def make_es(config: ESConfig, networks: Any = None, spec: EnvSpec | None = None,
     return Algorithm(init=init, update=update, act=act, policy=policy, name="ES")
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "ES")
+def example_batch(config: ESConfig, spec: EnvSpec, key: jax.Array) -> ESBatch:
+    """One iteration's results of ``num_pairs`` random antithetic pairs (none padded), with the
+    observation statistics of random episodes."""
+    k_index, k_ret, k_len, k_obs = jax.random.split(key, 4)
+    P = config.num_pairs
+    lengths = jax.random.randint(k_len, (P, 2), 1, 50)
+    obs = jax.random.normal(k_obs, (16, *spec.obs_shape))
+    stats = FilterState(count=jnp.asarray(16.0, jnp.float32), mean=obs.mean(0),
+                        m2=jnp.square(obs - obs.mean(0)).sum(0))
+    return ESBatch(noise_indices=jax.random.randint(k_index, (P,), 0, config.noise_size),
+                   returns=jax.random.normal(k_ret, (P, 2)) * 10.0,
+                   lengths=lengths.astype(jnp.int32), mask=jnp.ones((P,), bool),
+                   obs_filter=stats)
+
+
+ALGORITHM_DEF = AlgorithmDef(
+    name="ES",
+    config_class=ESConfig,
+    make=make_es,
+    plan="evolution",
+    example_batch=example_batch,
+    model="deterministic",
+    noise_rows=noise_rows,
+    batch_type=ESBatch,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "ES")

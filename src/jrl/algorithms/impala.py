@@ -19,13 +19,14 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms.examples import async_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.ops.filters import get_filter
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import VTraceReturns, vtrace
-from jrl.rollout.filters import get_filter
-from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy, Transition
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, LearnerState, NetworkPolicy, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -258,5 +259,12 @@ def all_observations(batch: Transition, axis_name: str | None) -> jax.Array:
     return all_gather(batch.obs.reshape((T * B, *batch.obs.shape[2:])), axis_name)
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "IMPALA")
+ALGORITHM_DEF = AlgorithmDef(
+    name="IMPALA",
+    config_class=ImpalaConfig,
+    make=make_impala,
+    plan="async_samples",
+    example_batch=async_batch_example,
+    trainer_class_name="ImpalaTrainer",
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "IMPALA")

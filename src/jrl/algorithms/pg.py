@@ -18,9 +18,10 @@ import jax.numpy as jnp
 
 from jrl import registry
 from jrl.algorithms.actor_critic import ActorCriticPolicy, ActorCriticState, make_learner
+from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.ops.returns import discounted_returns
-from jrl.types import Algorithm, EnvSpec, Transition
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
 
 PGState = ActorCriticState
 PGPolicy = ActorCriticPolicy
@@ -98,5 +99,11 @@ def make_pg(config: PGConfig, networks: Any = None, spec: EnvSpec | None = None,
         axis_name=axis_name)[0]
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "PG")
+ALGORITHM_DEF = AlgorithmDef(
+    name="PG",
+    config_class=PGConfig,
+    make=make_pg,
+    plan="on_policy",
+    example_batch=train_batch_example,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "PG")

@@ -16,14 +16,15 @@ import optax
 
 from jrl import registry
 from jrl.algorithms.actor_critic import make_forward
+from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.ops.bootstrap import next_values
+from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
-from jrl.rollout.filters import FilterState, get_filter
-from jrl.types import Algorithm, EnvSpec, NetworkPolicy, Transition
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, NetworkPolicy, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -252,6 +253,11 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     return Algorithm(init=init, update=update, act=act, policy=policy, name="PPO")
 
 
-
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "PPO")
+ALGORITHM_DEF = AlgorithmDef(
+    name="PPO",
+    config_class=PPOConfig,
+    make=make_ppo,
+    plan="on_policy",
+    example_batch=train_batch_example,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "PPO")

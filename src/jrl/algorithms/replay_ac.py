@@ -24,7 +24,7 @@ import optax
 from jrl.config import CommonConfig, field
 from jrl.errors import ConfigError
 from jrl.networks.continuous import action_bounds
-from jrl.rollout.prioritized import NStepReplayMixin, PrioritizedReplayConfig
+from jrl.replay.prioritized import NStepReplayMixin, PrioritizedReplayConfig
 from jrl.types import EnvSpec
 
 
@@ -67,7 +67,7 @@ class StochasticSamplingConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
     """Replay and target-network keys shared by DDPG, TD3 and SAC (plus the
-    ``prioritized_replay*`` keys of ``jrl.rollout.prioritized.PrioritizedReplayConfig``).
+    ``prioritized_replay*`` keys of ``jrl.replay.prioritized.PrioritizedReplayConfig``).
 
     Attributes:
       timesteps_per_iteration: env steps each ``train()`` samples at least (RLlib's DDPG/TD3

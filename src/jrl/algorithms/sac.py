@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from jrl import registry
+from jrl.algorithms.examples import replay_example
 from jrl.algorithms.replay_ac import (
     ReplayActorCriticConfig,
     StochasticSamplingConfig,
@@ -34,10 +35,10 @@ from jrl.config import ModelConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks.continuous import GaussianActor, QEnsemble, action_bounds
 from jrl.networks.distributions import Categorical, SquashedGaussian
+from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.parallel import per_device_key, pmean
-from jrl.rollout.filters import FilterState, get_filter
-from jrl.rollout.replay import n_step_items
-from jrl.types import Algorithm, EnvSpec, ReplayBatch, Transition
+from jrl.replay.uniform import n_step_items
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
 
 def _relu_mlp() -> ModelConfig:
@@ -296,5 +297,14 @@ def q_function(config: SACConfig, spec: EnvSpec):
     return lambda params, obs, actions: critic.apply(params["critic"], obs, actions)[0]
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "SAC")
+ALGORITHM_DEF = AlgorithmDef(
+    name="SAC",
+    config_class=SACConfig,
+    make=make_sac,
+    plan="off_policy",
+    example_batch=replay_example(postprocess),
+    model="actor_q",
+    postprocess=postprocess,
+    q_function=q_function,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "SAC")

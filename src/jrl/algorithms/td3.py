@@ -12,10 +12,11 @@ import dataclasses
 from typing import Any
 
 from jrl import registry
-from jrl.algorithms.ddpg import DDPGConfig, make_ddpg, postprocess, q_function  # noqa: F401
+from jrl.algorithms.ddpg import DDPGConfig, make_ddpg, postprocess, q_function
+from jrl.algorithms.examples import replay_example
 from jrl.algorithms.replay_ac import GaussianNoiseConfig
 from jrl.config import field, to_dict
-from jrl.types import Algorithm, EnvSpec
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,5 +49,14 @@ def make_td3(config: TD3Config, networks: Any = None, spec: EnvSpec | None = Non
     return make_ddpg(config, networks, spec, axis_name=axis_name, name="TD3")
 
 
-def __getattr__(name: str) -> Any:
-    return registry.lazy_trainer_class(__name__, name, "TD3")
+ALGORITHM_DEF = AlgorithmDef(
+    name="TD3",
+    config_class=TD3Config,
+    make=make_td3,
+    plan="off_policy",
+    example_batch=replay_example(postprocess),
+    model="actor_q",
+    postprocess=postprocess,
+    q_function=q_function,
+)
+__getattr__ = registry.trainer_class_getattr(__name__, "TD3")

@@ -20,7 +20,6 @@ and applies its gradient at once (the algorithm's ``update``; staleness 0).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import weakref
 from typing import Any
@@ -28,9 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jrl.registry import get_entry
 from jrl.rollout.worker_set import WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +36,12 @@ logger = logging.getLogger(__name__)
 _GRADIENT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _gradient_fns(algo_name: str, config: Any, spec: Any):
-    module = importlib.import_module(get_entry(algo_name).module)
-    return module.make_gradient_fns(config, spec)
-
-
 def _sample_and_compute_gradients(worker: Any, policy: Any, version: int) -> tuple:
     """On a rollout worker: one fragment with ``policy``, its gradient against ``policy``'s
     weights; returns ``(grads, metrics, filter_delta, env_steps, episodes, version)``."""
     compute = _GRADIENT_FNS.get(worker)
     if compute is None:
-        fns = _gradient_fns(worker.algorithm.name, worker.config, worker.spec)
+        fns = worker.definition.require("gradient_fns")(worker.config, worker.spec)
         compute = _GRADIENT_FNS[worker] = jax.jit(fns.compute)
     worker.set_policy(policy)
     batch = worker.sample()
@@ -60,13 +53,14 @@ class AsyncGradientsPlan:
     """Each ``step`` applies one worker's gradient (or, without remote workers, one local
     update) and returns the env steps behind it."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
         self._policy = jax.jit(algorithm.policy)
         self._update = jax.jit(algorithm.update)
-        self._apply = jax.jit(_gradient_fns(algorithm.name, config, spec).apply)
+        self._apply = jax.jit(definition.require("gradient_fns")(config, spec).apply)
         # Object ref -> remote worker index (1..N, the WorkerSet's key, which a replacement
         # worker keeps). The WorkerSet's failure handling and episode hand-over are reused.
         self._pending: dict[Any, int] = {}
@@ -74,9 +68,8 @@ class AsyncGradientsPlan:
         self._staleness: list[int] = []
 
     def _submit(self, index: int, state: Any) -> None:
-        worker = self.workers._remote[index]
         policy = jax.device_get(self._policy(state))
-        ref = worker.apply.remote(_sample_and_compute_gradients, policy, self._applied)
+        ref = self.workers.submit(index, _sample_and_compute_gradients, policy, self._applied)
         self._pending[ref] = index
 
     def step(self, state: Any) -> tuple[Any, dict, int]:
@@ -90,7 +83,7 @@ class AsyncGradientsPlan:
         import ray
 
         if not self._pending:
-            for index in list(self.workers._remote):
+            for index in self.workers.remote_workers_by_index():
                 self._submit(index, state)
         while True:
             (ref,), _ = ray.wait(list(self._pending), num_returns=1)
@@ -100,7 +93,7 @@ class AsyncGradientsPlan:
                 break
             except ray.exceptions.RayError as e:
                 # Replaced (or dropped): its fragment is lost; a new worker starts a fresh one.
-                if self.workers._handle_failure(index, e) is not None:
+                if self.workers.handle_failure(index, e) is not None:
                     self._submit(index, state)
                 elif not self._pending:
                     raise RuntimeError("every rollout worker failed; nothing to train on"
@@ -109,7 +102,7 @@ class AsyncGradientsPlan:
         self._staleness.append(self._applied - version)
         self._applied += 1
         # WorkerSet.pop_episodes hands the trainer what remote workers reported.
-        self.workers._pending_episodes.extend(episodes)
+        self.workers.add_episodes(episodes)
         self._submit(index, state)
         return state, {**metrics, **apply_metrics}, count
 

@@ -41,7 +41,7 @@ from jrl.execution.learner import Learner, learner_devices
 from jrl.registry import make_algorithm
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +67,15 @@ class AsyncSamplesPlan:
     an update that was running on the old state is dropped.
     """
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
         per_fragment = config.rollout_fragment_length * config.num_envs_per_worker
         self.fragments_per_batch = max(1, math.ceil(config.train_batch_size / per_fragment))
         self.learner = Learner(
-            lambda axis: make_algorithm(algorithm.name, config, spec, axis_name=axis).update,
+            lambda axis: make_algorithm(definition, config, spec, axis_name=axis).update,
             learner_devices(config.num_gpus),
             self.fragments_per_batch * config.num_envs_per_worker)
         self._policy = jax.jit(algorithm.policy)
@@ -144,16 +145,12 @@ class AsyncSamplesPlan:
             self._state = state
             self._window_start = time.perf_counter()
         self._broadcast()
-        for index, actor in self._remote().items():
+        for index, actor in self.workers.remote_workers_by_index().items():
             for _ in range(self.config.max_sample_requests_in_flight_per_worker):
                 self._request(index, actor)
         self._thread = threading.Thread(target=self._learn_loop, name="jrl-async-learner",
                                         daemon=True)
         self._thread.start()
-
-    def _remote(self) -> dict[int, Any]:
-        # WorkerSet keeps its actors by worker index (the index survives a restart).
-        return self.workers._remote
 
     def _request(self, index: int, actor: Any) -> None:
         ref = actor.sample_with_episodes.remote(self._policy_ref)
@@ -185,14 +182,14 @@ class AsyncSamplesPlan:
                 except ray.exceptions.RayError as e:
                     self._replace_worker(index, e)
                     continue
-                self.workers._pending_episodes.extend(episodes)
+                self.workers.add_episodes(episodes)
                 self._fragments.append((batch, version))
                 steps += batch.count
                 with self._lock:
                     due = self._num_updates - self._policy_version >= self.config.broadcast_interval
                 if due:
                     self._broadcast()
-                self._request(index, self._remote()[index])
+                self._request(index, self.workers.remote_workers_by_index()[index])
         taken, self._fragments = (self._fragments[: self.fragments_per_batch],
                                   self._fragments[self.fragments_per_batch:])
         item = (concat_envs([b for b, _ in taken]).to_transition(), [v for _, v in taken])
@@ -209,7 +206,7 @@ class AsyncSamplesPlan:
         requests went to the dead actor and are forgotten; the replacement gets new ones."""
         for ref in [r for r, (i, _) in self._in_flight.items() if i == index]:
             del self._in_flight[ref]
-        replacement = self.workers._handle_failure(index, error)
+        replacement = self.workers.handle_failure(index, error)
         if replacement is not None:
             for _ in range(self.config.max_sample_requests_in_flight_per_worker):
                 self._request(index, replacement)

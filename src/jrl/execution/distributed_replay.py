@@ -1,7 +1,7 @@
 """Distributed prioritized replay (Ape-X): APEX and APEX_DDPG.
 
 - **Replay shards** (``ReplayShard``): each holds one prioritized buffer
-  (``jrl.rollout.prioritized``, jitted on the CPU). With ``num_workers > 0`` they are Ray actors.
+  (``jrl.replay.prioritized``, jitted on the CPU). With ``num_workers > 0`` they are Ray actors.
 - **Rollout workers** sample asynchronously, each with its own exploration level (the algorithm
   module's ``worker_policy``); they postprocess their fragment into replay items, compute the
   items' initial priorities from the TD error that ``update`` reports under the weights they act
@@ -22,23 +22,22 @@ single local shard, then the learner samples from it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import queue
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.execution.learner import Learner, learner_devices
-from jrl.execution.off_policy import OffPolicyPlan
-from jrl.registry import get_entry, make_algorithm
-from jrl.rollout.prioritized import (
+from jrl.execution.learner import Learner, learner_devices, replay_item_example, scan_updates
+from jrl.registry import make_algorithm
+from jrl.replay.prioritized import (
     config_beta,
     prioritized_add,
     prioritized_init,
@@ -47,7 +46,7 @@ from jrl.rollout.prioritized import (
     td_priorities,
 )
 from jrl.rollout.worker_set import WORKER_ENV_VARS, WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 logger = logging.getLogger(__name__)
 
@@ -117,19 +116,23 @@ class ReplayShard:
                 "total_priority": float(self._state.tree[1])}
 
 
+# Per rollout-worker process: the worker's jitted postprocess and td-error functions.
+_WORKER_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _sample_into_replay(worker: Any, policy: Any, learner_state: Any, shard: Any,
                         worker_side_prioritization: bool, eps: float,
                         num_workers: int) -> tuple[int, list[dict]]:
     """Runs on a rollout worker: one fragment under the worker's own exploration, postprocessed
     into replay items (with initial priorities) and pushed to ``shard``."""
-    fns = getattr(worker, "_distributed_replay_fns", None)
+    fns = _WORKER_FNS.get(worker)
     if fns is None:
-        module = importlib.import_module(get_entry(worker.algorithm.name).module)
-        config, update = worker.config, worker.algorithm.update
-        postprocess = jax.jit(lambda fragment: module.postprocess(config, fragment))
-        td_error = jax.jit(lambda state, items: update(state, items)[1]["td_error"])
-        worker_policy = getattr(module, "worker_policy", None)
-        fns = worker._distributed_replay_fns = (postprocess, td_error, worker_policy)
+        definition, config, update = worker.definition, worker.config, worker.algorithm.update
+        to_items = definition.require("postprocess")
+        fns = _WORKER_FNS[worker] = (
+            jax.jit(lambda fragment: to_items(config, fragment)),
+            jax.jit(lambda state, items: update(state, items)[1]["td_error"]),
+            definition.worker_policy)
     postprocess, td_error, worker_policy = fns
     if worker_policy is not None:
         policy = worker_policy(worker.config, policy, worker.worker_index, num_workers)
@@ -162,32 +165,27 @@ class DistributedReplayPlan:
     """Each ``step`` collects finished fragments (resubmitting their workers), then runs the
     learner as far as the replay ratio allows."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
-        module = importlib.import_module(get_entry(algorithm.name).module)
-        postprocess = module.postprocess
-        T, B = config.rollout_fragment_length, config.num_envs_per_worker
-        example_fragment = jax.tree.map(
-            lambda x: jnp.zeros((T, B, *x.shape), x.dtype), OffPolicyPlan._example_step(spec))
-        example_items = jax.eval_shape(lambda f: postprocess(config, f), example_fragment)
-        example = jax.tree.map(lambda s: np.zeros(s.shape[1:], s.dtype), example_items)
+        example = jax.device_get(replay_item_example(definition, config, spec))
         self.num_updates_per_call = config.updates_per_fragment
         self._policy = jax.jit(algorithm.policy)
-        self._remote = bool(workers.remote_workers())
-        num_shards = config.num_replay_buffer_shards if self._remote else 1
+        self._distributed = bool(workers.remote_workers())
+        num_shards = config.num_replay_buffer_shards if self._distributed else 1
         capacity = max(1, config.buffer_size // num_shards)
-        if self._remote:
+        if self._distributed:
             shard_cls = _remote_shard_class()
             self.shards = [shard_cls.remote(example, capacity, config.prioritized_replay_alpha,
                                             config.seed * 100 + i) for i in range(num_shards)]
         else:
             self.shards = [ReplayShard(example, capacity, config.prioritized_replay_alpha,
                                        config.seed * 100)]
-        single = lambda axis: OffPolicyPlan._scan_updates(  # noqa: E731
+        single = lambda axis: scan_updates(  # noqa: E731
             algorithm.update if axis is None else
-            make_algorithm(algorithm.name, config, spec, axis_name=axis).update, axis)
+            make_algorithm(definition, config, spec, axis_name=axis).update, axis)
         self.learner = Learner(single, learner_devices(config.num_gpus), config.train_batch_size)
         self._env_steps = 0
         self._steps_at_sync = None
@@ -209,7 +207,7 @@ class DistributedReplayPlan:
     def _broadcast(self, state: Any) -> None:
         """New weights (acting pytree and, for worker-side priorities, the learner state)."""
         payload = jax.device_get((self._policy(state), state))
-        if self._remote:
+        if self._distributed:
             import ray
 
             self._weights_ref = ray.put(payload)
@@ -217,10 +215,10 @@ class DistributedReplayPlan:
             self._weights_ref = payload
         self._steps_at_sync = self._env_steps
 
-    def _submit(self, index: int, worker: Any) -> None:
+    def _submit(self, index: int) -> None:
         shard = self.shards[self._next_shard % len(self.shards)]
         self._next_shard += 1
-        ref = worker.apply.remote(_run_with_weights, self._weights_ref, shard,
+        ref = self.workers.submit(index, _run_with_weights, self._weights_ref, shard,
                                   self.config.worker_side_prioritization,
                                   self.config.prioritized_replay_eps, self.config.num_workers)
         self._pending[ref] = index
@@ -230,8 +228,8 @@ class DistributedReplayPlan:
         import ray
 
         if not self._pending:
-            for index, worker in enumerate(self.workers.remote_workers(), start=1):
-                self._submit(index, worker)
+            for index in self.workers.remote_workers_by_index():
+                self._submit(index)
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
         if not ready and block:
             ready, _ = ray.wait(list(self._pending), num_returns=1)
@@ -242,20 +240,19 @@ class DistributedReplayPlan:
                 count, episodes = ray.get(ref)
             except ray.exceptions.RayError as e:
                 # WorkerSet's failure policy: recreate, drop, or raise.
-                replacement = self.workers._handle_failure(index, e)
-                if replacement is not None:
-                    self._submit(index, replacement)
+                if self.workers.handle_failure(index, e) is not None:
+                    self._submit(index)
                 continue
             steps += count
-            self.workers._pending_episodes.extend(episodes)
-            self._submit(index, self.workers._remote[index])
+            self.workers.add_episodes(episodes)
+            self._submit(index)
         return steps
 
     # -- learning -----------------------------------------------------------------------------
 
     def _sample_from(self, shard: Any) -> Any:
         args = (self.config.train_batch_size, self.num_updates_per_call, self._beta)
-        if self._remote:
+        if self._distributed:
             import ray
 
             return ray.get(shard.sample.remote(*args))
@@ -283,7 +280,7 @@ class DistributedReplayPlan:
                 self._thread_error = e
 
     def _next_batches(self, timeout: float) -> Any:
-        if not self._remote:
+        if not self._distributed:
             sampled = self._sample_from(self.shards[0])
             return None if sampled is None else (0, *sampled)
         if self._thread is None:
@@ -322,7 +319,7 @@ class DistributedReplayPlan:
             td = np.asarray(metrics.pop("td_error"))
             priorities = np.abs(td) + self.config.prioritized_replay_eps
             shard = self.shards[shard_index]
-            if self._remote:
+            if self._distributed:
                 shard.update_priorities.remote(index, priorities)
             else:
                 shard.update_priorities(index, priorities)
@@ -340,7 +337,7 @@ class DistributedReplayPlan:
         if self._weights_ref is None or (
                 self._env_steps - self._steps_at_sync >= cfg.max_weight_sync_delay):
             self._broadcast(state)
-        if self._remote:
+        if self._distributed:
             due = self._updates_due()
             steps = self._collect(block=due == 0)
         else:
@@ -351,7 +348,7 @@ class DistributedReplayPlan:
         state = state._replace(env_steps=state.env_steps + steps)
         self._beta = float(config_beta(cfg, self._env_steps))
         due = self._updates_due()
-        if self._remote:
+        if self._distributed:
             # One learner call per step: between calls the finished workers are resubmitted
             # with the newest weights, so acting never lags far behind learning.
             due = min(due, 1)
@@ -363,7 +360,7 @@ class DistributedReplayPlan:
 
     def stats(self) -> dict[str, Any]:
         """Per-shard sizes and learner throughput for the result dict."""
-        if self._remote:
+        if self._distributed:
             import ray
 
             shard_stats = ray.get([s.stats.remote() for s in self.shards])
@@ -389,7 +386,7 @@ class DistributedReplayPlan:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        if self._remote:
+        if self._distributed:
             import ray
 
             for ref in list(self._pending):

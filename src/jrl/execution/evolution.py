@@ -13,15 +13,14 @@ With ``num_workers=0`` the trainer's own worker runs the episodes in-process. Pa
 a power-of-two number of rounds (padding is masked out), so ``update`` recompiles only when the
 number of rounds per iteration crosses a power of two.
 
-The algorithm module provides ``noise_rows(indices, dim)`` (the shared noise table)
-and ``ESBatch``, and the config ``noise_size``, ``noise_stdev``, ``num_pairs``, ``eval_prob`` and
+The algorithm record provides ``noise_rows(indices, dim)`` (the shared noise table) and
+``batch_type`` (``ESBatch``), and the config ``noise_size``, ``noise_stdev``, ``num_pairs``, ``eval_prob`` and
 ``report_length``.
 """
 
 from __future__ import annotations
 
 import collections
-import importlib
 import math
 import weakref
 from typing import Any
@@ -31,11 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jrl.registry import get_entry
+from jrl.ops.filters import FilterState
 from jrl.rollout.envs import make_env
-from jrl.rollout.filters import FilterState
 from jrl.rollout.worker_set import WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 # Times one worker's share of a round is re-run on a replacement worker before giving up.
 MAX_RETRIES = 2
@@ -51,8 +49,7 @@ class PerturbationRunner:
     def __init__(self, worker: Any):
         self.worker = worker
         self.config = worker.config
-        module = importlib.import_module(get_entry(worker.algorithm.name).module)
-        self._noise_rows = module.noise_rows
+        self._noise_rows = worker.definition.require("noise_rows")
         self._envs: list = []
         self._built_for: Any = None
 
@@ -204,12 +201,13 @@ class EvolutionPlan:
     """Each ``step`` runs sampling rounds of antithetic pairs until ``train_batch_size``
     perturbed env steps, then one ``update`` on all pairs."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
         self.pairs_per_round = config.num_pairs
-        self._batch_type = importlib.import_module(get_entry(algorithm.name).module).ESBatch
+        self._batch_type = definition.require("batch_type")
         self._policy = jax.jit(algorithm.policy)
         self._update = jax.jit(algorithm.update)
         self._unperturbed_means: collections.deque = collections.deque(
@@ -255,15 +253,15 @@ class EvolutionPlan:
         import ray
 
         workers = self.workers
-        # WorkerSet's index -> actor map and its failure policy (as in WorkerSet.sample()).
-        remote = dict(workers._remote)
-        per_worker = math.ceil(self.pairs_per_round / len(remote))
+        # WorkerSet's failure policy keeps a replacement under its predecessor's index.
+        indices = list(workers.remote_workers_by_index())
+        per_worker = math.ceil(self.pairs_per_round / len(indices))
 
-        def submit(index: int, actor: Any):
-            return actor.apply.remote(run_round, policy_ref, [*seed, index], per_worker,
-                                      self.config.eval_prob)
+        def submit(index: int):
+            return workers.submit(index, run_round, policy_ref, [*seed, index], per_worker,
+                                  self.config.eval_prob)
 
-        pending = {submit(index, actor): index for index, actor in remote.items()}
+        pending = {submit(index): index for index in indices}
         results: dict[int, dict] = {}
         failures: collections.Counter = collections.Counter()
         while pending:
@@ -276,9 +274,8 @@ class EvolutionPlan:
                 if failures[index] > MAX_RETRIES:  # the same seed fails again: not a fluke
                     raise RuntimeError(f"rollout worker {index} failed {failures[index]} times "
                                        f"on the same perturbations: {e}") from e
-                replacement = workers._handle_failure(index, e)
-                if replacement is not None:
-                    pending[submit(index, replacement)] = index
+                if workers.handle_failure(index, e) is not None:
+                    pending[submit(index)] = index
         if not results:
             raise RuntimeError("every rollout worker failed; no perturbations were evaluated")
         return [results[i] for i in sorted(results)]

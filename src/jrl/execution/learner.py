@@ -14,9 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from jrl.algorithms.examples import random_fragment
 from jrl.errors import ConfigError
+from jrl.types import AlgorithmDef
 
 AXIS = "learner_devices"
 
@@ -75,3 +78,30 @@ class Learner:
 
     def update(self, state: Any, batch: Any) -> tuple[Any, Any]:
         return self._update(state, batch)
+
+
+def scan_updates(update: Callable, axis_name: str | None = None) -> Callable:
+    """``run(state, batches [K, N, ...])``: K updates in one ``lax.scan``; metrics averaged over
+    K, except ``td_error`` which comes back whole, ``[K, N]`` (gathered from every device)."""
+
+    def run(state, batches):
+        state, metrics = jax.lax.scan(update, state, batches)
+        td = metrics.pop("td_error", None)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        if td is not None:
+            if axis_name is not None:
+                td = jax.lax.all_gather(td, axis_name, axis=1, tiled=True)
+            metrics["td_error"] = td
+        return state, metrics
+
+    return run
+
+
+def replay_item_example(definition: AlgorithmDef, config: Any, spec: Any) -> Any:
+    """Zeros shaped like one replay item of ``definition.postprocess`` (what replay buffers
+    are initialized with); nothing is computed."""
+    postprocess = definition.require("postprocess")
+    items = jax.eval_shape(lambda key: postprocess(config, random_fragment(
+        spec, config.rollout_fragment_length, 1, key)),
+                           jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), items)

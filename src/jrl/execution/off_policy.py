@@ -3,7 +3,7 @@
 Adding to the buffer and the learner steps run in one jitted call per fragment; the buffer is
 donated so it is updated in place.
 
-With ``prioritized_replay`` the buffer is ``jrl.rollout.prioritized``'s: each of the K scanned
+With ``prioritized_replay`` the buffer is ``jrl.replay.prioritized``'s: each of the K scanned
 updates samples by priority, sets ``ReplayBatch.weight`` to the importance weights, and writes
 ``|metrics["td_error"]| + eps`` back as the sampled items' priorities before the next update
 samples. With several learner devices the K batches are drawn up front, the updates run
@@ -13,17 +13,16 @@ device. The ``[N]`` td errors never reach the logs: learner metrics stay scalars
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jrl.errors import ConfigError
-from jrl.execution.learner import Learner, learner_devices
+from jrl.execution.learner import Learner, learner_devices, replay_item_example, scan_updates
+from jrl.ops.filters import get_filter
 from jrl.registry import make_algorithm
-from jrl.rollout.filters import get_filter
-from jrl.rollout.prioritized import (
+from jrl.replay.prioritized import (
     config_beta,
     prioritized_add,
     prioritized_init,
@@ -31,32 +30,26 @@ from jrl.rollout.prioritized import (
     prioritized_update,
     td_priorities,
 )
-from jrl.rollout.replay import replay_add, replay_init, replay_sample
+from jrl.replay.uniform import replay_add, replay_init, replay_sample
 from jrl.rollout.worker_set import WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 
 class OffPolicyPlan:
     """Each ``step`` samples one fragment from every worker, then ``updates_per_fragment``
     learner updates once ``learning_starts`` env steps have been sampled."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         self.config = config
-        from jrl.registry import get_entry
-
-        postprocess = importlib.import_module(get_entry(algorithm.name).module).postprocess
+        postprocess = definition.require("postprocess")
         self._postprocess = lambda fragment: postprocess(config, fragment)
-        T, B = config.rollout_fragment_length, workers.num_envs
-        example_fragment = jax.tree.map(
-            lambda x: jnp.zeros((T, B, *x.shape), x.dtype), self._example_step(spec))
-        example_items = jax.eval_shape(self._postprocess, example_fragment)
         self.prioritized = bool(getattr(config, "prioritized_replay", False))
         init_buffer = prioritized_init if self.prioritized else replay_init
-        self.replay = init_buffer(
-            jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example_items),
-            config.buffer_size)
+        self.replay = init_buffer(replay_item_example(definition, config, spec),
+                                  config.buffer_size)
         self._policy = jax.jit(algorithm.policy)
         self._add = jax.jit(self._add_impl, donate_argnums=(1,))
         self._learn = jax.jit(self._learn_impl, donate_argnums=(1,))
@@ -65,20 +58,11 @@ class OffPolicyPlan:
         self._add_and_sample = jax.jit(self._add_and_sample_impl, donate_argnums=(1,))
         self._write_priorities = jax.jit(self._write_priorities_impl, donate_argnums=(0,))
         self.learner = Learner(
-            lambda axis: self._scan_updates(
-                make_algorithm(algorithm.name, config, spec, axis_name=axis).update, axis),
+            lambda axis: scan_updates(
+                make_algorithm(definition, config, spec, axis_name=axis).update, axis),
             learner_devices(config.num_gpus), config.train_batch_size)
         self._env_steps = 0
         self._obs_filter = get_filter(config.observation_filter)
-
-    @staticmethod
-    def _example_step(spec: Any):
-        from jrl.types import Transition
-
-        obs = jnp.zeros(spec.obs_shape, spec.obs_dtype)
-        action = jnp.zeros(spec.action_shape, spec.action_dtype)
-        f32, flag = jnp.zeros((), jnp.float32), jnp.zeros((), bool)
-        return Transition(obs, action, f32, flag, flag, obs, f32)
 
     def _add_impl(self, state, replay, fragment):
         items = self._postprocess(fragment)
@@ -120,21 +104,6 @@ class OffPolicyPlan:
 
         return jax.lax.scan(write, replay, (index, td_error))[0]
 
-    @staticmethod
-    def _scan_updates(update, axis_name: str | None = None):
-        """K updates over batches ``[K, N, ...]``; metrics averaged over K, except
-        ``td_error`` which comes back whole, ``[K, N]`` (gathered from every device)."""
-        def run(state, batches):
-            state, metrics = jax.lax.scan(update, state, batches)
-            td = metrics.pop("td_error", None)
-            metrics = jax.tree.map(jnp.mean, metrics)
-            if td is not None:
-                if axis_name is not None:
-                    td = jax.lax.all_gather(td, axis_name, axis=1, tiled=True)
-                metrics["td_error"] = td
-            return state, metrics
-        return run
-
     def _prioritized_learn(self, state, replay):
         """K updates, each on a fresh prioritized sample that sees the previous update's
         priorities."""
@@ -162,7 +131,7 @@ class OffPolicyPlan:
         if self.prioritized:
             return self._prioritized_learn(state, replay)
         state, batches, _ = self._sample_batches(state, replay)
-        state, metrics = self._scan_updates(self.algorithm.update)(state, batches)
+        state, metrics = scan_updates(self.algorithm.update)(state, batches)
         metrics.pop("td_error", None)
         return state, replay, metrics
 

@@ -11,20 +11,21 @@ from jrl.execution.learner import Learner, learner_devices
 from jrl.registry import make_algorithm
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
-from jrl.types import Algorithm
+from jrl.types import Algorithm, AlgorithmDef
 
 
 class OnPolicyPlan:
     """Each ``step`` samples ``ceil(train_batch_size / (T * B))`` fragments from every worker,
     concatenates them along time and runs the algorithm's ``update`` once (jitted)."""
 
-    def __init__(self, algorithm: Algorithm, workers: WorkerSet, config: Any, spec: Any):
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, workers: WorkerSet,
+                 config: Any, spec: Any):
         self.algorithm = algorithm
         self.workers = workers
         per_round = config.rollout_fragment_length * workers.num_envs
         self.rounds = max(1, math.ceil(config.train_batch_size / per_round))
         self.learner = Learner(
-            lambda axis: make_algorithm(algorithm.name, config, spec, axis_name=axis).update,
+            lambda axis: make_algorithm(definition, config, spec, axis_name=axis).update,
             learner_devices(config.num_gpus), workers.num_envs)
         self._policy = jax.jit(algorithm.policy)
 

@@ -15,9 +15,10 @@ import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import EnvError
+from jrl.registry import get_algorithm_def, make_algorithm
 from jrl.rollout.envs import env_spec, make_vector_env
 from jrl.rollout.preprocessors import get_preprocessor
-from jrl.types import Transition
+from jrl.types import AlgorithmDef, Transition
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class RolloutWorker:
     Args:
       env_id: gymnasium id or registered env name.
       config: the algorithm's frozen config.
-      algo_name: registered algorithm name; the worker builds the same ``Algorithm`` the learner
+      definition: the algorithm record (or its registered name); the worker builds the same
+        ``Algorithm`` the learner
         uses (algorithms are pure, so building one per worker is cheap and keeps Ray free of
         closures).
       worker_index: 0 for the local worker, 1..N for remote ones.
@@ -78,9 +80,9 @@ class RolloutWorker:
       env_creator: a creator registered in another process (remote workers get the driver's).
     """
 
-    def __init__(self, env_id: str, config: Any, algo_name: str, worker_index: int = 0,
+    def __init__(self, env_id: str, config: Any, definition: AlgorithmDef | str,
+                 worker_index: int = 0,
                  video_dir: str | None = None, env_creator: Any = None):
-        from jrl.registry import make_algorithm
         from jrl.rollout.offline import JsonWriter
 
         if worker_index > 0:
@@ -103,7 +105,9 @@ class RolloutWorker:
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
         self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space)
-        self.algorithm = make_algorithm(algo_name, config, self.spec)
+        self.definition = (definition if isinstance(definition, AlgorithmDef)
+                           else get_algorithm_def(definition))
+        self.algorithm = make_algorithm(self.definition, config, self.spec)
         self.callbacks = make_callbacks(config.callbacks)
         self._act = jax.jit(self._act_and_split, static_argnums=3)
         self._policy = None

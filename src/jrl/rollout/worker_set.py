@@ -21,6 +21,7 @@ import numpy as np
 from jrl.errors import ConfigError
 from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
+from jrl.types import AlgorithmDef
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,9 @@ class WorkerSet:
             self._check_remote_workers()
 
     @classmethod
-    def create(cls, env_id: str, config: Any, algo_name: str, *, video_dir: str | None = None,
+    def create(cls, env_id: str, config: Any, definition: AlgorithmDef, *, video_dir: str | None = None,
                address: str | None = None) -> WorkerSet:
-        local = RolloutWorker(env_id, config, algo_name, worker_index=0, video_dir=video_dir)
+        local = RolloutWorker(env_id, config, definition, worker_index=0, video_dir=video_dir)
         if config.num_workers == 0:
             return cls(local)
         init_ray(address)
@@ -107,7 +108,7 @@ class WorkerSet:
         creator = registered_creator(env_id)
 
         def factory(index: int):
-            return remote_cls.remote(env_id, config, algo_name, worker_index=index,
+            return remote_cls.remote(env_id, config, definition, worker_index=index,
                                      env_creator=creator)
 
         return cls(local, factory, config.num_workers, config)
@@ -130,6 +131,15 @@ class WorkerSet:
 
     def remote_workers(self) -> list:
         return list(self._remote.values())
+
+    def remote_workers_by_index(self) -> dict[int, Any]:
+        """The live remote workers by index (1..N; a replacement keeps its predecessor's)."""
+        return dict(self._remote)
+
+    def submit(self, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """Starts ``fn(worker, *args)`` on remote worker ``index``; returns its object ref
+        (plans collect refs with ``ray.wait`` and report failures to ``handle_failure``)."""
+        return self._remote[index].apply.remote(fn, *args)
 
     @property
     def num_envs(self) -> int:
@@ -188,7 +198,7 @@ class WorkerSet:
             try:
                 batch, episodes = ray.get(ref)
             except ray.exceptions.RayError as e:
-                replacement = self._handle_failure(index, e)
+                replacement = self.handle_failure(index, e)
                 if replacement is not None:
                     pending[replacement.sample_with_episodes.remote(self._policy_ref)] = index
                 continue
@@ -200,7 +210,10 @@ class WorkerSet:
         return SampleBatch({k: np.concatenate([b[k] for b in ordered], axis=1)
                             for k in ordered[0]})
 
-    def _handle_failure(self, index: int, error: Exception):
+    def handle_failure(self, index: int, error: Exception) -> Any:
+        """Applies the failure policy to remote worker ``index`` after ``error``: with
+        ``recreate_failed_workers`` returns a fresh worker under the same index, with
+        ``ignore_worker_failures`` drops it and returns None, otherwise raises."""
         import ray
 
         cfg = self._config
@@ -220,8 +233,9 @@ class WorkerSet:
                            "recreate_failed_workers or ignore_worker_failures to go on)") from error
 
     def add_episodes(self, episodes: list[dict]) -> None:
-        """Statistics of episodes run outside ``sample()`` (by an execution plan with its own
-        rollouts, e.g. ES); the next ``pop_episodes`` returns them."""
+        """Statistics of episodes that reached the driver outside ``sample()`` (remote
+        workers' episodes collected by a plan, or ES's own rollouts); the next
+        ``pop_episodes`` returns them."""
         self._pending_episodes.extend(episodes)
 
     def pop_episodes(self) -> list[dict]:

@@ -1,6 +1,6 @@
 """A jittable proportional prioritized replay buffer (Schaul et al., 2016).
 
-The ring storage is the uniform buffer's (``jrl.rollout.replay``); next to it a sum tree over the
+The ring storage is the uniform buffer's (``jrl.replay.uniform``); next to it a sum tree over the
 priorities makes sampling and priority updates O(log capacity) per item. The tree is one flat
 array ``[2 * L]`` with ``L`` the capacity rounded up to a power of two: node ``k`` has children
 ``2k`` and ``2k + 1``, the root is node 1 and item ``i``'s leaf is node ``L + i``.
@@ -25,7 +25,7 @@ import optax
 
 from jrl.config import field
 from jrl.errors import ConfigError
-from jrl.rollout.replay import ReplayState, replay_add, replay_init
+from jrl.replay.uniform import ReplayState, replay_add, replay_init
 
 
 class PrioritizedReplayState(NamedTuple):

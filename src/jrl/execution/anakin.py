@@ -13,7 +13,6 @@ independent seeds at once::
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -22,10 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from jrl.errors import ConfigError
-from jrl.registry import get_entry, make_algorithm
+from jrl.execution.learner import replay_item_example
+from jrl.ops.filters import get_filter
+from jrl.registry import get_algorithm_def, make_algorithm
+from jrl.replay.uniform import ReplayState, replay_add, replay_init, replay_sample
 from jrl.rollout.jax_envs import JaxEnv
-from jrl.rollout.replay import ReplayState, replay_add, replay_init, replay_sample
-from jrl.types import Algorithm, Transition
+from jrl.types import Algorithm, AlgorithmDef, Transition
 
 
 class RunnerState(NamedTuple):
@@ -51,25 +52,27 @@ class Anakin(NamedTuple):
     steps_per_iteration: int
 
 
-def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
+def make_anakin(definition: AlgorithmDef | str, env: JaxEnv, config: Any, iterations: int = 10,
                 algorithm: Algorithm | None = None) -> Anakin:
-    """Builds the fully-jitted loop for ``algo_name`` on ``env``.
+    """Builds the fully-jitted loop for the algorithm ``definition`` (a record or a registered
+    name) on ``env``.
 
     Each iteration steps ``num_envs_per_worker`` envs for ``T`` steps, then: on-policy
     algorithms run one ``update`` on the ``[T, B]`` batch (``T`` covers ``train_batch_size``
     like the gymnasium plan); off-policy ones add the fragment to a jittable replay buffer and
     run ``updates_per_fragment`` updates once ``learning_starts`` steps were sampled.
     """
-    entry = get_entry(algo_name)
-    if entry.plan not in ("on_policy", "off_policy"):
-        raise ConfigError(f"{entry.name} ({entry.plan.replace('_', ' ')} plan) does not run in "
-                          "the fully-jitted loop for JAX envs; use a gymnasium env id")
-    algorithm = algorithm or make_algorithm(entry.name, config, env.spec)
+    if isinstance(definition, str):
+        definition = get_algorithm_def(definition)
+    if not definition.jittable:
+        raise ConfigError(f"{definition.name} ({definition.plan.replace('_', ' ')} plan) does "
+                          "not run in the fully-jitted loop for JAX envs; use a gymnasium env id")
+    algorithm = algorithm or make_algorithm(definition, config, env.spec)
     B = config.num_envs_per_worker
-    T = steps_per_env(algo_name, config)
-    off_policy = entry.plan == "off_policy"
+    T = steps_per_env(definition, config)
+    off_policy = definition.plan == "off_policy"
     if off_policy:
-        postprocess = importlib.import_module(entry.module).postprocess
+        postprocess = definition.require("postprocess")
 
     def init(key: jax.Array) -> RunnerState:
         key, init_key, reset_key = jax.random.split(key, 3)
@@ -77,9 +80,8 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, B))
         replay = None
         if off_policy:
-            example = jax.eval_shape(lambda: postprocess(config, _example_fragment(env, T, B)))
-            replay = replay_init(jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype),
-                                              example), config.buffer_size)
+            replay = replay_init(replay_item_example(definition, config, env.spec),
+                                 config.buffer_size)
         zeros = jnp.zeros((B,), jnp.float32)
         return RunnerState(train_state, env_state, obs, key, zeros, zeros, replay)
 
@@ -111,8 +113,6 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
 
     def learn_off_policy(runner: RunnerState, batch: Transition):
         ts = runner.train_state
-        from jrl.rollout.filters import get_filter
-
         ts = ts._replace(obs_filter=get_filter(config.observation_filter).update(
             ts.obs_filter, batch.obs))
         replay = replay_add(runner.replay, postprocess(config, batch))
@@ -152,21 +152,12 @@ def make_anakin(algo_name: str, env: JaxEnv, config: Any, iterations: int = 10,
                   steps_per_iteration=T * B)
 
 
-def steps_per_env(algo_name: str, config: Any) -> int:
+def steps_per_env(definition: AlgorithmDef, config: Any) -> int:
     """Env steps ``T`` each env takes per learner iteration: one fragment for off-policy
     algorithms, enough fragments to cover ``train_batch_size`` for on-policy ones (as the
     gymnasium plans do)."""
     fragment = config.rollout_fragment_length
-    if get_entry(algo_name).plan == "off_policy":
+    if definition.plan == "off_policy":
         return fragment
     return fragment * max(1, math.ceil(
         config.train_batch_size / (fragment * config.num_envs_per_worker)))
-
-
-def _example_fragment(env: JaxEnv, T: int, B: int) -> Transition:
-    spec = env.spec
-    obs = jnp.zeros((T, B, *spec.obs_shape), jnp.float32)
-    flags = jnp.zeros((T, B), bool)
-    return Transition(obs, jnp.zeros((T, B, *spec.action_shape), spec.action_dtype),
-                      jnp.zeros((T, B), jnp.float32), flags, flags, obs,
-                      jnp.zeros((T, B), jnp.float32))
