@@ -105,8 +105,8 @@ def test_trainer_on_a_jax_env_advances_one_chunk_per_train_call(tmp_path):
             trainer.workers.foreach_worker(lambda w: w)
         path = trainer.save()
         restored = jrl.Trainer.from_checkpoint(path, log_to_disk=False)
-        for a, b in zip(jax.tree.leaves(trainer.runner.train_state),
-                        jax.tree.leaves(restored.runner.train_state), strict=True):
+        for a, b in zip(jax.tree.leaves(trainer.backend.runner.train_state),
+                        jax.tree.leaves(restored.backend.runner.train_state), strict=True):
             np.testing.assert_array_equal(a, b)
         restored.stop()
     finally:

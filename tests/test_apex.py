@@ -50,7 +50,7 @@ def test_apex_refuses_uniform_replay():
 def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluster):
     trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False,
                           config={**SMALL_APEX, "num_workers": 2, "num_replay_buffer_shards": 2})
-    plan = trainer._plan
+    plan = trainer.backend.plan
     shards = list(plan.shards)
     try:
         assert len(shards) == 2 and len(trainer.workers.remote_workers()) == 2
@@ -104,7 +104,7 @@ def test_apex_with_num_workers_zero_runs_in_process():
         assert result["replay_shards"]["size_0"] >= 400 - 20
         assert result["learner_throughput"]["num_updates"] > 0
         assert result["replay_shards"]["priority_updates_0"] > 0
-        assert not ray.is_initialized() or trainer._plan._thread is None
+        assert not ray.is_initialized() or trainer.backend.plan._thread is None
     finally:
         trainer.stop()
 

@@ -26,13 +26,13 @@ SCRIPT = textwrap.dedent('''
         "num_envs_per_worker": 4, "rollout_fragment_length": 16, "train_batch_size": 64,
         "sgd_minibatch_size": 64, "num_sgd_iter": 3, "observation_filter": "MeanStdFilter",
         "model": {"fcnet_hiddens": [16, 16]}})
-    assert trainer._plan.learner.num_devices == 2
+    assert trainer.backend.plan.learner.num_devices == 2
     worker = trainer.workers.local_worker()
     worker.set_policy(trainer.algorithm.policy(trainer.state))
     batch = worker.sample().to_transition()
     one = jax.jit(make_algorithm("PPO", trainer.algo_config, trainer.spec).update)
     single_state, single_metrics = one(trainer.state, batch)
-    two_state, two_metrics = trainer._plan.learner.update(trainer.state, batch)
+    two_state, two_metrics = trainer.backend.plan.learner.update(trainer.state, batch)
     compare(single_state, two_state)
     compare(single_metrics, two_metrics)
     result = trainer.train()  # the plan itself runs on both devices
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent('''
     trainer = jrl.Trainer("DQN", env="CartPole-v1", log_to_disk=False, config={
         "num_envs_per_worker": 2, "train_batch_size": 32, "learning_starts": 0,
         "training_intensity": 16, "model": {"fcnet_hiddens": [16]}, "hiddens": [16]})
-    plan = trainer._plan
+    plan = trainer.backend.plan
     assert plan.learner.num_devices == 2
     worker = trainer.workers.local_worker()
     worker.set_policy(plan._policy(trainer.state))
@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent('''
         "num_envs_per_worker": 2, "train_batch_size": 32, "learning_starts": 0,
         "training_intensity": 16, "model": {"fcnet_hiddens": [16]}, "hiddens": [16],
         "prioritized_replay": True, "timesteps_per_iteration": 64})
-    plan = trainer._plan
+    plan = trainer.backend.plan
     assert plan.learner.num_devices == 2 and plan.prioritized
     result = trainer.train()
     learner = result["info"]["learner"]["default_policy"]
@@ -82,7 +82,7 @@ SCRIPT = textwrap.dedent('''
         "num_workers": 0, "num_envs_per_worker": 2, "rollout_fragment_length": 8,
         "train_batch_size": 32, "learning_starts": 0, "training_intensity": 16,
         "model": {"fcnet_hiddens": [16]}, "hiddens": [16], "timesteps_per_iteration": 64})
-    assert trainer._plan.learner.num_devices == 2
+    assert trainer.backend.plan.learner.num_devices == 2
     result = trainer.train()
     assert result["replay_shards"]["priority_updates_0"] > 0
     assert np.isfinite(result["info"]["learner"]["default_policy"]["loss"])
@@ -113,16 +113,16 @@ SEEDS_SCRIPT = textwrap.dedent('''
               "train_batch_size": 128, "sgd_minibatch_size": 64, "num_sgd_iter": 2,
               "model": {"fcnet_hiddens": [16]}, "timesteps_per_iteration": 256}
     sharded = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config=config, log_to_disk=False)
-    assert len(sharded.seed_devices) == 2
-    shards = {s.device for s in jax.tree.leaves(sharded.runner.train_state)[0].addressable_shards}
+    assert len(sharded.backend.seed_devices) == 2
+    shards = {s.device for s in jax.tree.leaves(sharded.backend.runner.train_state)[0].addressable_shards}
     assert len(shards) == 2, shards
     sharded.train()
     one = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config={**config, "num_seeds": 3},
                       log_to_disk=False)
-    assert len(one.seed_devices) == 1  # 3 seeds do not divide over 2 devices
+    assert len(one.backend.seed_devices) == 1  # 3 seeds do not divide over 2 devices
     one.train()
-    for a, b in zip(jax.tree.leaves(sharded.runner.train_state.params),
-                    jax.tree.leaves(one.runner.train_state.params), strict=True):
+    for a, b in zip(jax.tree.leaves(sharded.backend.runner.train_state.params),
+                    jax.tree.leaves(one.backend.runner.train_state.params), strict=True):
         np.testing.assert_allclose(np.asarray(a)[:3], np.asarray(b), rtol=2e-4, atol=2e-5)
     print("OK")
 ''')
@@ -143,7 +143,7 @@ ACTOR_CRITIC_SCRIPT = textwrap.dedent('''
             "num_envs_per_worker": 2, "rollout_fragment_length": 4, "train_batch_size": 32,
             "learning_starts": 0, "training_intensity": 16, "timesteps_per_iteration": 64,
             **nets})
-        assert trainer._plan.learner.num_devices == 2
+        assert trainer.backend.plan.learner.num_devices == 2
         for _ in range(2):
             result = trainer.train()
         assert np.isfinite(result["info"]["learner"]["default_policy"]["critic_loss"])

@@ -148,8 +148,8 @@ def test_iteration_counts_perturbed_episodes_and_env_steps(make_trainer):
 
 def test_rounds_repeat_until_train_batch_size_and_pad_to_a_power_of_two(make_trainer):
     trainer = make_trainer("ES", episodes_per_batch=2, train_batch_size=100, eval_prob=0.0)
-    batch, perturbed, _, env_steps = trainer._plan.sample(trainer.state)
-    rounds = trainer._plan.stats()["sampling_rounds"]
+    batch, perturbed, _, env_steps = trainer.backend.plan.sample(trainer.state)
+    rounds = trainer.backend.plan.stats()["sampling_rounds"]
     assert rounds > 1 and env_steps >= 100
     assert sum(e["episode_len"] for e in perturbed[:-2]) < 100  # no round more than needed
     assert int(batch.mask.sum()) == rounds == len(perturbed) // 2
@@ -169,8 +169,8 @@ def test_unperturbed_episodes_are_reported_separately(make_trainer):
 
 def test_sampling_is_reproducible_from_the_train_state(make_trainer):
     a, b = make_trainer("ES"), make_trainer("ES")
-    batch_a = a._plan.sample(a.state)[0]
-    batch_b = b._plan.sample(b.state)[0]
+    batch_a = a.backend.plan.sample(a.state)[0]
+    batch_b = b.backend.plan.sample(b.state)[0]
     for x, y in zip(jax.tree.leaves(batch_a), jax.tree.leaves(batch_b), strict=True):
         np.testing.assert_array_equal(x, y)
 

@@ -133,7 +133,7 @@ def test_async_plan_learns_reports_its_metrics_and_surfaces_learner_errors(ray_c
         def broken_update(state, batch):
             raise FloatingPointError("injected learner failure")
 
-        trainer._plan.learner.update = broken_update
+        trainer.backend.plan.learner.update = broken_update
         with pytest.raises(FloatingPointError, match="injected learner failure"):
             for _ in range(100):
                 trainer.train()
@@ -184,7 +184,7 @@ for algo, extra in [("IMPALA", {"num_sgd_iter": 2}), ("APPO", {"num_sgd_iter": 2
     trainer = jrl.Trainer(algo, env="CartPole-v1", log_to_disk=False, config={
         "num_envs_per_worker": 2, "rollout_fragment_length": 16, "train_batch_size": 64,
         "observation_filter": "MeanStdFilter", "model": {"fcnet_hiddens": [16]}, **extra})
-    plan = trainer._plan
+    plan = trainer.backend.plan
     assert plan.learner.num_devices == 2
     worker = trainer.workers.local_worker()
     worker.set_policy(trainer.algorithm.policy(trainer.state))

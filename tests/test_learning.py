@@ -56,11 +56,11 @@ def test_dqn_with_prioritized_replay_learns():
                   prioritized_replay_beta_annealing_timesteps=12_000)
     trainer = jrl.Trainer(algo, env="CartPole-v1", config=config, log_to_disk=False)
     try:
-        assert trainer._plan.prioritized
+        assert trainer.backend.plan.prioritized
         assert _train_until(trainer, 12_000, 150.0) >= 150.0
         learner = trainer.train()["info"]["learner"]["default_policy"]
         assert "td_error" not in learner and all(isinstance(v, float) for v in learner.values())
-        assert float(trainer._plan.replay.tree[1]) > 0.0
+        assert float(trainer.backend.plan.replay.tree[1]) > 0.0
     finally:
         trainer.stop()
 

@@ -146,16 +146,16 @@ def test_beta_anneals_linearly_to_its_final_value():
 @pytest.mark.parametrize("algo", ["SAC", "TD3"])
 def test_continuous_algorithms_learn_from_prioritized_replay(algo, make_trainer):
     trainer = make_trainer(algo, "Pendulum-v1", prioritized_replay=True)
-    assert trainer._plan.prioritized
-    before = np.asarray(trainer._plan.replay.tree).copy()
+    assert trainer.backend.plan.prioritized
+    before = np.asarray(trainer.backend.plan.replay.tree).copy()
     for _ in range(2):
         learner = trainer.train()["info"]["learner"]["default_policy"]
     assert learner and all(np.isfinite(v) for v in learner.values())
     assert "td_error" not in learner
-    tree = np.asarray(trainer._plan.replay.tree)
+    tree = np.asarray(trainer.backend.plan.replay.tree)
     assert tree[1] > 0.0 and not np.array_equal(tree, before)
     # Learned priorities differ from the max priority new items get.
-    size = int(trainer._plan.replay.size)
+    size = int(trainer.backend.plan.replay.size)
     capacity = tree.shape[0] // 2
     leaves = tree[capacity:capacity + size]
     assert len(np.unique(np.round(leaves, 6))) > 1

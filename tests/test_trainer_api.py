@@ -155,9 +155,9 @@ def test_trainer_classes_are_found_by_rllib_names():
     assert jrl.DQNTrainer is DQNTrainer is jrl.get_trainer_class("dqn")
     assert DQNTrainer.__name__ == "DQNTrainer"
     for name in registry.algorithm_names():
-        cls = getattr(jrl, registry.trainer_class_name(name))
+        cls = getattr(jrl, registry.get_algorithm_def(name).trainer_name)
         assert cls._algo_name == name
-    assert registry.trainer_class_name("APEX") == "ApexTrainer"
+    assert registry.get_algorithm_def("APEX").trainer_name == "ApexTrainer"
     with pytest.raises(AttributeError):
         jrl.NoSuchTrainer  # noqa: B018
     with pytest.raises(jrl.ConfigError, match="unknown algorithm"):
@@ -267,7 +267,7 @@ def test_on_postprocess_trajectory_rewrites_rewards_the_learner_sees(make_traine
     callbacks = ZeroRewards()
     trainer = make_trainer("PPO", callbacks=callbacks)
     learner_batches = []
-    learner = trainer._plan.learner
+    learner = trainer.backend.plan.learner
     plan_update = learner.update
 
     def spy(state, batch):

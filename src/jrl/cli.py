@@ -332,13 +332,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
         if args.render:
-            act, policy = trainer._act, trainer._policy_fn(trainer.state)
-            preprocessor = trainer.workers.local_worker().preprocessor
+            policy = trainer.get_policy()
             mode = "human" if args.render == "human" else "rgb_array"
             video_dir = args.video_dir or os.path.join(os.getcwd(), "jrl_videos")
             if mode == "rgb_array":
                 _require_moviepy()
-            episodes = render_episodes(act, policy, preprocessor, trainer.env_id,
+            episodes = render_episodes(policy.act_fn, policy.acting, policy.preprocessor,
+                                       trainer.env_id,
                                        trainer.algo_config, args.episodes, render_mode=mode,
                                        video_dir=video_dir, **common)
             if mode == "rgb_array":

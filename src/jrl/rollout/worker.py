@@ -14,9 +14,10 @@ import jax
 import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
-from jrl.errors import EnvError
+from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
 from jrl.rollout.envs import env_spec, make_vector_env
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
@@ -112,6 +113,9 @@ class RolloutWorker:
         self._act = jax.jit(self._act_and_split, static_argnums=3)
         self._policy = None
         seed = config.seed * 1000 + worker_index
+        self.policy_map: dict[str, Policy] = {DEFAULT_POLICY_ID: Policy(
+            self.definition, self.algorithm, config, self.spec, self.preprocessor,
+            single_obs_space, self.action_space, seed=seed)}
         self._key = jax.random.PRNGKey(seed)
         raw_obs, _ = self.env.reset(seed=seed)
         self.action_space.seed(seed)
@@ -141,11 +145,25 @@ class RolloutWorker:
         return action, extras.get(SampleBatch.ACTION_LOGP), key
 
     def set_policy(self, policy: Any) -> None:
-        """Sets the pytree that ``act`` reads (params, filter statistics, epsilon, ...)."""
+        """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
         self._policy = policy
+        self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
 
-    def get_policy(self) -> Any:
-        return self._policy
+    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
+        """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
+        if policy_id not in self.policy_map:
+            raise ConfigError(f"unknown policy_id '{policy_id}' (this worker has: "
+                              f"{', '.join(self.policy_map)})")
+        return self.policy_map[policy_id]
+
+    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
+        """``{policy_id: weights}`` for ``policies`` (default: all)."""
+        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Sets each named policy's weights."""
+        for pid, w in weights.items():
+            self.get_policy(pid).set_weights(w)
 
     # -- envs -----------------------------------------------------------------------------------
 
@@ -175,7 +193,7 @@ class RolloutWorker:
         self._episode_ids[env_index] = episode.episode_id
         self._episode_lens[env_index] = 0
         self._episode_returns[env_index] = 0.0
-        self.callbacks.on_episode_start(worker=self, base_env=self.env, policies=self._policy,
+        self.callbacks.on_episode_start(worker=self, base_env=self.env, policies=self.policy_map,
                                         episode=episode, env_index=env_index)
         return episode
 
@@ -262,7 +280,7 @@ class RolloutWorker:
                     episode._last_info = {k: v[i] for k, v in info["final_info"].items()
                                           if not k.startswith("_")}
                 self.callbacks.on_episode_end(worker=self, base_env=self.env,
-                                              policies=self._policy, episode=episode,
+                                              policies=self.policy_map, episode=episode,
                                               env_index=int(i))
                 self._completed.append({
                     "episode_reward": episode.total_reward, "episode_len": episode.length,
@@ -291,10 +309,11 @@ class RolloutWorker:
             return
         for env_index, start, stop, episode in segments:
             view = SampleBatch({k: v[start:stop, env_index] for k, v in batch.items()})
-            original = {"default_policy": (self._policy, SampleBatch(
+            policy = self.policy_map[DEFAULT_POLICY_ID]
+            original = {DEFAULT_POLICY_ID: (policy, SampleBatch(
                 {k: v.copy() for k, v in view.items()}))}
-            hook(worker=self, episode=episode, agent_id=0, policy_id="default_policy",
-                 policies={"default_policy": self._policy}, postprocessed_batch=view,
+            hook(worker=self, episode=episode, agent_id=0, policy_id=DEFAULT_POLICY_ID,
+                 policies=self.policy_map, postprocessed_batch=view,
                  original_batches=original)
             for k, v in view.items():  # write back in case a column was replaced, not mutated
                 if v is not batch[k][start:stop, env_index]:
@@ -312,7 +331,15 @@ class RolloutWorker:
         return self.spec
 
     def apply(self, fn, *args: Any) -> Any:
-        """``fn(self, *args)``: runs a function on this worker (used by ``foreach_worker``)."""
+        """``fn(self, *args)``: runs a function on this worker (plans' remote tasks)."""
+        return fn(self, *args)
+
+    def sync_and_apply(self, policy: Any, fn, *args: Any) -> Any:
+        """Takes the driver's latest acting pytree (when given), then ``fn(self, *args)``: what
+        ``WorkerSet.foreach_worker`` runs, so a worker looked at always holds the learner's
+        current weights."""
+        if policy is not None:
+            self.set_policy(policy)
         return fn(self, *args)
 
     def pop_episodes(self) -> list[dict]:

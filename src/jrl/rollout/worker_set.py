@@ -160,7 +160,8 @@ class WorkerSet:
         if self._remote:
             import ray
 
-            refs = [w.apply.remote(fn, index) for index, w in self._remote.items()]
+            refs = [w.sync_and_apply.remote(self._policy_ref, fn, index)
+                    for index, w in self._remote.items()]
             results.extend(ray.get(refs))
         return results
 

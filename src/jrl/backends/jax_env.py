@@ -1,6 +1,6 @@
-"""The ``Trainer`` on JAX envs: the fully-jitted loop behind the same facade.
+"""The JAX-env backend: the fully-jitted loop (``jrl.execution.anakin``) behind the Trainer.
 
-``jrl.Trainer("PPO", env="gymnax:CartPole-v1", config={"num_seeds": 8})`` builds this variant.
+``jrl.Trainer("PPO", env="gymnax:CartPole-v1", config={"num_seeds": 8})`` trains with it.
 Each ``train()`` runs one compiled chunk of learner iterations for every seed at once (``vmap``);
 results report the mean over seeds (and each seed under ``seeds``), and with a results directory
 each seed also gets its own ``seed_<i>/`` logs. ``compute_action``, ``evaluate`` and checkpoints
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -18,31 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrl.backends import Iteration, jit_init
 from jrl.callbacks import make_callbacks
-from jrl.errors import ConfigError, EnvError
+from jrl.errors import ConfigError
 from jrl.execution.anakin import make_anakin, steps_per_env
+from jrl.execution.learner import learner_devices
 from jrl.logger import ResultLogger
 from jrl.registry import make_algorithm
 from jrl.rollout.jax_envs import JaxEnv, make_jax_env
-from jrl.trainer import _JaxEnvTrainer, _jit_init
-
-
-class _NoWorkers:
-    """JAX envs run inside the compiled loop: there are no rollout workers to reach."""
-
-    num_worker_restarts = 0
-
-    def _none(self, *args: Any, **kwargs: Any):
-        raise ConfigError("JAX envs train inside one compiled loop and have no rollout "
-                          "workers; use a gymnasium env id for worker/env access")
-
-    local_worker = foreach_worker = foreach_worker_with_index = foreach_env = _none
-
-    def remote_workers(self) -> list:
-        return []
-
-    def stop(self) -> None:
-        pass
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
+from jrl.rollout.preprocessors import get_preprocessor
+from jrl.types import AlgorithmDef
 
 
 def evaluate_jax(algorithm: Any, env: JaxEnv, policy: Any, key: jax.Array, num_episodes: int,
@@ -75,19 +62,36 @@ def evaluate_jax(algorithm: Any, env: JaxEnv, policy: Any, key: jax.Array, num_e
     return returns, lengths, ~active
 
 
-class AnakinTrainerMixin(_JaxEnvTrainer):
-    """``Trainer`` overrides for JAX envs (combined with ``Trainer`` or ``<ALGO>Trainer``)."""
+class JaxEnvBackend:
+    """JAX envs: env, ``act`` and ``update`` in one compiled chunk per ``train()``, ``vmap``ped
+    over ``num_seeds`` seeds (laid over the learner devices when they divide the seeds).
 
-    def _setup_sampling(self, video_dir: str | None, address: str | None) -> None:
-        cfg = self.algo_config
+    Args:
+      definition: the algorithm record (on-policy or off-policy plan).
+      config: the algorithm's frozen config.
+      env_id: a JAX env id (``gymnax:CartPole-v1``).
+      eval_config: unused (evaluation runs in the compiled ``evaluate_jax``).
+      logdir: with ``log_to_disk`` and several seeds, each seed also logs to ``seed_<i>/``.
+    """
+
+    workers = None
+
+    def __init__(self, definition: AlgorithmDef, config: Any, env_id: str, *,
+                 eval_config: Any = None, video_dir: str | None = None,
+                 address: str | None = None, logdir: str | None = None,
+                 log_to_disk: bool = False):
+        cfg = config
         if cfg.num_workers:
             raise ConfigError("JAX envs train inside one compiled loop; set num_workers=0 "
                               "(use num_seeds to train several seeds at once)")
         if cfg.monitor:
             raise ConfigError("monitor=True records gymnasium renders; JAX envs do not render")
-        self.jax_env = make_jax_env(self.env_id)
+        self.definition = definition
+        self.config = cfg
+        self.env_id = env_id
+        self.jax_env = make_jax_env(env_id)
         self.spec = spec = self.jax_env.spec
-        self.algorithm = make_algorithm(self.definition, cfg, spec)
+        self.algorithm = make_algorithm(definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.
         self.callbacks = make_callbacks(cfg.callbacks)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, spec.obs_shape, np.float32)
@@ -95,13 +99,12 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
                              gym.spaces.Box(np.reshape(spec.action_low, spec.action_shape),
                                             np.reshape(spec.action_high, spec.action_shape),
                                             dtype=np.float32))
-        self.workers = _NoWorkers()
-        steps = steps_per_env(self.definition, cfg) * cfg.num_envs_per_worker
+        steps = steps_per_env(definition, cfg) * cfg.num_envs_per_worker
         self.iterations_per_chunk = max(1, math.ceil(cfg.timesteps_per_iteration / steps))
-        self._anakin = make_anakin(self.definition, self.jax_env, cfg, self.iterations_per_chunk,
+        self._anakin = make_anakin(definition, self.jax_env, cfg, self.iterations_per_chunk,
                                    self.algorithm)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        self.runner = _jit_init(self._anakin._replace(init=jax.vmap(self._anakin.init)))(keys)
+        self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
         self.seed_devices = _seed_devices(cfg.num_seeds, cfg.num_gpus)
         if len(self.seed_devices) > 1:
             # Seeds are independent: lay the seed axis over the devices and let the compiled,
@@ -113,7 +116,13 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
                 self.runner, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
         self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
         self._evaluate = jax.jit(evaluate_jax, static_argnums=(0, 1, 4, 5, 6))
+        self._logdir = logdir if log_to_disk else None
         self._seed_loggers: list[ResultLogger] | None = None
+        policy = Policy(definition, self.algorithm, cfg, spec,
+                        get_preprocessor(self.observation_space, cfg.model),
+                        self.observation_space, self.action_space, seed=cfg.seed)
+        policy.bind_learner(lambda: self.state, self._set_state)
+        self.policy_map = {DEFAULT_POLICY_ID: policy}
 
     # seed 0's state is "the" policy of the facade
     @property
@@ -122,18 +131,14 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
 
     @state.setter
     def state(self, value: Any) -> None:
+        self._set_state(value)
+
+    def _set_state(self, value: Any) -> None:
         stacked = jax.tree.map(lambda all_, one: all_.at[0].set(one), self.runner.train_state,
                                value)
         self.runner = self.runner._replace(train_state=stacked)
 
-    def _preprocess(self, obs_list: list) -> np.ndarray:
-        obs = np.asarray(obs_list, np.float32)
-        if obs.shape[1:] != self.spec.obs_shape:
-            raise EnvError(f"observation has shape {obs.shape[1:]} but '{self.env_id}' "
-                           f"expects {self.spec.obs_shape}")
-        return obs
-
-    def _run_iteration(self, start: float) -> tuple[int, dict, list[dict], dict]:
+    def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
         self.runner, metrics = self._train_chunk(self.runner)
         metrics = jax.device_get(metrics)  # [seeds, iterations]
         episodes = metrics.pop("episodes").sum(axis=1)
@@ -145,34 +150,33 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
             per_seed_len = np.where(episodes > 0, length_sum / np.maximum(episodes, 1), np.nan)
         per_seed_learner = {k: _nanmean(v, axis=1) for k, v in metrics.items()}
         learner = {k: float(_nanmean(v)) for k, v in per_seed_learner.items()}
-        count = int(episodes.sum())
-        self.episodes_total += count
         finite = per_seed_reward[np.isfinite(per_seed_reward)]
         extra = {
             "episode_reward_mean": float(finite.mean()) if finite.size else float("nan"),
             "episode_reward_min": float(finite.min()) if finite.size else float("nan"),
             "episode_reward_max": float(finite.max()) if finite.size else float("nan"),
             "episode_len_mean": float(np.nanmean(per_seed_len)) if finite.size else float("nan"),
-            "episodes_this_iter": count, "episodes_total": self.episodes_total,
             "num_seeds": int(len(episodes)),
             "seeds": {"episode_reward_mean": per_seed_reward.tolist(),
                       "episodes_this_iter": episodes.astype(int).tolist()},
+            "num_healthy_workers": 0, "num_worker_restarts": 0,
         }
-        self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner, steps)
-        return steps, learner, [], extra
+        self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner,
+                        iteration, timesteps_total + steps)
+        return Iteration(steps, learner, [], int(episodes.sum()), extra)
 
-    def _log_seeds(self, rewards, lengths, episodes, learner, steps) -> None:
-        if self._result_logger is None or len(rewards) == 1:
+    def _log_seeds(self, rewards, lengths, episodes, learner, iteration, timesteps) -> None:
+        if self._logdir is None or len(rewards) == 1:
             return
         if self._seed_loggers is None:
             self._seed_loggers = [
-                ResultLogger(os.path.join(self.logdir, f"seed_{i}"), {"seed_index": i})
+                ResultLogger(os.path.join(self._logdir, f"seed_{i}"), {"seed_index": i})
                 for i in range(len(rewards))]
         for i, seed_logger in enumerate(self._seed_loggers):
             seed_logger.log({
                 "episode_reward_mean": float(rewards[i]), "episode_len_mean": float(lengths[i]),
-                "episodes_this_iter": int(episodes[i]), "training_iteration": self.iteration + 1,
-                "timesteps_total": self.timesteps_total + steps,
+                "episodes_this_iter": int(episodes[i]), "training_iteration": iteration,
+                "timesteps_total": timesteps,
                 "info": {"learner": {"default_policy": {
                     k: float(v[i]) for k, v in learner.items()}}}})
 
@@ -182,36 +186,31 @@ class AnakinTrainerMixin(_JaxEnvTrainer):
             raise ConfigError("recording episodes (--out) is not available for JAX envs")
         limit = max_steps if max_steps is not None else 100_000
         returns, lengths, finished = self._evaluate(
-            self.algorithm, self.jax_env, self._policy_fn(self.state), jax.random.PRNGKey(seed),
-            num_episodes, bool(explore), int(limit))
+            self.algorithm, self.jax_env, self.policy_map[DEFAULT_POLICY_ID].acting,
+            jax.random.PRNGKey(seed), num_episodes, bool(explore), int(limit))
         return [{"episode_reward": float(r), "episode_len": int(n)}
                 for r, n, done in zip(np.asarray(returns), np.asarray(lengths),
                                       np.asarray(finished), strict=True) if done]
 
-    def _checkpoint_state(self) -> Any:
+    def checkpoint_state(self) -> Any:
         return self.runner.train_state
 
-    def _load_checkpoint_state(self, state: Any) -> None:
+    def load_checkpoint_state(self, state: Any) -> None:
         self.runner = self.runner._replace(train_state=state)
 
     def stop(self) -> None:
-        super().stop()
         for seed_logger in self._seed_loggers or []:
             seed_logger.close()
 
 
 def _seed_devices(num_seeds: int, num_gpus: float) -> list:
     """The learner devices when they divide the seeds evenly, else just the first one."""
-    from jrl.execution.learner import learner_devices
-
     devices = learner_devices(num_gpus)
     return devices if len(devices) > 1 and num_seeds % len(devices) == 0 else devices[:1]
 
 
 def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
     with np.errstate(invalid="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(x, axis=axis)

@@ -1,0 +1,294 @@
+"""Policies as RLlib users know them: ``get_weights``, ``compute_actions``, ``model``, ...
+
+A ``Policy`` pairs an algorithm record's pure functions with its own acting state, preprocessor
+and observation filter. Every rollout worker (local or a Ray actor) holds ``policy_map:
+{policy_id: Policy}`` (one ``"default_policy"`` for single-agent runs). The trainer's policy is its
+local worker's, bound to the learner: its weights are the learner's, and ``set_weights`` writes
+into the learner state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrl.config import to_dict
+from jrl.errors import ConfigError
+from jrl.networks import catalog
+from jrl.ops.filters import get_filter
+from jrl.rollout.preprocessors import Preprocessor
+from jrl.types import Algorithm, AlgorithmDef, EnvSpec
+
+DEFAULT_POLICY_ID = "default_policy"
+
+
+def _to_host(tree: Any) -> Any:
+    return jax.tree.map(np.asarray, tree)
+
+
+class Policy:
+    """One policy: acting, weights and the model's forward passes on raw observations.
+
+    Args:
+      definition: the algorithm record.
+      algorithm: the ``Algorithm`` built from it (``act`` and ``policy`` are used).
+      config: the algorithm's frozen config.
+      spec: the env spec the network sees (after preprocessing).
+      preprocessor: turns raw observations into network inputs (and checks them).
+      observation_space: the raw observation space (what ``compute_actions`` takes).
+      action_space: the env's action space.
+      seed: seed of the keys exploring actions are drawn with.
+    """
+
+    def __init__(self, definition: AlgorithmDef, algorithm: Algorithm, config: Any,
+                 spec: EnvSpec, preprocessor: Preprocessor, observation_space: gym.Space,
+                 action_space: gym.Space, seed: int = 0):
+        self.definition = definition
+        self.algorithm = algorithm
+        self.algo_config = config
+        self.spec = spec
+        self.preprocessor = preprocessor
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.act_fn = jax.jit(algorithm.act, static_argnums=3)
+        self._policy_fn = jax.jit(algorithm.policy)
+        self._acting: Any = None
+        self._get_learner_state: Callable[[], Any] | None = None
+        self._set_learner_state: Callable[[Any], None] | None = None
+        self._key = jax.random.PRNGKey(seed + 7919)
+        self._model: PolicyModel | None = None
+
+    @property
+    def config(self) -> dict:
+        """The config as a dict of RLlib keys."""
+        return to_dict(self.algo_config)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def bind_learner(self, get_state: Callable[[], Any], set_state: Callable[[Any], None]
+                     ) -> None:
+        """Makes the learner's ``TrainState`` this policy's source of truth (the trainer's
+        policy): weights, actions and the model read it, ``set_weights`` writes it."""
+        self._get_learner_state, self._set_learner_state = get_state, set_state
+
+    @property
+    def learner_state(self) -> Any:
+        """The bound learner's ``TrainState``, or None on a rollout worker."""
+        return None if self._get_learner_state is None else self._get_learner_state()
+
+    def set_acting(self, acting: Any) -> None:
+        """Sets the acting pytree (``algorithm.policy(state)``: params, filter statistics,
+        exploration) that sampling uses."""
+        self._acting = acting
+
+    @property
+    def acting(self) -> Any:
+        """The acting pytree: from the learner state when bound, else the one last set."""
+        state = self.learner_state
+        if state is not None:
+            return self._policy_fn(state)
+        if self._acting is None:
+            raise RuntimeError("this policy has no weights yet (set_weights or sync from the "
+                               "trainer first)")
+        return self._acting
+
+    def get_weights(self) -> Any:
+        """The network params as a nested dict of NumPy arrays (the learner's when bound; a
+        rollout worker holds the params it acts with)."""
+        state = self.learner_state
+        return _to_host(state.params if state is not None else self.acting.params)
+
+    def set_weights(self, weights: Any) -> None:
+        """Replaces the network params (structure, shapes and dtypes must match)."""
+        state = self.learner_state
+        current = state.params if state is not None else self.acting.params
+        try:
+            new = jax.tree.map(lambda c, w: jnp.asarray(w, c.dtype).reshape(c.shape), current,
+                               weights)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"set_weights: weights do not match the policy's params: {e}"
+                              ) from None
+        if state is not None:
+            self._set_learner_state(state._replace(params=new))
+        else:
+            self._acting = self._acting._replace(params=new)
+
+    def get_state(self) -> dict:
+        """``{"weights": ..., "acting": ...}``: what ``set_state`` restores."""
+        return {"weights": self.get_weights(), "acting": _to_host(self.acting)}
+
+    def set_state(self, state: Mapping) -> None:
+        if "acting" in state and self.learner_state is None:
+            self._acting = jax.tree.map(jnp.asarray, state["acting"])
+        self.set_weights(state["weights"])
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def preprocess(self, obs_batch: Any) -> np.ndarray:
+        """Raw observations -> the network's input batch (each checked against the space)."""
+        obs_list = list(obs_batch)
+        for obs in obs_list:
+            self.preprocessor.check(obs)
+        return np.stack([self.preprocessor.transform(o) for o in obs_list])
+
+    def act_on(self, obs: np.ndarray, explore: bool) -> tuple[np.ndarray, dict]:
+        """Actions and extras for preprocessed observations ``[N, ...]`` (clipped to the Box
+        bounds with ``clip_actions``)."""
+        self._key, key = jax.random.split(self._key)
+        action, extras = self.act_fn(self.acting, obs, key, bool(explore))
+        action = np.asarray(action)
+        spec = self.spec
+        if not spec.discrete and self.algo_config.clip_actions:
+            action = np.clip(action, np.reshape(spec.action_low, spec.action_shape),
+                             np.reshape(spec.action_high, spec.action_shape))
+        return action, {k: np.asarray(v) for k, v in extras.items()}
+
+    def compute_actions(self, obs_batch: Any, state_batches: Any = None,
+                        prev_action_batch: Any = None, prev_reward_batch: Any = None,
+                        info_batch: Any = None, episodes: Any = None,
+                        explore: bool | None = None, timestep: int | None = None,
+                        **kwargs: Any) -> tuple[np.ndarray, list, dict]:
+        """Actions for a batch of raw observations: ``(actions, state_outs, extras)`` as in
+        RLlib (jrl's networks are not recurrent: ``state_outs`` is empty)."""
+        explore = self.algo_config.explore if explore is None else explore
+        actions, extras = self.act_on(self.preprocess(obs_batch), explore)
+        return actions, [], extras
+
+    def compute_single_action(self, obs: Any, state: Any = None, prev_action: Any = None,
+                              prev_reward: Any = None, info: Any = None,
+                              explore: bool | None = None, **kwargs: Any
+                              ) -> tuple[Any, list, dict]:
+        """``(action, state_out, extras)`` for one raw observation."""
+        actions, state_out, extras = self.compute_actions([obs], explore=explore)
+        return actions[0], state_out, {k: v[0] for k, v in extras.items()}
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> PolicyModel:
+        if self._model is None:
+            self._model = PolicyModel(self)
+        return self._model
+
+    @property
+    def dist_class(self) -> type | None:
+        """The action distribution class (actor-critic algorithms; None otherwise)."""
+        return self.model.dist_class
+
+    def __repr__(self) -> str:
+        return f"Policy({self.definition.name}, obs={self.observation_space}, " \
+               f"actions={self.action_space})"
+
+
+class PolicyModel:
+    """Forward passes of a policy's network on raw observations (preprocessed and filtered)."""
+
+    def __init__(self, policy: Policy):
+        self._policy = policy
+        spec, algo_config = policy.spec, policy.algo_config
+        self.kind = policy.definition.model
+        self.dist_class = None
+        self._q_function = None
+        obs_filter = get_filter(algo_config.observation_filter)
+        if self.kind == "actor_q":
+            # A policy plus critics (DDPG, TD3, SAC): the record gives the critic's forward.
+            q_fn = policy.definition.require("q_function")(algo_config, spec)
+            self._q_function = jax.jit(lambda params, fstate, obs, actions: q_fn(
+                params, obs_filter.apply(fstate, obs), actions))
+            return
+        if self.kind == "q":
+            self.network = catalog.make_q_network(spec, algo_config.model,
+                                                  dueling=algo_config.dueling,
+                                                  hiddens=tuple(algo_config.hiddens))
+        elif self.kind == "deterministic":
+            self.network = catalog.make_deterministic_policy(spec, algo_config.model)
+        else:
+            self.network = catalog.make_actor_critic(spec, algo_config.model)
+            self.dist_class = type(catalog.make_distribution(spec, _dummy_dist_params(spec)))
+        self._forward = jax.jit(lambda params, fstate, obs: self.network.apply(
+            params, obs_filter.apply(fstate, obs)))
+
+    @property
+    def _name(self) -> str:
+        return self._policy.definition.name
+
+    def _params_and_filter(self) -> tuple[Any, Any]:
+        state = self._policy.learner_state
+        source = state if state is not None else self._policy.acting
+        return source.params, source.obs_filter
+
+    def _run(self, obs_batch: Any) -> Any:
+        params, fstate = self._params_and_filter()
+        return self._forward(params, fstate, self._policy.preprocess(obs_batch))
+
+    def _no(self, what: str) -> ConfigError:
+        return ConfigError(f"{self._name}'s policy network has no {what}; use actions()")
+
+    def actions(self, obs_batch: Any) -> np.ndarray:
+        """Greedy actions ``[N, ...]`` for a batch of raw observations."""
+        return self._policy.compute_actions(obs_batch, explore=False)[0]
+
+    def _critic(self, obs_batch: Any, actions: Any = None) -> np.ndarray:
+        obs_list = list(obs_batch)
+        if actions is None and not self._policy.spec.discrete:
+            actions = self.actions(obs_list)
+        params, fstate = self._params_and_filter()
+        return np.asarray(self._q_function(
+            params, fstate, self._policy.preprocess(obs_list),
+            None if actions is None else jnp.asarray(actions, jnp.float32)))
+
+    def value_function(self, obs_batch: Any) -> np.ndarray:
+        """State values ``[N]`` (actor-critic algorithms), max Q-values (DQN) or the critic's
+        Q-values of the greedy actions (DDPG, TD3, SAC)."""
+        if self.kind == "deterministic":
+            raise self._no("value function")
+        if self._q_function is not None:
+            q = self._critic(obs_batch)
+            if not self._policy.spec.discrete:
+                return q
+            greedy = self.actions(obs_batch)
+            return np.take_along_axis(q, greedy[:, None].astype(np.int64), axis=-1)[:, 0]
+        out = self._run(obs_batch)
+        if self.dist_class is None:
+            return np.asarray(out).max(axis=-1)
+        return np.asarray(out[1])
+
+    def q_values(self, obs_batch: Any, actions: Any = None) -> np.ndarray:
+        """Q-values ``[N, num_actions]`` (DQN, discrete SAC), or the first critic's ``Q(s, a)``
+        ``[N]`` of ``actions`` (default: the greedy ones) for DDPG, TD3 and box-action SAC."""
+        if self.kind == "deterministic":
+            raise self._no("Q-values")
+        if self._q_function is not None:
+            return self._critic(obs_batch, actions)
+        if self.dist_class is not None:
+            raise ConfigError(f"{self._name} has no Q-values; use value_function")
+        return np.asarray(self._run(obs_batch))
+
+    def distribution(self, obs_batch: Any):
+        """The action distribution for a batch of raw observations (actor-critic algorithms)."""
+        if self.dist_class is None:
+            raise ConfigError(f"{self._name} has no action distribution")
+        dist_params, _ = self._run(obs_batch)
+        return catalog.make_distribution(self._policy.spec, dist_params)
+
+    def logp(self, obs_batch: Any, actions: Any) -> np.ndarray:
+        """Log-probabilities ``[N]`` of ``actions`` under the policy."""
+        return np.asarray(self.distribution(obs_batch).log_prob(jnp.asarray(actions)))
+
+    def summary(self) -> str:
+        """Parameter paths, shapes and the total count."""
+        return catalog.param_summary(self._params_and_filter()[0])
+
+    def num_params(self) -> int:
+        return catalog.count_params(self._params_and_filter()[0])
+
+
+def _dummy_dist_params(spec: EnvSpec) -> Any:
+    if spec.discrete:
+        return jnp.zeros((1, spec.num_actions))
+    return (jnp.zeros((1, *spec.action_shape)), jnp.zeros((1, *spec.action_shape)))
