@@ -215,20 +215,21 @@ def main() -> None:
         print(n, ref, ours, flush=True)
     gym_rate = gymnasium_steps_per_s(args.gym_steps)
     total = time.perf_counter() - started
-    lines = [*common.machine_lines(), f"- command: `{common.command_line()}`",
+    lines = [*common.section_header(),
              f"- config: {NUM_ENVS} envs x {NUM_STEPS} steps, {EPOCHS} epochs x {MINIBATCHES} "
              f"minibatches, {UPDATES} updates = {UPDATES * NUM_ENVS * NUM_STEPS:,} env steps per "
              "seed, lr 2.5e-4 annealed, fcnet [64, 64] tanh, separate actor/critic torsos; "
              "compile excluded from steps/s; no compilation cache",
              f"- whole benchmark wall time: {total:.0f} s", "",
-             "| seeds | reference compile (s) | reference run (s) | reference steps/s | "
-             "jrl compile (s) | jrl run (s) | jrl steps/s | jrl / reference | jrl seeds >= 475 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for n, ref, ours in rows:
-        lines.append(f"| {n} | {ref['compile_s']:.1f} | {ref['run_s']:.2f} | "
-                     f"{ref['steps_per_s']:,.0f} | {ours['compile_s']:.1f} | {ours['run_s']:.2f} | "
-                     f"{ours['steps_per_s']:,.0f} | {ours['steps_per_s'] / ref['steps_per_s']:.2f}× | "
-                     f"{ours['solved']}/{n} |")
+             common.markdown_table(
+                 ["seeds", "reference compile (s)", "reference run (s)", "reference steps/s",
+                  "jrl compile (s)", "jrl run (s)", "jrl steps/s", "jrl / reference",
+                  "jrl seeds >= 475"],
+                 [[n, f"{ref['compile_s']:.1f}", f"{ref['run_s']:.2f}",
+                   f"{ref['steps_per_s']:,.0f}", f"{ours['compile_s']:.1f}",
+                   f"{ours['run_s']:.2f}", f"{ours['steps_per_s']:,.0f}",
+                   f"{ours['steps_per_s'] / ref['steps_per_s']:.2f}×", f"{ours['solved']}/{n}"]
+                  for n, ref, ours in rows])]
     lines += ["", f"- jrl's gymnasium path (RolloutWorker + host CartPole-v1, same PPO config, "
               f"1 seed, timed over {args.gym_steps:,} steps after compile): "
               f"{gym_rate:,.0f} env steps/s; the jitted loop with 1 seed runs "

@@ -17,16 +17,14 @@ subprocess; APEX runs start a 2-CPU local Ray instance.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench_common as common  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = common.REPO_ROOT
 SECTION = "Ape-X (APEX, APEX_DDPG): time-to-solve and learner throughput"
 DISTRIBUTED_KEYS = ("num_workers", "num_replay_buffer_shards", "max_weight_sync_delay",
                     "per_worker_noise_scale", "prioritized_replay_alpha",
@@ -63,20 +61,21 @@ def run_one(name: str, seed: int) -> dict:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    start = time.time()
+    clock = common.PausableClock()
+    clock.start()
     trainer = jrl.Trainer(algo, env=env, config=config, log_to_disk=False)
-    eval_time, best, solved_at, result = 0.0, float("-inf"), None, {}
+    best, solved_at, result = float("-inf"), None, {}
     try:
         while trainer.timesteps_total < max_steps:
             result = trainer.train()
-            t = time.time()
+            clock.pause()
             score = trainer.evaluate(10)["evaluation"]["episode_reward_mean"]
-            eval_time += time.time() - t
             best = max(best, score)
             if score >= threshold:
-                solved_at = time.time() - start - eval_time
+                solved_at = clock.read()
                 break
-        wall = time.time() - start - eval_time
+            clock.resume()
+        wall = clock.pause()
         throughput = result.get("learner_throughput", {})
         return {"name": name, "seed": seed, "solved": solved_at is not None,
                 "time_to_solve_s": solved_at, "steps": trainer.timesteps_total,
@@ -91,8 +90,16 @@ def run_one(name: str, seed: int) -> dict:
         trainer.stop()
 
 
-def _fmt(value, spec: str = ",.0f") -> str:
-    return "—" if value is None else format(value, spec)
+def _row(r: dict) -> list:
+    """The table row of one run record (or error record)."""
+    if "error" in r:
+        return [r["name"], r["seed"], r["error"], *[""] * 7]
+    fmt = common.format_optional
+    return [r["name"], r["seed"], "yes" if r["solved"] else "no",
+            fmt(r["time_to_solve_s"], ".1f"), f"{r['steps']:,}",
+            fmt(r["env_steps_per_s"], ",.0f"), f"{r['updates']:,}",
+            fmt(r["learner_updates_per_s"], ",.0f"), fmt(r["learner_samples_per_s"], ",.0f"),
+            ", ".join(str(s) for s in r["shard_sizes"]) or "—"]
 
 
 def main() -> None:
@@ -101,42 +108,29 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default=None, help="markdown file to write the section into")
     parser.add_argument("--child", nargs=2, metavar=("RUN", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(run_one(args.child[0], int(args.child[1]))))
+        common.write_child_record(args.child_out, run_one(args.child[0], int(args.child[1])))
         return
     started = time.time()
-    header = common.machine_lines()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    header = common.section_header()
+    env = {"PYTHONPATH": os.pathsep.join(
         [os.path.join(REPO_ROOT, "src"), os.environ.get("PYTHONPATH", "")]),
         "RAY_AUTH_MODE": "disabled"}
     rows = []
     for seed in args.seeds:
         for name in args.runs:
-            proc = subprocess.run([sys.executable, __file__, "--child", name, str(seed)],
-                                  capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                rows.append({"name": name, "seed": seed, "error": f"exit {proc.returncode}"})
-                continue
-            rows.append(json.loads(lines[-1][len("RESULT "):]))
-            print(rows[-1], flush=True)
-    table = ["| run | seed | solved | time-to-solve (s) | env steps | env steps/s | learner "
-             "updates | learner updates/s | learner samples/s | shard sizes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            table.append(f"| {r['name']} | {r['seed']} | {r['error']} |  |  |  |  |  |  |  |")
-            continue
-        table.append(
-            f"| {r['name']} | {r['seed']} | {'yes' if r['solved'] else 'no'} "
-            f"| {_fmt(r['time_to_solve_s'], '.1f')} | {r['steps']:,} "
-            f"| {_fmt(r['env_steps_per_s'])} | {r['updates']:,} "
-            f"| {_fmt(r['learner_updates_per_s'])} | {_fmt(r['learner_samples_per_s'])} "
-            f"| {', '.join(str(s) for s in r['shard_sizes']) or '—'} |")
+            r = common.run_child(__file__, ["--child", name, str(seed)],
+                                 ident={"name": name, "seed": seed}, env=env, cwd=REPO_ROOT)
+            common.print_run(f"{name} seed {seed}", r, str(r))
+            rows.append(r)
+    table = common.markdown_table(
+        ["run", "seed", "solved", "time-to-solve (s)", "env steps", "env steps/s",
+         "learner updates", "learner updates/s", "learner samples/s", "shard sizes"],
+        [_row(r) for r in rows])
     body = "\n".join([
-        *header, f"- command: `{common.command_line()}`",
+        *header,
         "- APEX / APEX_DDPG: 2 rollout workers + 2 replay shards (Ray, 2 CPUs) and the learner "
         "in the driver; DQN / DDPG: one process. Thresholds: greedy 10-episode mean >= 475 "
         "(CartPole-v1), >= -200 (Pendulum-v1). Time-to-solve includes Ray and worker start-up "
@@ -147,7 +141,7 @@ def main() -> None:
         "worker processes and 2 shard actors start and compile before the first fragment "
         "arrives (most of its time-to-solve); whether it pays off with more cores is not "
         "measured here.",
-        f"- whole benchmark wall time: {time.time() - started:.0f} s", "", *table])
+        f"- whole benchmark wall time: {time.time() - started:.0f} s", "", table])
     common.publish(args.out, SECTION, body)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import _bench_common as common
@@ -47,19 +46,20 @@ def time_to_solve(num_workers: int, seed: int, max_steps: int = 200_000) -> tupl
               "rollout_fragment_length": 32, "train_batch_size": 256, "sgd_minibatch_size": 256,
               "num_sgd_iter": 20, "vf_clip_param": None, "model": {"fcnet_hiddens": [64, 64]},
               "num_workers": num_workers, "seed": seed}
-    start = time.perf_counter()
+    clock = common.PausableClock()
+    clock.start()
     trainer = jrl.Trainer("PPO", env=ENV_ID, config=config, log_to_disk=False)
-    paused, next_eval = 0.0, 2048
+    next_eval = 2048
     try:
         while trainer.timesteps_total < max_steps:
             trainer.train()
             if trainer.timesteps_total >= next_eval:
-                t0 = time.perf_counter()
+                clock.pause()
                 reward = trainer.evaluate(10)["evaluation"]["episode_reward_mean"]
-                paused += time.perf_counter() - t0
                 next_eval = (trainer.timesteps_total // 2048 + 1) * 2048
                 if reward >= 475:
-                    return time.perf_counter() - start - paused, trainer.timesteps_total
+                    return clock.elapsed, trainer.timesteps_total
+                clock.resume()
         return float("inf"), trainer.timesteps_total
     finally:
         trainer.stop()
@@ -85,15 +85,16 @@ def main() -> None:
         ray.shutdown()
     total = time.perf_counter() - started
     per_round = args.num_envs * args.fragment
-    lines = [*common.machine_lines(), f"- command: `{common.command_line()}`",
+    lines = [*common.section_header(),
              f"- sampling: PPO policy (fcnet [64, 64]), {args.num_envs} envs per worker, "
              f"fragments of {args.fragment} steps, weights broadcast every round, "
              f"{args.rounds} rounds after 3 warm-up rounds ({per_round} steps per worker per "
              "round); 0 workers = the trainer's in-process worker",
              f"- whole benchmark wall time: {total:.0f} s", "",
-             "| workers | env steps/s | vs 0 workers | vs 1 worker |", "|---|---|---|---|"]
-    for n, rate in rates.items():
-        lines.append(f"| {n} | {rate:,.0f} | {rate / rates[0]:.2f}× | {rate / rates[1]:.2f}× |")
+             common.markdown_table(
+                 ["workers", "env steps/s", "vs 0 workers", "vs 1 worker"],
+                 [[n, f"{rate:,.0f}", f"{rate / rates[0]:.2f}×", f"{rate / rates[1]:.2f}×"]
+                  for n, rate in rates.items()])]
     overhead = 1.0 - rates[1] / rates[0]
     lines += ["", f"- 2 workers vs 1 worker: {rates[2] / rates[1]:.2f}× the steps/s",
               f"- pool overhead (1 remote worker vs in-process, same {args.num_envs} envs): "
@@ -101,13 +102,12 @@ def main() -> None:
               "PPO time-to-solve (greedy 10-episode mean >= 475, evaluated every 2048 steps, "
               "evaluation excluded, Ray start-up and worker creation included; 4 envs per "
               "worker, 256-step batches):", "",
-              "| num_workers | " + " | ".join(f"seed {s}" for s in args.seeds) + " | median |",
-              "|---|" + "---|" * (len(args.seeds) + 1)]
-    for n, runs in solve.items():
-        cells = [f"{t:.1f} s ({steps / 1000:.1f}k)" if t != float("inf") else "not solved"
-                 for t, steps in runs]
-        lines.append(f"| {n} | " + " | ".join(cells)
-                     + f" | {statistics.median(t for t, _ in runs):.1f} s |")
+              common.markdown_table(
+                  ["num_workers", *[f"seed {s}" for s in args.seeds], "median"],
+                  [[n, *[f"{t:.1f} s ({steps / 1000:.1f}k)" if t != float("inf")
+                         else "not solved" for t, steps in runs],
+                    f"{common.median(t for t, _ in runs):.1f} s"]
+                   for n, runs in solve.items()])]
     common.publish(args.out, SECTION, "\n".join(lines))
 
 

@@ -18,11 +18,8 @@ pass), to show what batching the perturbations buys.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,18 +27,9 @@ import _bench_common as common  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
-EVAL_EPISODES = 10
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_EPISODES = common.EVAL_EPISODES
 CONFIG = "configs/cartpole-es.yaml"
 SECTION = "ES on CartPole-v1: time-to-solve with 0 and 2 workers"
-
-
-def _config() -> dict:
-    import yaml
-
-    with open(os.path.join(REPO_ROOT, CONFIG)) as f:
-        (entry,) = yaml.safe_load(f).values()
-    return dict(entry["config"])
 
 
 def _throughput(trainer, pairs: int, repeats: int) -> dict:
@@ -65,53 +53,42 @@ def _throughput(trainer, pairs: int, repeats: int) -> dict:
     return {mode: steps[mode] / seconds[mode] for mode in modes}
 
 
-def child(num_workers: int, seed: int, max_steps: int, out_path: str) -> None:
+def child(num_workers: int, seed: int, max_steps: int) -> dict:
     import jrl
 
-    config = _config()
+    config = common.tuned_config(CONFIG)
     config.update(num_workers=num_workers, seed=seed, evaluation_interval=None,
                   log_level="ERROR")
-    start = time.perf_counter()
+    clock = common.PausableClock()
+    clock.start()
     trainer = jrl.Trainer("ES", env=ENV_ID, config=config, log_to_disk=False)
-    elapsed = build_s = time.perf_counter() - start
+    build_s = clock.read()
     solved, reward = False, float("nan")
     while trainer.timesteps_total < max_steps:
-        t0 = time.perf_counter()
         trainer.train()
-        elapsed += time.perf_counter() - t0
+        clock.pause()
         reward = trainer.evaluate(EVAL_EPISODES)["evaluation"]["episode_reward_mean"]
         if reward >= THRESHOLD:
             solved = True
             break
-    record = {"num_workers": num_workers, "seed": seed, "solved": solved, "time_s": elapsed,
-              "build_s": build_s, "env_steps": trainer.timesteps_total,
-              "iterations": trainer.iteration, "last_eval": reward}
+        clock.resume()
+    clock.pause()
+    record = {"num_workers": num_workers, "seed": seed, "solved": solved,
+              "time_s": clock.elapsed, "build_s": build_s,
+              "env_steps": trainer.timesteps_total, "iterations": trainer.iteration,
+              "last_eval": reward}
     if num_workers == 0 and solved:
         record["throughput"] = _throughput(trainer, config["episodes_per_batch"] // 2, 4)
     trainer.stop()
-    with open(out_path, "w") as f:
-        json.dump(record, f)
+    return record
 
 
 def run_child(num_workers: int, seed: int, args) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    cmd = [sys.executable, os.path.abspath(__file__), "--child-workers", str(num_workers),
-           "--child-seed", str(seed), "--max-steps", str(args.max_steps), "--child-out", out]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-    try:
-        with open(out) as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        record = {"num_workers": num_workers, "seed": seed, "error": proc.returncode,
-                  "stderr_tail": proc.stderr[-2000:]}
-    finally:
-        if os.path.exists(out):
-            os.unlink(out)
-    record["process_s"] = time.perf_counter() - start
-    return record
+    return common.run_child(
+        __file__, ["--child-workers", str(num_workers), "--child-seed", str(seed),
+                   "--max-steps", str(args.max_steps)],
+        ident={"num_workers": num_workers, "seed": seed}, timeout=args.timeout,
+        env={"RAY_AUTH_MODE": "disabled"})
 
 
 def _cell(r: dict) -> str:
@@ -124,8 +101,19 @@ def _cell(r: dict) -> str:
 
 def make_section(results: list[dict], workers: list[int], seeds: list[int], args,
                  total_s: float) -> str:
-    lines = [*common.machine_lines(),
-             f"- command: `{common.command_line()}`",
+    rows = []
+    for n in workers:
+        runs = [r for r in results if r["num_workers"] == n]
+        solved = sum(bool(r.get("solved")) for r in runs)
+        med_t = common.median_solved(runs, "time_s")
+        med_a = common.median_solved(runs, lambda r: r["time_s"] - r["build_s"])
+        med_s = common.median_solved(runs, "env_steps")
+        builds = [r["build_s"] for r in runs if "build_s" in r]
+        rows.append([n, *[_cell(r) for r in runs], f"{solved}/{len(runs)}",
+                     common.format_seconds(med_t), common.format_seconds(med_a),
+                     "not solved" if med_s == float("inf") else f"{med_s / 1000:.1f}k",
+                     common.format_optional(common.median(builds), ".2f")])
+    lines = [*common.section_header(),
              f"- config: {CONFIG}; threshold: greedy {EVAL_EPISODES}-episode mean >= "
              f"{THRESHOLD:g} after an iteration; evaluation time excluded, trainer build (Ray "
              f"start-up and worker creation for 2 workers) and JIT included, imports excluded; "
@@ -137,37 +125,21 @@ def make_section(results: list[dict], workers: list[int], seeds: list[int], args
              "Cells: time-to-solve (env steps, iterations at the solving evaluation). \"after "
              "build\": without building the trainer (Ray start-up, worker creation, init).",
              "",
-             "| num_workers | " + " | ".join(f"seed {s}" for s in seeds)
-             + " | solved | median time | median time after build | median env steps "
-             "| build (s) |",
-             "|---|" + "---|" * (len(seeds) + 5)]
-    for n in workers:
-        runs = [r for r in results if r["num_workers"] == n]
-        ok = [r for r in runs if r.get("solved")]
-        times = sorted(r["time_s"] for r in ok) + [float("inf")] * (len(runs) - len(ok))
-        steps = sorted(r["env_steps"] for r in ok) + [float("inf")] * (len(runs) - len(ok))
-        after = sorted(r["time_s"] - r["build_s"] for r in ok) + [float("inf")] * (
-            len(runs) - len(ok))
-        med_t, med_s, med_a = common.median(times), common.median(steps), common.median(after)
-        builds = [r["build_s"] for r in runs if "build_s" in r]
-        lines.append("| " + " | ".join([
-            str(n), *[_cell(r) for r in runs], f"{len(ok)}/{len(runs)}",
-            "not solved" if med_t == float("inf") else f"{med_t:.1f} s",
-            "not solved" if med_a == float("inf") else f"{med_a:.1f} s",
-            "not solved" if med_s == float("inf") else f"{med_s / 1000:.1f}k",
-            f"{common.median(builds):.2f}" if builds else "—"]) + " |")
+             common.markdown_table(["num_workers", *[f"seed {s}" for s in seeds], "solved",
+                                    "median time", "median time after build",
+                                    "median env steps", "build (s)"], rows)]
     tput = [r["throughput"] for r in results if "throughput" in r]
     if tput:
         batched = common.median([t["batched"] for t in tput])
         single = common.median([t["one pair at a time"] for t in tput])
         lines += ["", "Episode evaluation throughput on one worker (solved policy, episodes of "
                   "~500 steps; median over the num_workers=0 runs):", "",
-                  "| 10 antithetic pairs evaluated | env steps/s | vs one pair at a time |",
-                  "|---|---|---|",
-                  f"| together (20 episodes per batched forward pass) | {batched:,.0f} | "
-                  f"{batched / single:.2f}× |",
-                  f"| one pair at a time (2 episodes per forward pass) | {single:,.0f} | "
-                  "1.00× |"]
+                  common.markdown_table(
+                      ["10 antithetic pairs evaluated", "env steps/s", "vs one pair at a time"],
+                      [["together (20 episodes per batched forward pass)", f"{batched:,.0f}",
+                        f"{batched / single:.2f}×"],
+                       ["one pair at a time (2 episodes per forward pass)", f"{single:,.0f}",
+                        "1.00×"]])]
     return "\n".join(lines)
 
 
@@ -183,7 +155,8 @@ def main() -> None:
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_workers is not None:
-        child(args.child_workers, args.child_seed, args.max_steps, args.child_out)
+        common.write_child_record(args.child_out,
+                                  child(args.child_workers, args.child_seed, args.max_steps))
         return
     start = time.perf_counter()
     results = []
@@ -191,10 +164,8 @@ def main() -> None:
         for n in args.workers:
             r = run_child(n, seed, args)
             results.append(r)
-            print(f"[workers {n} seed {seed}] {_cell(r)}, process {r['process_s']:.1f} s"
-                  + (f", throughput {r['throughput']}" if "throughput" in r else ""), flush=True)
-            if "error" in r:
-                print(r.get("stderr_tail", ""), file=sys.stderr)
+            common.print_run(f"workers {n} seed {seed}", r, _cell(r),
+                             f", throughput {r['throughput']}" if "throughput" in r else "")
     results.sort(key=lambda r: (r["num_workers"], r["seed"]))
     section = make_section(results, args.workers, args.seeds, args, time.perf_counter() - start)
     print()

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,25 +27,16 @@ import _bench_common as common  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
-EVAL_EPISODES = 10
+EVAL_EPISODES = common.EVAL_EPISODES
 EVAL_EVERY = 4096  # env steps between greedy evaluations
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTION = "IMPALA / APPO on CartPole-v1: time-to-solve and learner idle fraction"
-
-
-def tuned_config(algo: str) -> tuple[dict, str]:
-    import yaml
-
-    rel = f"configs/cartpole-{algo.lower()}.yaml"
-    with open(os.path.join(REPO_ROOT, rel)) as f:
-        (entry,) = yaml.safe_load(f).values()
-    return dict(entry["config"]), rel
 
 
 def run_one(algo: str, num_workers: int, seed: int, max_steps: int) -> dict:
     import jrl
 
-    config, source = tuned_config(algo)
+    source = f"configs/cartpole-{algo.lower()}.yaml"
+    config = common.tuned_config(source)
     config.update(seed=seed, num_workers=num_workers, evaluation_interval=None,
                   log_level="ERROR")
     start = time.perf_counter()
@@ -94,31 +83,24 @@ def run_one(algo: str, num_workers: int, seed: int, max_steps: int) -> dict:
 
 
 def run_child(algo: str, num_workers: int, seed: int, args) -> dict:
-    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as tmp:
-        path = tmp.name
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", algo, str(num_workers),
-           str(seed), str(args.max_steps), path]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="disabled")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-        if proc.returncode != 0:
-            return {"algo": algo, "num_workers": num_workers, "seed": seed,
-                    "error": f"exit code {proc.returncode}: {(proc.stderr or '')[-500:]}"}
-        with open(path) as f:
-            return json.load(f)
-    except subprocess.TimeoutExpired:
-        return {"algo": algo, "num_workers": num_workers, "seed": seed,
-                "error": f"timeout after {args.timeout} s"}
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return common.run_child(
+        __file__, ["--child", algo, str(num_workers), str(seed), str(args.max_steps)],
+        ident={"algo": algo, "num_workers": num_workers, "seed": seed}, timeout=args.timeout,
+        env={"PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "disabled"})
 
 
 def report(runs: list[dict], args) -> str:
+    rows = []
+    for r in runs:
+        if "error" in r:
+            rows.append([r["algo"], r["num_workers"], r["seed"],
+                         f"error: {r['error'][:80]}", *[""] * 8])
+            continue
+        rows.append([r["algo"], r["num_workers"], r["seed"], "yes" if r["solved"] else "no",
+                     f"{r['time_s']:.1f}", f"{r['build_s']:.1f}", r["env_steps"],
+                     *[common.format_optional(r[key], spec, "-") for key, spec in [
+                         ("idle_fraction", ".0%"), ("policy_lag", ".1f"), ("queue_size", ".2f"),
+                         ("update_ms", ".0f"), ("batches_per_s", ".1f")]]])
     lines = [f"Command: `{common.command_line()}`", "", *common.machine_lines(), "",
              "Time-to-solve: wall time from building the trainer (Ray start and workers "
              "included, imports excluded) to a greedy 10-episode mean >= 475, evaluations not "
@@ -128,20 +110,10 @@ def report(runs: list[dict], args) -> str:
              "Queue: mean train batches waiting when the learner took one. Update: learner busy "
              "time per update (0 workers: update time); updates/s: learner updates per second "
              "of training.", "",
-             "| algo | workers | seed | solved | time-to-solve (s) | build (s) | env steps "
-             "| learner idle | policy lag | queue | update (ms) | updates/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        if "error" in r:
-            lines.append(f"| {r['algo']} | {r['num_workers']} | {r['seed']} | error: "
-                         f"{r['error'][:80]} | | | | | | | | |")
-            continue
-        lines.append(
-            f"| {r['algo']} | {r['num_workers']} | {r['seed']} | "
-            f"{'yes' if r['solved'] else 'no'} | {r['time_s']:.1f} | {r['build_s']:.1f} | "
-            f"{r['env_steps']} | {_fmt(r['idle_fraction'], '.0%')} | "
-            f"{_fmt(r['policy_lag'], '.1f')} | {_fmt(r['queue_size'], '.2f')} | "
-            f"{_fmt(r['update_ms'], '.0f')} | {_fmt(r['batches_per_s'], '.1f')} |")
+             common.markdown_table(
+                 ["algo", "workers", "seed", "solved", "time-to-solve (s)", "build (s)",
+                  "env steps", "learner idle", "policy lag", "queue", "update (ms)",
+                  "updates/s"], rows)]
     streamed = [r for r in runs if "error" not in r and r["num_workers"] > 0
                 and r["update_ms"] is not None and r["batches_per_s"]]
     if streamed:
@@ -161,12 +133,6 @@ def report(runs: list[dict], args) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        algo, workers, seed, max_steps, out = sys.argv[2:7]
-        result = run_one(algo, int(workers), int(seed), int(max_steps))
-        with open(out, "w") as f:
-            json.dump(result, f)
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=["IMPALA", "APPO"])
     parser.add_argument("--num-workers", nargs="+", type=int, default=[2])
@@ -174,7 +140,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=200_000)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--out", help="markdown file to write the results section into")
+    parser.add_argument("--child", nargs=4, metavar=("ALGO", "WORKERS", "SEED", "MAX_STEPS"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        algo, workers, seed, max_steps = args.child
+        common.write_child_record(args.child_out,
+                                  run_one(algo, int(workers), int(seed), int(max_steps)))
+        return
     runs = []
     for seed in args.seeds:
         for algo in args.algos:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -140,24 +139,22 @@ def main() -> None:
             plus_act.append(bench_env_plus_act(trainer, n, args.steps, args.seed + r))
             sampled.append(bench_jrl(trainer, args.steps, args.warmup if r == 0 else 0))
         trainer.stop()
-        row = {"n": n, "raw": statistics.median(raw), "act": statistics.median(plus_act),
-               "jrl": statistics.median(sampled)}
+        row = {"n": n, "raw": common.median(raw), "act": common.median(plus_act),
+               "jrl": common.median(sampled)}
         rows.append(row)
         print(f"N={n:>3}: raw {row['raw']:,.0f} steps/s, env+jitted act {row['act']:,.0f} "
               f"steps/s, jrl sample() {row['jrl']:,.0f} steps/s "
               f"(jrl/raw {row['jrl'] / row['raw']:.3f})", flush=True)
     total = time.perf_counter() - start
 
-    head = ("| N envs | raw SyncVectorEnv, random actions (steps/s) | env + jitted act "
-            "(steps/s) | jrl `RolloutWorker.sample()` (steps/s) | jrl / raw | "
-            "jrl / (env + act) | jrl µs per vector step |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        us = 1e6 * r["n"] / r["jrl"]
-        lines.append(f"| {r['n']} | {r['raw']:,.0f} | {r['act']:,.0f} | {r['jrl']:,.0f} | "
-                     f"{r['jrl'] / r['raw']:.3f} | {r['jrl'] / r['act']:.2f} | {us:,.0f} |")
-    body = [*common.machine_lines(),
-            f"- command: `{common.command_line()}`",
+    table = common.markdown_table(
+        ["N envs", "raw SyncVectorEnv, random actions (steps/s)", "env + jitted act (steps/s)",
+         "jrl `RolloutWorker.sample()` (steps/s)", "jrl / raw", "jrl / (env + act)",
+         "jrl µs per vector step"],
+        [[r["n"], f"{r['raw']:,.0f}", f"{r['act']:,.0f}", f"{r['jrl']:,.0f}",
+          f"{r['jrl'] / r['raw']:.3f}", f"{r['jrl'] / r['act']:.2f}",
+          f"{1e6 * r['n'] / r['jrl']:,.0f}"] for r in rows])
+    body = [*common.section_header(),
             f"- {args.steps} env steps per measurement, median of {args.repeats}; jrl: PPO "
             f"trainer's local worker, fcnet [64, 64], rollout_fragment_length {args.fragment}, "
             f"{args.warmup} warm-up `sample()` calls; all vector envs use SAME_STEP autoreset",
@@ -168,14 +165,9 @@ def main() -> None:
             "per-step Python bookkeeping; the gap between raw and it is the per-step policy "
             "call (dispatch + device-to-host copy).",
             "",
-            *lines]
-    section = "\n".join(body)
+            table]
     print()
-    print(f"## {SECTION}\n")
-    print(section)
-    if args.out:
-        common.update_section(args.out, SECTION, section)
-        print(f"\nwrote section to {args.out}")
+    common.publish(args.out, SECTION, "\n".join(body))
 
 
 if __name__ == "__main__":
