@@ -57,6 +57,46 @@ def test_remote_workers_sample_full_batches_and_fan_out(ray_cluster):
         trainer.stop()
 
 
+def _assert_trees_equal(a, b):
+    import jax
+    import numpy as np
+
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("algo,config", [
+    ("PPO", SMALL_PPO),
+    ("DQN", {"rollout_fragment_length": 16, "num_envs_per_worker": 1, "train_batch_size": 16,
+             "learning_starts": 0, "timesteps_per_iteration": 64, "hiddens": [8],
+             "model": {"fcnet_hiddens": [8]}}),
+])
+def test_every_worker_holds_the_learners_weights_after_train(ray_cluster, algo, config):
+    trainer = jrl.Trainer(algo, env="CartPole-v1", config={**config, "num_workers": 2},
+                          log_to_disk=False)
+    try:
+        local = trainer.workers.local_worker()
+        assert local.policy_map["default_policy"] is trainer.get_policy()
+        for _ in range(2):
+            trainer.train()
+            learner = trainer.get_policy().get_weights()
+            # RLlib's documented call, on the local and both remote workers.
+            weights = trainer.workers.foreach_worker(lambda ev: ev.get_policy().get_weights())
+            assert len(weights) == 3
+            for w in weights:
+                _assert_trees_equal(w, learner)
+        obs = [0.01, 0.02, -0.01, 0.0]
+        remote_actions = trainer.workers.foreach_worker(
+            lambda ev: int(ev.get_policy().compute_single_action(obs, explore=False)[0]))
+        assert remote_actions == [int(trainer.compute_action(obs))] * 3
+        states = trainer.workers.foreach_worker(
+            lambda ev: sorted(ev.policy_map["default_policy"].get_state()))
+        assert states == [["acting", "weights"]] * 3
+    finally:
+        trainer.stop()
+
+
 def test_dead_worker_is_replaced_and_its_fragment_resampled(ray_cluster, tmp_path):
     jrl.register_env("jrl-test-crash", lambda cfg: CrashingEnv(cfg))
     config = {**SMALL_PPO, "num_workers": 2, "env_config": {"crash_marker": str(tmp_path / "c")}}

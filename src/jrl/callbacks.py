@@ -47,6 +47,23 @@ class Episode:
         self._last_terminated = False
         self._last_truncated = False
 
+    def record_step(self, obs: Any = None, action: Any = None, reward: float | None = None,
+                    terminated: bool | None = None, truncated: bool | None = None,
+                    info: dict | None = None) -> None:
+        """The sampler's update of what the ``last_*_for`` getters return (None: unchanged)."""
+        if obs is not None:
+            self._last_obs = obs
+        if action is not None:
+            self._last_action = action
+        if reward is not None:
+            self._last_reward = float(reward)
+        if terminated is not None:
+            self._last_terminated = bool(terminated)
+        if truncated is not None:
+            self._last_truncated = bool(truncated)
+        if info is not None:
+            self._last_info = info
+
     def last_observation_for(self, agent_id: Any = None) -> np.ndarray:
         """The last preprocessed observation."""
         return self._last_obs

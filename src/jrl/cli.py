@@ -428,9 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from jrl import __version__
+        from importlib.metadata import PackageNotFoundError, version
 
-        print(f"jrl {__version__}")
+        try:
+            print(f"jrl {version('jrl')}")
+        except PackageNotFoundError:  # a source tree without install
+            print("jrl 0+unknown")
         return 0
     if not getattr(args, "command", None):
         parser.print_help()

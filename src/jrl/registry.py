@@ -68,6 +68,11 @@ def register_algorithm(definition: AlgorithmDef | str, name: str | None = None) 
     _ALGORITHMS[name.upper()] = definition
 
 
+def unregister_algorithm(name: str) -> None:
+    """Forgets a registered algorithm (no error when it is not registered)."""
+    _ALGORITHMS.pop(name.upper(), None)
+
+
 def algorithm_names() -> list[str]:
     return sorted(_ALGORITHMS)
 

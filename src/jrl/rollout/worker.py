@@ -189,7 +189,7 @@ class RolloutWorker:
 
     def _start_episode(self, env_index: int) -> Episode:
         episode = Episode(env_index)
-        episode._last_obs = self._obs[env_index]
+        episode.record_step(obs=self._obs[env_index])
         self._episode_ids[env_index] = episode.episode_id
         self._episode_lens[env_index] = 0
         self._episode_returns[env_index] = 0.0
@@ -207,13 +207,11 @@ class RolloutWorker:
         """Per-env episode updates, only when the user's callbacks watch every step."""
         for i in range(self.num_envs):
             episode = self._sync_episode(i)
-            episode._last_obs = next_obs[i]
-            episode._last_action = action[i]
-            episode._last_reward = float(reward[i])
-            episode._last_terminated = bool(terminated[i])
-            episode._last_truncated = bool(truncated[i])
-            episode._last_info = {k: v[i] for k, v in info.items()
-                                  if not k.startswith("_") and k not in ("final_obs", "final_info")}
+            episode.record_step(
+                obs=next_obs[i], action=action[i], reward=reward[i], terminated=terminated[i],
+                truncated=truncated[i],
+                info={k: v[i] for k, v in info.items()
+                      if not k.startswith("_") and k not in ("final_obs", "final_info")})
             self.callbacks.on_episode_step(worker=self, base_env=self.env, episode=episode,
                                            env_index=i)
 
@@ -277,8 +275,8 @@ class RolloutWorker:
             for i in np.flatnonzero(done):
                 episode = self._sync_episode(int(i))
                 if "final_info" in info:
-                    episode._last_info = {k: v[i] for k, v in info["final_info"].items()
-                                          if not k.startswith("_")}
+                    episode.record_step(info={k: v[i] for k, v in info["final_info"].items()
+                                              if not k.startswith("_")})
                 self.callbacks.on_episode_end(worker=self, base_env=self.env,
                                               policies=self.policy_map, episode=episode,
                                               env_index=int(i))
