@@ -114,7 +114,8 @@ SEEDS_SCRIPT = textwrap.dedent('''
               "model": {"fcnet_hiddens": [16]}, "timesteps_per_iteration": 256}
     sharded = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config=config, log_to_disk=False)
     assert len(sharded.backend.seed_devices) == 2
-    shards = {s.device for s in jax.tree.leaves(sharded.backend.runner.train_state)[0].addressable_shards}
+    leaf = jax.tree.leaves(sharded.backend.runner.train_state)[0]
+    shards = {s.device for s in leaf.addressable_shards}
     assert len(shards) == 2, shards
     sharded.train()
     one = jrl.Trainer("PPO", env="gymnax:CartPole-v1", config={**config, "num_seeds": 3},

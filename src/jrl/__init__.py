@@ -15,10 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 from jrl.callbacks import DefaultCallbacks, Episode
 from jrl.errors import CheckpointError, ConfigError, EnvError, JrlError
 from jrl.ops.filters import get_filter
-from jrl.registry import get_trainer_class
+from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.policy import Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.trainer import Trainer
+from jrl.types import Algorithm, AlgorithmDef
 
 try:
     __version__ = version("jrl")
@@ -31,8 +33,9 @@ _tune.install_import_hook()
 tune = _tune
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DefaultCallbacks", "EnvContext", "EnvError", "Episode",
-    "JrlError", "Trainer", "get_filter", "get_trainer_class", "get_preprocessor", "register_env", "__version__",
+    "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DefaultCallbacks",
+    "EnvContext", "EnvError", "Episode", "JrlError", "Policy", "Trainer", "__version__",
+    "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
 ]
 
 

@@ -41,9 +41,6 @@ def default_results_dir() -> str:
     return os.environ.get(RESULTS_DIR_ENV) or os.path.expanduser("~/jrl_results")
 
 
-def _to_host(tree: Any) -> Any:
-    return jax.tree.map(lambda x: np.asarray(x), tree)
-
 
 COMPILATION_CACHE_ENV = "JRL_COMPILATION_CACHE_DIR"
 
@@ -340,7 +337,7 @@ class Trainer:
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
         return ckpt.save_checkpoint(directory, self.iteration,
-                                    {"algo": _to_host(self.backend.checkpoint_state())},
+                                    {"algo": jax.device_get(self.backend.checkpoint_state())},
                                     self._metadata())
 
     def restore(self, checkpoint_path: str) -> None:

@@ -37,8 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jrl.execution.learner import Learner, learner_devices
-from jrl.registry import make_algorithm
+from jrl.execution.learner import Learner
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm, AlgorithmDef
@@ -74,10 +73,8 @@ class AsyncSamplesPlan:
         self.config = config
         per_fragment = config.rollout_fragment_length * config.num_envs_per_worker
         self.fragments_per_batch = max(1, math.ceil(config.train_batch_size / per_fragment))
-        self.learner = Learner(
-            lambda axis: make_algorithm(definition, config, spec, axis_name=axis).update,
-            learner_devices(config.num_gpus),
-            self.fragments_per_batch * config.num_envs_per_worker)
+        self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
+                                             self.fragments_per_batch * config.num_envs_per_worker)
         self._policy = jax.jit(algorithm.policy)
         self._streaming = bool(workers.remote_workers())
         self._lock = threading.Lock()

@@ -35,8 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.execution.learner import Learner, learner_devices, replay_item_example, scan_updates
-from jrl.registry import make_algorithm
+from jrl.execution.learner import Learner, replay_item_example, scan_updates
 from jrl.replay.prioritized import (
     config_beta,
     prioritized_add,
@@ -183,10 +182,8 @@ class DistributedReplayPlan:
         else:
             self.shards = [ReplayShard(example, capacity, config.prioritized_replay_alpha,
                                        config.seed * 100)]
-        single = lambda axis: scan_updates(  # noqa: E731
-            algorithm.update if axis is None else
-            make_algorithm(definition, config, spec, axis_name=axis).update, axis)
-        self.learner = Learner(single, learner_devices(config.num_gpus), config.train_batch_size)
+        self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
+                                             config.train_batch_size, wrap=scan_updates)
         self._env_steps = 0
         self._steps_at_sync = None
         self._weights_ref = None

@@ -14,8 +14,8 @@ a power-of-two number of rounds (padding is masked out), so ``update`` recompile
 number of rounds per iteration crosses a power of two.
 
 The algorithm record provides ``noise_rows(indices, dim)`` (the shared noise table) and
-``batch_type`` (``ESBatch``), and the config ``noise_size``, ``noise_stdev``, ``num_pairs``, ``eval_prob`` and
-``report_length``.
+``batch_type`` (``ESBatch``), and the config ``noise_size``, ``noise_stdev``, ``num_pairs``,
+``eval_prob`` and ``report_length``.
 """
 
 from __future__ import annotations

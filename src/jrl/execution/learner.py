@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from jrl.algorithms.examples import random_fragment
 from jrl.errors import ConfigError
+from jrl.registry import make_algorithm
 from jrl.types import AlgorithmDef
 
 AXIS = "learner_devices"
@@ -71,6 +72,21 @@ class Learner:
         self._update = jax.jit(jax.shard_map(
             make_update(AXIS), mesh=mesh, in_specs=(P(), P(None, AXIS)), out_specs=(P(), P()),
             check_vma=False))
+
+    @classmethod
+    def for_algorithm(cls, definition: AlgorithmDef, algorithm: Any, config: Any, spec: Any,
+                      batch_axis_size: int, wrap: Callable | None = None) -> Learner:
+        """The learner of ``algorithm`` on ``config.num_gpus``' devices: its own ``update`` on
+        one device, the record's ``make(..., axis_name=AXIS)`` one on several;
+        ``wrap(update, axis_name)`` builds what runs around it (e.g. ``scan_updates``)."""
+        wrap = wrap or (lambda update, axis: update)
+
+        def make_update(axis: str | None) -> Callable:
+            update = algorithm.update if axis is None else make_algorithm(
+                definition, config, spec, axis_name=axis).update
+            return wrap(update, axis)
+
+        return cls(make_update, learner_devices(config.num_gpus), batch_axis_size)
 
     @property
     def num_devices(self) -> int:

@@ -19,9 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jrl.errors import ConfigError
-from jrl.execution.learner import Learner, learner_devices, replay_item_example, scan_updates
+from jrl.execution.learner import Learner, replay_item_example, scan_updates
 from jrl.ops.filters import get_filter
-from jrl.registry import make_algorithm
 from jrl.replay.prioritized import (
     config_beta,
     prioritized_add,
@@ -57,10 +56,8 @@ class OffPolicyPlan:
         # with the replay batch split along its sample axis.
         self._add_and_sample = jax.jit(self._add_and_sample_impl, donate_argnums=(1,))
         self._write_priorities = jax.jit(self._write_priorities_impl, donate_argnums=(0,))
-        self.learner = Learner(
-            lambda axis: scan_updates(
-                make_algorithm(definition, config, spec, axis_name=axis).update, axis),
-            learner_devices(config.num_gpus), config.train_batch_size)
+        self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
+                                             config.train_batch_size, wrap=scan_updates)
         self._env_steps = 0
         self._obs_filter = get_filter(config.observation_filter)
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import jax
 
-from jrl.execution.learner import Learner, learner_devices
-from jrl.registry import make_algorithm
+from jrl.execution.learner import Learner
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm, AlgorithmDef
@@ -24,9 +23,8 @@ class OnPolicyPlan:
         self.workers = workers
         per_round = config.rollout_fragment_length * workers.num_envs
         self.rounds = max(1, math.ceil(config.train_batch_size / per_round))
-        self.learner = Learner(
-            lambda axis: make_algorithm(definition, config, spec, axis_name=axis).update,
-            learner_devices(config.num_gpus), workers.num_envs)
+        self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
+                                             workers.num_envs)
         self._policy = jax.jit(algorithm.policy)
 
     def step(self, state: Any) -> tuple[Any, dict, int]:

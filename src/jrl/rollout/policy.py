@@ -27,9 +27,6 @@ from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 DEFAULT_POLICY_ID = "default_policy"
 
 
-def _to_host(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, tree)
-
 
 class Policy:
     """One policy: acting, weights and the model's forward passes on raw observations.
@@ -101,7 +98,7 @@ class Policy:
         """The network params as a nested dict of NumPy arrays (the learner's when bound; a
         rollout worker holds the params it acts with)."""
         state = self.learner_state
-        return _to_host(state.params if state is not None else self.acting.params)
+        return jax.device_get(state.params if state is not None else self.acting.params)
 
     def set_weights(self, weights: Any) -> None:
         """Replaces the network params (structure, shapes and dtypes must match)."""
@@ -120,7 +117,7 @@ class Policy:
 
     def get_state(self) -> dict:
         """``{"weights": ..., "acting": ...}``: what ``set_state`` restores."""
-        return {"weights": self.get_weights(), "acting": _to_host(self.acting)}
+        return {"weights": self.get_weights(), "acting": jax.device_get(self.acting)}
 
     def set_state(self, state: Mapping) -> None:
         if "acting" in state and self.learner_state is None:

@@ -97,8 +97,8 @@ class WorkerSet:
             self._check_remote_workers()
 
     @classmethod
-    def create(cls, env_id: str, config: Any, definition: AlgorithmDef, *, video_dir: str | None = None,
-               address: str | None = None) -> WorkerSet:
+    def create(cls, env_id: str, config: Any, definition: AlgorithmDef, *,
+               video_dir: str | None = None, address: str | None = None) -> WorkerSet:
         local = RolloutWorker(env_id, config, definition, worker_index=0, video_dir=video_dir)
         if config.num_workers == 0:
             return cls(local)
