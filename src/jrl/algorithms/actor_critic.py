@@ -28,7 +28,7 @@ from jrl.types import Algorithm, EnvSpec, LearnerState, NetworkPolicy, Transitio
 # ``targets(batch, v_t, v_tp1) -> (advantages, value_targets)``, all ``[T, B]``.
 TargetsFn = Callable[[Transition, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
-# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+# The one-network learner state and what act needs (fields documented in ``jrl.types``).
 ActorCriticState = LearnerState
 ActorCriticPolicy = NetworkPolicy
 

@@ -83,7 +83,23 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(DDPGConfig())
 
 
 class DDPGState(NamedTuple):
-    params: Any  # {"actor": ..., "critic": ...}
+    """Learner state of DDPG (and TD3, APEX_DDPG): arrays only.
+
+    Attributes:
+      params: ``{"actor": ..., "critic": ...}``, pytrees of float32 arrays (the critic holds
+        ``num_q`` stacked critics).
+      target_params: the target networks' parameters, same structure as ``params``.
+      actor_opt_state: the actor's Adam state (int32 ``[]`` step count, float32 moments).
+      critic_opt_state: the critics' Adam state.
+      key: PRNG key of the target policy smoothing noise, ``uint32 [2]``.
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: critic updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last target update, int32 ``[]``.
+    """
+
+    params: Any
     target_params: Any
     actor_opt_state: Any
     critic_opt_state: Any
@@ -95,7 +111,17 @@ class DDPGState(NamedTuple):
 
 
 class DDPGPolicy(NamedTuple):
-    params: Any  # the actor's
+    """What DDPG's ``act`` needs.
+
+    Attributes:
+      params: the actor's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      noise_scale: standard deviation of the Gaussian action noise in units of half the
+        action range, float32 ``[]``.
+      random_actions: take uniformly random actions (warm-up), bool ``[]``.
+    """
+
+    params: Any
     obs_filter: FilterState
     noise_scale: jax.Array
     random_actions: jax.Array

@@ -82,6 +82,20 @@ QBatch = ReplayBatch  # DQN's replay items (kept under its old name)
 
 
 class DQNState(NamedTuple):
+    """Learner state of DQN (and APEX): arrays only.
+
+    Attributes:
+      params: the online Q-network's parameters (a pytree of float32 arrays).
+      target_params: the target network's parameters, same structure as ``params``.
+      opt_state: Adam's optax state (int32 ``[]`` step count, float32 moments like ``params``).
+      key: PRNG key, ``uint32 [2]`` (the update draws nothing; kept for a uniform state).
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: learner updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last copy to the target network, int32 ``[]``.
+    """
+
     params: Any
     target_params: Any
     opt_state: Any
@@ -93,6 +107,14 @@ class DQNState(NamedTuple):
 
 
 class DQNPolicy(NamedTuple):
+    """What DQN's ``act`` needs.
+
+    Attributes:
+      params: the online Q-network's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      epsilon: probability of a uniformly random action when exploring, float32 ``[]``.
+    """
+
     params: Any
     obs_filter: FilterState
     epsilon: jax.Array

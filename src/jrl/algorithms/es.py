@@ -86,7 +86,7 @@ class ESConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ESConfig())
 
-# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+# The one-network learner state and what act needs (fields documented in ``jrl.types``).
 ESState = LearnerState
 ESPolicy = NetworkPolicy
 
@@ -95,11 +95,13 @@ class ESBatch(NamedTuple):
     """Results of the perturbed episodes of one iteration, padded to ``[P]`` pairs.
 
     Attributes:
-      noise_indices: row of the noise table of each pair ``[P]`` (int32).
-      returns: episode returns of ``theta + sigma * eps`` and ``theta - sigma * eps`` ``[P, 2]``.
-      lengths: episode lengths ``[P, 2]`` (int32).
-      mask: which pairs are real (padding is False) ``[P]``.
-      obs_filter: statistics of the observations seen in these episodes (merged into the state).
+      noise_indices: row of the noise table of each pair, int32 ``[P]``.
+      returns: episode returns of ``theta + sigma * eps`` and ``theta - sigma * eps``, float32
+        ``[P, 2]``.
+      lengths: episode lengths, int32 ``[P, 2]``.
+      mask: which pairs are real (padding is False), bool ``[P]``.
+      obs_filter: statistics of the observations seen in these episodes (merged into the state),
+        ``FilterState``.
     """
 
     noise_indices: jax.Array

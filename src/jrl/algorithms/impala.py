@@ -73,7 +73,7 @@ class ImpalaConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ImpalaConfig())
 
-# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+# The one-network learner state and what act needs (fields documented in ``jrl.types``).
 ImpalaState = LearnerState
 ActorCriticPolicy = NetworkPolicy
 

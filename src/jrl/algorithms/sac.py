@@ -95,8 +95,26 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(SACConfig())
 
 
 class SACState(NamedTuple):
-    params: Any  # {"actor": ..., "critic": ...}
-    target_params: Any  # the critics'
+    """Learner state of SAC: arrays only.
+
+    Attributes:
+      params: ``{"actor": ..., "critic": ...}``, pytrees of float32 arrays (the critic holds
+        ``num_q`` stacked critics).
+      target_params: the target critics' parameters, structured like ``params["critic"]``.
+      log_alpha: log of the entropy temperature, float32 ``[]``.
+      actor_opt_state: the policy's Adam state (int32 ``[]`` step count, float32 moments).
+      critic_opt_state: the critics' Adam state.
+      alpha_opt_state: ``log_alpha``'s Adam state.
+      key: PRNG key of the policy samples in the update, ``uint32 [2]``.
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: learner updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last target update, int32 ``[]``.
+    """
+
+    params: Any
+    target_params: Any
     log_alpha: jax.Array
     actor_opt_state: Any
     critic_opt_state: Any
@@ -109,7 +127,15 @@ class SACState(NamedTuple):
 
 
 class SACPolicy(NamedTuple):
-    params: Any  # the actor's
+    """What SAC's ``act`` needs.
+
+    Attributes:
+      params: the policy network's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      random_actions: take uniformly random actions (warm-up), bool ``[]``.
+    """
+
+    params: Any
     obs_filter: FilterState
     random_actions: jax.Array
 
