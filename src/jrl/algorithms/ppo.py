@@ -78,18 +78,12 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(PPOConfig())
 
 
 class PPOState(NamedTuple):
-    """Learner state of PPO (and APPO): arrays only.
+    """Learner state of PPO (and APPO): ``jrl.types.LearnerState``'s arrays plus the KL weight.
 
     Attributes:
-      params: the actor-critic network's parameters (a pytree of float32 arrays).
-      opt_state: the optimizer's optax state (Adam's int32 ``[]`` step count and float32
-        moments shaped like ``params``).
-      key: the PRNG key the SGD shuffles are drawn from, ``uint32 [2]``.
-      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
-        mean and m2).
+      params, opt_state, key, obs_filter, num_updates, env_steps: as in
+        ``jrl.types.LearnerState`` (``key`` draws the SGD shuffles).
       kl_coeff: current weight of the KL penalty, float32 ``[]``.
-      num_updates: learner updates so far, int32 ``[]``.
-      env_steps: env steps trained on so far, int32 ``[]``.
     """
 
     params: Any
