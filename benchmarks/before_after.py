@@ -21,7 +21,6 @@ Measurements (every one a fresh process, cold compilation cache):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
