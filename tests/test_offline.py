@@ -432,3 +432,18 @@ def test_evaluate_out_episodes_read_back_as_training_input(tmp_path, make_traine
         np.testing.assert_array_equal(row["new_obs"][:-1], row["obs"][1:])
         np.testing.assert_array_equal(row["t"], np.arange(len(row["t"])))
         assert (row["action_logp"] < 0).all()  # exploring: the sampled actions' log-probs
+
+
+@pytest.mark.parametrize("algo", ["DQN", "SAC"])
+def test_off_policy_algorithms_learn_from_files_without_sampling(recorded, make_trainer, algo):
+    trainer = make_trainer(algo, input=recorded)
+    trainer.train()
+    assert int(trainer.state.num_updates) > 0
+    assert trainer.workers.local_worker().steps_sampled == 0  # every fragment came from files
+
+
+def test_estimators_and_distributed_replay_refuse_what_they_cannot_do(recorded, make_trainer):
+    with pytest.raises(ConfigError, match="action_logp"):
+        make_trainer("DQN", input=recorded, input_evaluation=["is"])
+    with pytest.raises(ConfigError, match="'input' must be 'sampler'"):
+        make_trainer("APEX", input=recorded)

@@ -58,30 +58,8 @@ class OfflinePlan:
         self.learner = Learner.for_algorithm(definition, algorithm, config, spec, self.B)
         self._policy = jax.jit(algorithm.policy)
         self._state: Any = None
-        sources = config.input if isinstance(config.input, dict) else {
-            config.input if isinstance(config.input, str) else "__files__": 1.0}
-        readers: dict[str, Callable[[], Any]] = {}
-        for index, name in enumerate(sources):
-            if name == SAMPLER:
-                readers[name] = self._sample
-            else:
-                files = list(config.input) if name == "__files__" else name
-                assembler = BatchAssembler(self.T, self.B, spec.obs_dtype, spec.action_dtype,
-                                           spec.obs_shape)
-                readers[name] = JsonReader(files, assembler, config.shuffle_buffer_size,
-                                           seed=config.seed + index).next
-        self.input = MixedInput(sources, readers, seed=config.seed)
-        self.estimators = tuple(config.input_evaluation) if any(
-            name != SAMPLER for name in sources) else ()
-        if self.estimators:
-            logp = definition.require("action_logp")(config, spec)
-            self._estimate = jax.jit(lambda policy, batch, wis: off_policy_estimates(
-                batch["rewards"], batch["action_logp"],
-                logp(policy, _flat(batch["obs"]), _flat(batch["actions"])).reshape(
-                    batch["rewards"].shape),
-                batch["episode_start"], config.gamma, wis))
-            self._wis = wis_init(self.T)
-        self._estimates: list[dict] = []
+        self.input, self.estimation = make_input(definition, config, spec, self.T, self.B,
+                                                 self._sample)
 
     def _sample(self) -> dict[str, np.ndarray]:
         self.workers.set_policy(self._policy(self._state))
@@ -90,23 +68,76 @@ class OfflinePlan:
     def step(self, state: Any) -> tuple[Any, dict, int]:
         self._state = state
         source, batch = self.input.next()
-        if source != SAMPLER and self.estimators:
-            columns = {k: batch[k] for k in ("obs", "actions", "rewards", "action_logp",
-                                             "episode_start")}
-            estimates, self._wis = self._estimate(self._policy(state), columns, self._wis)
-            self._estimates.append({k: estimates[k] for k in self.estimators})
+        if source != SAMPLER and self.estimation is not None:
+            self.estimation.add(self._policy(state), batch)
         state, metrics = self.learner.update(state, SampleBatch(batch).to_transition())
         self._state = None
         return state, metrics, int(np.prod(batch["rewards"].shape))
 
     def stats(self) -> dict[str, Any]:
         """The iteration's mean off-policy estimates (``off_policy_estimator/<name>/...``)."""
+        return self.estimation.pop() if self.estimation is not None else {}
+
+
+class OffPolicyEstimation:
+    """Runs ``input_evaluation``'s estimators on batches read from files and averages them
+    over an iteration.
+
+    Args:
+      logp: ``logp(policy, obs [N], actions [N]) -> [N]`` of the policy being learned.
+      estimators: names out of ``("is", "wis")``.
+      gamma: discount.
+      T: lane length of the batches (the WIS weights' length).
+    """
+
+    def __init__(self, logp: Callable, estimators: tuple[str, ...], gamma: float, T: int):
+        self.estimators = estimators
+        self._estimate = jax.jit(lambda policy, batch, wis: off_policy_estimates(
+            batch["rewards"], batch["action_logp"],
+            logp(policy, _flat(batch["obs"]), _flat(batch["actions"])).reshape(
+                batch["rewards"].shape),
+            batch["episode_start"], gamma, wis))
+        self._wis = wis_init(T)
+        self._estimates: list[dict] = []
+
+    def add(self, policy: Any, batch: dict[str, np.ndarray]) -> None:
+        columns = {k: batch[k] for k in ("obs", "actions", "rewards", "action_logp",
+                                         "episode_start")}
+        estimates, self._wis = self._estimate(policy, columns, self._wis)
+        self._estimates.append({k: estimates[k] for k in self.estimators})
+
+    def pop(self) -> dict[str, Any]:
+        """``{"off_policy_estimator": {name: {metric: mean}}}`` since the last call ({} when
+        no batch came from files)."""
         if not self._estimates:
             return {}
         estimates = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
                                  *self._estimates)
         self._estimates = []
         return {"off_policy_estimator": estimates}
+
+
+def make_input(definition: AlgorithmDef, config: Any, spec: Any, T: int, B: int,
+               sample: Callable[[], Any]) -> tuple[MixedInput, OffPolicyEstimation | None]:
+    """The batch source of ``config.input`` (``[T, B]`` batches; ``sample()`` serves
+    ``"sampler"``) and the off-policy estimation of its file batches (None without files or
+    estimators)."""
+    sources = config.input if isinstance(config.input, dict) else {
+        config.input if isinstance(config.input, str) else "__files__": 1.0}
+    readers: dict[str, Callable[[], Any]] = {}
+    for index, name in enumerate(sources):
+        if name == SAMPLER:
+            readers[name] = sample
+        else:
+            files = list(config.input) if name == "__files__" else name
+            assembler = BatchAssembler(T, B, spec.obs_dtype, spec.action_dtype, spec.obs_shape)
+            readers[name] = JsonReader(files, assembler, config.shuffle_buffer_size,
+                                       seed=config.seed + index).next
+    estimation = None
+    if config.input_evaluation and any(name != SAMPLER for name in sources):
+        logp = definition.require("action_logp")(config, spec)
+        estimation = OffPolicyEstimation(logp, tuple(config.input_evaluation), config.gamma, T)
+    return MixedInput(sources, readers, seed=config.seed), estimation
 
 
 def _flat(x: jax.Array) -> jax.Array:

@@ -18,10 +18,13 @@ them (never the whole data set in memory), ``ShuffledInput`` mixes rows through 
 from __future__ import annotations
 
 import base64
+import binascii
 import glob
 import io
 import json
+import math
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -55,10 +58,42 @@ def pack(array: np.ndarray) -> str:
     return base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode("ascii")
 
 
+# The header ``np.save`` writes for a plain array; anything else goes through ``np.load``.
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': False, 'shape': \(([\d, ]*)\), \}")
+
+
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...]] | None] = {}
+
+
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """dtype and shape of a plain array's ``.npy`` header (None: let ``np.load`` read it)."""
+    if header not in _HEADERS:
+        if len(_HEADERS) > 4096:
+            _HEADERS.clear()
+        match = _NPY_HEADER.match(header)
+        parsed = None
+        if match is not None:
+            dtype = np.dtype(match.group(1).decode())
+            shape = tuple(int(x) for x in match.group(2).split(b",") if x.strip())
+            parsed = None if dtype.kind in "OV" else (dtype, shape)
+        _HEADERS[header] = parsed
+    return _HEADERS[header]
+
+
 def unpack(text: str) -> np.ndarray:
     """The array ``pack`` encoded (no pickle: object arrays are refused)."""
-    return np.load(io.BytesIO(zlib.decompress(base64.b64decode(text, validate=True))),
-                   allow_pickle=False)
+    raw = zlib.decompress(binascii.a2b_base64(text, strict_mode=True))
+    # Fast path for version-1.0 headers of plain arrays (what ``pack`` writes): parsing them
+    # with ``np.load`` (``ast.literal_eval``) costs more than decompressing a column.
+    if raw[:8] == b"\x93NUMPY\x01\x00":
+        end = 10 + int.from_bytes(raw[8:10], "little")
+        parsed = _npy_header(raw[10:end])
+        if parsed is not None:
+            dtype, shape = parsed
+            return np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(
+                shape).copy()
+    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,8 +285,9 @@ def resolve_files(source: str | Iterable[str]) -> list[str]:
     return files
 
 
-def decode_row(obj: Any) -> dict[str, Any]:
-    """Arrays ``[T, ...]`` of one parsed line; ``ValueError`` says what is wrong with it."""
+def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]:
+    """Arrays ``[T, ...]`` of one parsed line (only ``columns`` and the required ones, when
+    given); ``ValueError`` says what is wrong with it."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("type", "SampleBatch")
@@ -261,20 +297,26 @@ def decode_row(obj: Any) -> dict[str, Any]:
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
     row: dict[str, Any] = {}
+    wanted = None
+    if columns is not None:  # plus what stands in for a missing column (RLlib's data)
+        wanted = {*columns, *REQUIRED}
+        wanted |= {"dones"} if "terminateds" not in obj else set()
+        wanted |= {"action_prob"} if "action_logp" not in obj else set()
     for key, value in obj.items():
-        if key == "type":
+        if key == "type" or (wanted is not None and key not in wanted):
             continue
         if key == "infos":
             row[key] = value
             continue
         try:
-            array = unpack(value) if isinstance(value, str) else np.asarray(value)
+            if isinstance(value, str):
+                array = unpack(value)
+            else:
+                array = np.array(value, dtype=_DTYPES.get(key))
         except Exception as e:  # noqa: BLE001 (any decoding failure is a data error)
             raise ValueError(f"column '{key}' cannot be decoded ({e})") from None
-        if array.dtype == object:
+        if array.dtype == object or array.ndim == 0:
             raise ValueError(f"column '{key}' is ragged or not numeric")
-        if key in _DTYPES and not isinstance(value, str):
-            array = array.astype(_DTYPES[key])
         row[key] = array
     n = len(row["rewards"])
     for key, value in row.items():
@@ -290,15 +332,16 @@ def decode_row(obj: Any) -> dict[str, Any]:
     return row
 
 
-def iter_rows(files: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Decoded rows of ``files``, streamed line by line."""
+def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None
+              ) -> Iterator[dict[str, Any]]:
+    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line."""
     for path in files:
         with open(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    row = decode_row(json.loads(line))
+                    row = decode_row(json.loads(line), columns)
                 except ValueError as e:  # json.JSONDecodeError is a ValueError
                     raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
                                     ) from None
@@ -431,7 +474,8 @@ class JsonReader:
         passes = 0
         while True:
             yielded = False
-            rows = ShuffledInput(iter_rows(self.files), self.shuffle_buffer_size,
+            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS),
+                                 self.shuffle_buffer_size,
                                  self._seed + passes)
             for row in rows:
                 yielded = True
