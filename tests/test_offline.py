@@ -447,3 +447,36 @@ def test_estimators_and_distributed_replay_refuse_what_they_cannot_do(recorded, 
         make_trainer("DQN", input=recorded, input_evaluation=["is"])
     with pytest.raises(ConfigError, match="'input' must be 'sampler'"):
         make_trainer("APEX", input=recorded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cartpole-bc.yaml", "cartpole-marwil.yaml"])
+def test_tuned_offline_example_reaches_nine_tenths_of_the_expert(name, tmp_path):
+    """The README's recipe: a PPO expert (configs/cartpole-ppo.yaml), its greedy episodes
+    recorded in jrl evaluate --out's format, then the tuned BC / MARWIL example on them."""
+    from jrl.cli import load_experiments
+
+    configs = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+    (ppo,) = load_experiments(os.path.join(configs, "cartpole-ppo.yaml")).values()
+    expert = jrl.Trainer("PPO", env="CartPole-v1", config=ppo["config"], log_to_disk=False)
+    while expert.timesteps_total < 200_000:
+        if expert.train().get("evaluation", {}).get("episode_reward_mean", 0) >= 475:
+            break
+    episodes = expert.rollout_episodes(100, record=True)
+    expert.stop()
+    data = str(tmp_path / "expert" / "expert.json")
+    write_episodes(data, episodes, ("obs", "new_obs"))
+    target = 0.9 * float(np.mean([e["episode_reward"] for e in episodes]))
+    (spec,) = load_experiments(os.path.join(configs, name)).values()
+    trainer = jrl.Trainer(spec["run"], env="CartPole-v1",
+                          config={**spec["config"], "input": os.path.dirname(data)},
+                          log_to_disk=False)
+    try:
+        best = 0.0
+        for _ in range(100):
+            best = max(best, trainer.train()["evaluation"]["episode_reward_mean"])
+            if best >= target:
+                break
+        assert best >= target, f"{spec['run']}: best {best:.1f} < 0.9x expert ({target:.1f})"
+    finally:
+        trainer.stop()
