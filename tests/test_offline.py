@@ -480,3 +480,39 @@ def test_tuned_offline_example_reaches_nine_tenths_of_the_expert(name, tmp_path)
         assert best >= target, f"{spec['run']}: best {best:.1f} < 0.9x expert ({target:.1f})"
     finally:
         trainer.stop()
+
+
+TWO_DEVICE_SCRIPT = '''
+import jax, numpy as np
+import jrl
+from jrl.registry import make_algorithm
+
+trainer = jrl.Trainer("MARWIL", env="CartPole-v1", log_to_disk=False, config={
+    "num_envs_per_worker": 4, "rollout_fragment_length": 16, "train_batch_size": 64,
+    "moving_average_sqd_adv_norm_update_rate": 0.5, "observation_filter": "MeanStdFilter",
+    "model": {"fcnet_hiddens": [16, 16]}})
+plan = trainer.backend.plan
+assert plan.learner.num_devices == 2
+worker = trainer.workers.local_worker()
+worker.set_policy(trainer.algorithm.policy(trainer.state))
+batch = worker.sample().to_transition()
+one = jax.jit(make_algorithm("MARWIL", trainer.algo_config, trainer.spec).update)
+for a, b in zip(jax.tree.leaves(one(trainer.state, batch)),
+                jax.tree.leaves(plan.learner.update(trainer.state, batch)), strict=True):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                               rtol=2e-4, atol=2e-5)
+trainer.stop()
+print("OK")
+'''
+
+
+def test_marwil_two_device_update_equals_one_device_update(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu", "JRL_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("OK")
