@@ -81,8 +81,9 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
     return _HEADERS[header]
 
 
-def unpack(text: str) -> np.ndarray:
-    """The array ``pack`` encoded (no pickle: object arrays are refused)."""
+def unpack(text: str, writable: bool = True) -> np.ndarray:
+    """The array ``pack`` encoded (no pickle: object arrays are refused); read-only without
+    ``writable`` (a view of the decompressed bytes, no copy)."""
     raw = zlib.decompress(binascii.a2b_base64(text, strict_mode=True))
     # Fast path for version-1.0 headers of plain arrays (what ``pack`` writes): parsing them
     # with ``np.load`` (``ast.literal_eval``) costs more than decompressing a column.
@@ -91,8 +92,8 @@ def unpack(text: str) -> np.ndarray:
         parsed = _npy_header(raw[10:end])
         if parsed is not None:
             dtype, shape = parsed
-            return np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(
-                shape).copy()
+            array = np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(shape)
+            return array.copy() if writable else array
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
@@ -220,8 +221,9 @@ class JsonWriter:
         full = complete_row(row, prev_action, prev_reward)
         if lane is not None and len(full["rewards"]):
             self._prev[lane] = (full["actions"][-1], float(full["rewards"][-1]))
-        line = encode_row({k: full[k] for k in COLUMNS if k in full} | {
-            k: v for k, v in full.items() if k not in COLUMNS}, self.compress_columns) + "\n"
+        ordered = {k: full[k] for k in COLUMNS if k in full}  # RLlib's columns first
+        ordered.update((k, v) for k, v in full.items() if k not in COLUMNS)
+        line = encode_row(ordered, self.compress_columns) + "\n"
         fh = self._handle()
         fh.write(line)
         fh.flush()
@@ -286,8 +288,10 @@ def resolve_files(source: str | Iterable[str]) -> list[str]:
 
 
 def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]:
-    """Arrays ``[T, ...]`` of one parsed line (only ``columns`` and the required ones, when
-    given); ``ValueError`` says what is wrong with it."""
+    """Arrays ``[T, ...]`` of one parsed line; ``ValueError`` says what is wrong with it.
+
+    With ``columns`` only those (and the required ones) are decoded, and decoded compressed
+    columns may be read-only (the batch assembler copies them anyway)."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("type", "SampleBatch")
@@ -310,7 +314,7 @@ def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]
             continue
         try:
             if isinstance(value, str):
-                array = unpack(value)
+                array = unpack(value, writable=columns is None)
             else:
                 array = np.array(value, dtype=_DTYPES.get(key))
         except Exception as e:  # noqa: BLE001 (any decoding failure is a data error)
