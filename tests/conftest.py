@@ -291,6 +291,8 @@ def ray_cluster():
     import the test modules (as a user's would import their own script)."""
     ray = pytest.importorskip("ray")
     here = os.path.dirname(os.path.abspath(__file__))
+    if ray.is_initialized():  # a trainer earlier in the session started its own local Ray
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
     yield

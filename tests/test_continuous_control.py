@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jrl.algorithms import ddpg, sac
-from jrl.algorithms.replay_ac import critic_loss, polyak, twin_q_target
+from jrl.algorithms.replay_ac import polyak, weighted_critic_loss
 from jrl.algorithms.td3 import TD3Config
 from jrl.config import parse
 from jrl.errors import ConfigError
@@ -33,31 +33,15 @@ def _batch(spec, n=4, seed=0, discount=None):
 
 # -- shared kernels --------------------------------------------------------------------------
 
-def test_twin_q_target_takes_the_min_and_does_not_bootstrap_on_termination():
-    r = jnp.array([1.0, 2.0])
-    discount = jnp.array([0.99, 0.0])  # the second item's episode terminated
-    q_t = jnp.array([[3.0, 5.0], [4.0, 1.0]])
-    np.testing.assert_allclose(twin_q_target(r, discount, q_t), [1.0 + 0.99 * 3.0, 2.0],
-                               rtol=1e-6)
-
-
-def test_twin_q_target_adds_the_entropy_bonus_to_the_bootstrap_only():
-    r, discount = jnp.array([1.0, 2.0]), jnp.array([0.5, 0.0])
-    q_t = jnp.array([[3.0, 5.0], [4.0, 1.0]])
-    alpha, logp = 0.2, jnp.array([-1.0, 3.0])
-    target = twin_q_target(r, discount, q_t, -alpha * logp)
-    np.testing.assert_allclose(target, [1.0 + 0.5 * (3.0 + 0.2), 2.0], rtol=1e-6)
-
-
-def test_critic_loss_sums_weighted_half_squared_errors_over_critics():
-    q_tm1 = jnp.array([[1.0, 2.0], [0.0, 4.0]])
+def test_weighted_critic_loss_sums_weighted_half_squared_errors_over_critics():
+    q_tm1 = jnp.array([[1.0, 2.0], [0.0, 4.0]])  # [num_q, N]
     target = jnp.array([2.0, 2.0])
     weight = jnp.array([1.0, 0.5])
-    loss, td = critic_loss(q_tm1, target, weight)
+    loss, td = weighted_critic_loss(q_tm1, target, weight)
     # critic 1: errors (1, 0); critic 2: errors (2, -2) -> 0.5*mean(w*e^2) each
     expected = 0.5 * np.mean([1.0, 0.0]) + 0.5 * np.mean([4.0, 0.5 * 4.0])
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
-    np.testing.assert_allclose(td, [1.0, 0.0])
+    np.testing.assert_allclose(td, [1.0, 0.0])  # the first critic's: replay priorities
 
 
 def test_polyak_moves_targets_by_tau_only_when_due():

@@ -1,11 +1,11 @@
-"""Elementwise losses against hand-computed values and gradients."""
+"""Elementwise losses and PPO's clipped surrogate against hand-computed values and gradients."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jrl.ops.losses import huber_loss, l2_loss
+from jrl.ops.losses import clipped_surrogate_loss, huber_loss, l2_loss
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,27 @@ def test_l2_loss_values_and_gradient():
     x = jnp.array([-2.0, 0.0, 3.0])
     np.testing.assert_allclose(l2_loss(x), [2.0, 0.0, 4.5])
     np.testing.assert_allclose(jax.grad(lambda x: l2_loss(x).sum())(x), x)
+
+
+# ---------------------------------------------------------------- clipped surrogate
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["nojit", "jit"])
+def test_clipped_surrogate_caps_the_gain_of_each_advantage_sign(jit):
+    fn = jax.jit(clipped_surrogate_loss, static_argnums=2) if jit else clipped_surrogate_loss
+    ratio = jnp.array([1.5, 1.5, 0.5, 0.5, 1.1])
+    advantages = jnp.array([1.0, -1.0, 1.0, -1.0, 2.0])
+    loss, clip_fraction = fn(ratio, advantages, 0.2)
+    # A > 0, ratio 1.5: min(1.5, 1.2) * 1 = 1.2     A < 0, ratio 1.5: min(-1.5, -1.2) = -1.5
+    # A > 0, ratio 0.5: min(0.5, 0.8) * 1 = 0.5     A < 0, ratio 0.5: min(-0.5, -0.8) = -0.8
+    # inside the range: 1.1 * 2 = 2.2
+    np.testing.assert_allclose(loss, -(1.2 - 1.5 + 0.5 - 0.8 + 2.2) / 5, rtol=1e-6)
+    np.testing.assert_allclose(clip_fraction, 4 / 5)
+
+
+def test_clipped_surrogate_gradient_vanishes_where_the_clip_binds():
+    ratio = jnp.array([1.5, 1.5, 1.1])
+    advantages = jnp.array([1.0, -1.0, 2.0])
+    grad = jax.grad(lambda r: clipped_surrogate_loss(r, advantages, 0.2)[0])(ratio)
+    # Clipped (ratio 1.5, A > 0): no gradient. Unclipped: -A / N.
+    np.testing.assert_allclose(grad, [0.0, 1.0 / 3, -2.0 / 3], rtol=1e-6)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.algorithms.dqn import dqn_td_error, postprocess
+from jrl.algorithms.dqn import postprocess
 from jrl.registry import parse_config
 from jrl.replay.uniform import replay_add, replay_init, replay_sample
 from jrl.types import Transition
@@ -43,15 +43,3 @@ def test_dqn_postprocess_builds_n_step_items_with_bootstrap_obs():
     np.testing.assert_allclose(items.reward, [2.0, 2.0, 8.0, 8.0])
     np.testing.assert_allclose(items.discount, [0.0, 0.0, 0.25, 0.5])
     np.testing.assert_allclose(items.next_obs[:, 0], [2.0, 2.0, 4.0, 4.0])
-
-
-def test_double_q_target_uses_online_argmax_and_target_values():
-    q_tm1 = jnp.array([[1.0, 2.0]])
-    q_t_target = jnp.array([[10.0, 20.0]])
-    q_t_online = jnp.array([[5.0, 1.0]])  # online picks action 0 -> target value 10
-    td = dqn_td_error(q_tm1, jnp.array([1]), jnp.array([1.0]), jnp.array([0.5]), q_t_target,
-                      q_t_online)
-    np.testing.assert_allclose(td, [1.0 + 0.5 * 10.0 - 2.0])
-    td_plain = dqn_td_error(q_tm1, jnp.array([1]), jnp.array([1.0]), jnp.array([0.5]),
-                            q_t_target, None)
-    np.testing.assert_allclose(td_plain, [1.0 + 0.5 * 20.0 - 2.0])

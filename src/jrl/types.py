@@ -92,7 +92,18 @@ class ReplayBatch(NamedTuple):
 
 class LearnerState(NamedTuple):
     """Learner state of algorithms with one network and one optimizer (PG, A2C, A3C, IMPALA,
-    ES): arrays only."""
+    ES): arrays only.
+
+    Attributes:
+      params: the network's parameters (a pytree of float32 arrays).
+      opt_state: the optimizer's optax state (e.g. Adam's int32 ``[]`` step count and float32
+        moments shaped like ``params``).
+      key: PRNG key, ``uint32 [2]``.
+      obs_filter: observation statistics, ``jrl.ops.filters.FilterState`` (float32 ``[]``
+        count, float32 ``[*obs_shape]`` mean and m2).
+      num_updates: learner updates so far, int32 ``[]``.
+      env_steps: env steps trained on so far, int32 ``[]``.
+    """
 
     params: Any
     opt_state: Any
@@ -103,7 +114,12 @@ class LearnerState(NamedTuple):
 
 
 class NetworkPolicy(NamedTuple):
-    """What most algorithms' ``act`` needs: network params and observation-filter statistics."""
+    """What most algorithms' ``act`` needs: network params and observation-filter statistics.
+
+    Attributes:
+      params: the network's parameters (a pytree of float32 arrays).
+      obs_filter: observation statistics, ``jrl.ops.filters.FilterState``.
+    """
 
     params: Any
     obs_filter: Any

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.actor_critic import (
     ActorCriticPolicy,
     ActorCriticState,
@@ -101,7 +102,10 @@ def make_a2c_learner(config: A2CConfig, networks: Any = None, spec: EnvSpec | No
     return make_learner(
         name, config, spec,
         lambda batch, v_t, v_tp1: a2c_targets(batch, v_t, v_tp1, config.gamma, lambda_),
-        networks=networks, vf_loss_coeff=config.vf_loss_coeff,
+        networks=networks, optimizer=toolkit.make_optimizer(
+            config.lr, optimizer=config.optimizer, grad_clip=config.grad_clip,
+            eps=config.optimizer_epsilon, decay=config.rmsprop_decay),
+        vf_loss_coeff=config.vf_loss_coeff,
         entropy_coeff=config.entropy_coeff, normalize_advantages=config.normalize_advantages,
         microbatch_size=config.microbatch_size, axis_name=axis_name)
 

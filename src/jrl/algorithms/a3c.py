@@ -13,8 +13,7 @@ import dataclasses
 from typing import Any
 
 from jrl import registry
-from jrl.algorithms.a2c import A2CConfig, make_a2c_learner
-from jrl.algorithms.actor_critic import GradientFns
+from jrl.algorithms.a2c import A2CConfig, make_a2c_learner, make_gradient_fns
 from jrl.algorithms.examples import fragment_example
 from jrl.config import field, to_dict
 from jrl.errors import ConfigError
@@ -47,11 +46,6 @@ def make_a3c(config: A3CConfig, networks: Any = None, spec: EnvSpec | None = Non
              axis_name: str | None = None) -> Algorithm:
     """A3C's ``Algorithm``: A2C's functions under the name ``A3C``."""
     return make_a2c_learner(config, networks, spec, axis_name, name="A3C")[0]
-
-
-def make_gradient_fns(config: A3CConfig, spec: EnvSpec, networks: Any = None) -> GradientFns:
-    """The ``compute``/``apply`` halves of the update that ``async_gradients`` runs apart."""
-    return make_a2c_learner(config, networks, spec, name="A3C")[1]
 
 
 ALGORITHM_DEF = AlgorithmDef(

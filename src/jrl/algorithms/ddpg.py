@@ -18,23 +18,23 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import replay_example
 from jrl.algorithms.replay_ac import (
     GaussianNoiseConfig,
     ReplayActorCriticConfig,
-    adam,
-    critic_loss,
     polyak,
     random_actions,
     require_continuous,
     target_update_due,
-    twin_q_target,
+    weighted_critic_loss,
 )
 from jrl.config import field, to_dict
 from jrl.networks.continuous import DeterministicActor, QEnsemble, action_bounds
 from jrl.ops.filters import FilterState, get_filter
-from jrl.ops.losses import huber_loss
+from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import per_device_key, pmean
+from jrl.ops.td import twin_q_target
 from jrl.replay.uniform import n_step_items
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
@@ -83,7 +83,23 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(DDPGConfig())
 
 
 class DDPGState(NamedTuple):
-    params: Any  # {"actor": ..., "critic": ...}
+    """Learner state of DDPG (and TD3, APEX_DDPG): arrays only.
+
+    Attributes:
+      params: ``{"actor": ..., "critic": ...}``, pytrees of float32 arrays (the critic holds
+        ``num_q`` stacked critics).
+      target_params: the target networks' parameters, same structure as ``params``.
+      actor_opt_state: the actor's Adam state (int32 ``[]`` step count, float32 moments).
+      critic_opt_state: the critics' Adam state.
+      key: PRNG key of the target policy smoothing noise, ``uint32 [2]``.
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: critic updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last target update, int32 ``[]``.
+    """
+
+    params: Any
     target_params: Any
     actor_opt_state: Any
     critic_opt_state: Any
@@ -95,7 +111,17 @@ class DDPGState(NamedTuple):
 
 
 class DDPGPolicy(NamedTuple):
-    params: Any  # the actor's
+    """What DDPG's ``act`` needs.
+
+    Attributes:
+      params: the actor's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      noise_scale: standard deviation of the Gaussian action noise in units of half the
+        action range, float32 ``[]``.
+      random_actions: take uniformly random actions (warm-up), bool ``[]``.
+    """
+
+    params: Any
     obs_filter: FilterState
     noise_scale: jax.Array
     random_actions: jax.Array
@@ -140,11 +166,23 @@ def make_ddpg(config: DDPGConfig, networks: Any = None, spec: EnvSpec | None = N
     actor, critic = networks if networks is not None else make_networks(config, spec)
     low, high = action_bounds(spec)
     obs_filter = get_filter(config.observation_filter)
-    actor_opt = adam(config.actor_lr, config.grad_clip)
-    critic_opt = adam(config.critic_lr, config.grad_clip)
+    actor_opt = toolkit.make_optimizer(config.actor_lr, grad_clip=config.grad_clip)
+    critic_opt = toolkit.make_optimizer(config.critic_lr, grad_clip=config.grad_clip)
     elementwise = ((lambda td: huber_loss(td, config.huber_threshold)) if config.use_huber
-                   else None)
+                   else l2_loss)
     exploration = config.exploration_config
+
+    def critic_loss_fn(critic_params, obs, batch: ReplayBatch, target):
+        q_tm1 = critic.apply(critic_params, obs, batch.action)
+        loss, td = weighted_critic_loss(q_tm1, target, batch.weight, elementwise)
+        return loss, (td, q_tm1)
+
+    def actor_loss_fn(actor_params, critic_params, obs):
+        q = critic.apply(critic_params, obs, actor.apply(actor_params, obs))
+        return -jnp.mean(q[0])
+
+    critic_step = toolkit.gradient_step(critic_loss_fn, critic_opt, axis_name, has_aux=True)
+    actor_step = toolkit.gradient_step(actor_loss_fn, actor_opt, axis_name)
 
     def init(key: jax.Array) -> DDPGState:
         key, actor_key, critic_key = jax.random.split(key, 3)
@@ -184,39 +222,23 @@ def make_ddpg(config: DDPGConfig, networks: Any = None, spec: EnvSpec | None = N
             next_action = smoothed_target_action(next_action, noise_key, config.target_noise,
                                                  config.target_noise_clip, low, high)
         q_t = critic.apply(state.target_params["critic"], next_obs, next_action)
-        target = twin_q_target(batch.reward, batch.discount, q_t)
+        target = jax.vmap(twin_q_target, in_axes=(0, 0, 1))(batch.reward, batch.discount, q_t)
+        critic_params, critic_opt_state, (c_loss, (td, q_tm1)), c_grads = critic_step(
+            state.params["critic"], state.critic_opt_state, obs, batch, target)
 
-        def critic_loss_fn(critic_params):
-            q_tm1 = critic.apply(critic_params, obs, batch.action)
-            loss, td = critic_loss(q_tm1, target, batch.weight, elementwise)
-            return loss, (td, q_tm1)
-
-        (c_loss, (td, q_tm1)), c_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.params["critic"])
-        c_grads = pmean(c_grads, axis_name)
-        c_updates, critic_opt_state = critic_opt.update(c_grads, state.critic_opt_state,
-                                                        state.params["critic"])
-        critic_params = optax.apply_updates(state.params["critic"], c_updates)
-
-        def actor_loss_fn(actor_params):
-            q = critic.apply(critic_params, obs, actor.apply(actor_params, obs))
-            return -jnp.mean(q[0])
-
-        def actor_step(_):
-            a_loss, a_grads = jax.value_and_grad(actor_loss_fn)(state.params["actor"])
-            a_grads = pmean(a_grads, axis_name)
-            a_updates, opt_state = actor_opt.update(a_grads, state.actor_opt_state,
-                                                    state.params["actor"])
-            return optax.apply_updates(state.params["actor"], a_updates), opt_state, a_loss
+        def actor_update(_):
+            params, opt_state, a_loss, _ = actor_step(
+                state.params["actor"], state.actor_opt_state, critic_params, obs)
+            return params, opt_state, a_loss
 
         def skip(_):
             return state.params["actor"], state.actor_opt_state, jnp.zeros((), jnp.float32)
 
         actor_due = state.num_updates % config.policy_delay == 0
         if config.policy_delay == 1:
-            actor_params, actor_opt_state, a_loss = actor_step(None)
+            actor_params, actor_opt_state, a_loss = actor_update(None)
         else:
-            actor_params, actor_opt_state, a_loss = jax.lax.cond(actor_due, actor_step, skip,
+            actor_params, actor_opt_state, a_loss = jax.lax.cond(actor_due, actor_update, skip,
                                                                  None)
         params = {"actor": actor_params, "critic": critic_params}
         due = actor_due & target_update_due(state.env_steps, state.last_target_update,

@@ -1,9 +1,9 @@
 """Deep Q-Networks (Mnih et al., 2015) with double-Q, dueling heads and n-step targets.
 
 ``postprocess`` turns a time-major fragment into n-step replay items; ``update`` takes a replay
-sample ``[N]`` and runs one Huber-TD step (weighted by the items' importance weights) and reports
-the per-sample TD errors as ``metrics["td_error"]`` ``[N]`` for prioritized replay. The target network is copied every
-``target_network_update_freq`` env steps.
+sample ``[N]``, runs one Huber-TD step (weighted by the items' importance weights) and reports the
+per-sample TD errors as ``metrics["td_error"]`` ``[N]`` for prioritized replay. The target
+network is copied every ``target_network_update_freq`` env steps.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import replay_example
 from jrl.config import CommonConfig, ExplorationConfig, InputConfig, ModelConfig, field, to_dict
 from jrl.errors import ConfigError
@@ -24,6 +24,7 @@ from jrl.networks import catalog
 from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.losses import huber_loss, l2_loss
 from jrl.ops.parallel import pmean
+from jrl.ops.td import double_q_learning, q_learning
 from jrl.replay.prioritized import NStepReplayMixin, PrioritizedReplayConfig
 from jrl.replay.uniform import n_step_items
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
@@ -90,6 +91,20 @@ QBatch = ReplayBatch  # DQN's replay items (kept under its old name)
 
 
 class DQNState(NamedTuple):
+    """Learner state of DQN (and APEX): arrays only.
+
+    Attributes:
+      params: the online Q-network's parameters (a pytree of float32 arrays).
+      target_params: the target network's parameters, same structure as ``params``.
+      opt_state: Adam's optax state (int32 ``[]`` step count, float32 moments like ``params``).
+      key: PRNG key, ``uint32 [2]`` (the update draws nothing; kept for a uniform state).
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: learner updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last copy to the target network, int32 ``[]``.
+    """
+
     params: Any
     target_params: Any
     opt_state: Any
@@ -101,25 +116,17 @@ class DQNState(NamedTuple):
 
 
 class DQNPolicy(NamedTuple):
+    """What DQN's ``act`` needs.
+
+    Attributes:
+      params: the online Q-network's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      epsilon: probability of a uniformly random action when exploring, float32 ``[]``.
+    """
+
     params: Any
     obs_filter: FilterState
     epsilon: jax.Array
-
-
-def dqn_td_error(q_tm1: jax.Array, a_tm1: jax.Array, r_t: jax.Array, discount_t: jax.Array,
-                 q_t_target: jax.Array, q_t_online: jax.Array | None) -> jax.Array:
-    """TD errors ``[N]``: target ``r + discount * Q_target(s', a*)`` minus ``Q(s, a)``.
-
-    ``a*`` is ``argmax Q_online(s')`` when ``q_t_online`` is given (double Q), else
-    ``argmax Q_target(s')``.
-    """
-    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_target], [2, 1, 1, 1, 2])
-    selector = q_t_target if q_t_online is None else q_t_online
-    best = jnp.argmax(selector, axis=-1)
-    q_next = jnp.take_along_axis(q_t_target, best[:, None], axis=-1)[:, 0]
-    target = jax.lax.stop_gradient(r_t + discount_t * q_next)
-    q_taken = jnp.take_along_axis(q_tm1, a_tm1[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return target - q_taken
 
 
 def epsilon_at(exploration: ExplorationConfig, env_steps: jax.Array) -> jax.Array:
@@ -143,9 +150,8 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
     net = networks if networks is not None else catalog.make_q_network(
         spec, config.model, dueling=config.dueling, hiddens=tuple(config.hiddens))
     obs_filter = get_filter(config.observation_filter)
-    optimizer = optax.adam(config.lr, eps=config.adam_epsilon)
-    if config.grad_clip is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
+    optimizer = toolkit.make_optimizer(config.lr, grad_clip=config.grad_clip,
+                                       eps=config.adam_epsilon)
     loss_elementwise = huber_loss if config.td_error_loss_fn == "huber" else l2_loss
 
     def q_values(params, filter_state, obs):
@@ -175,20 +181,23 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
                                     spec.num_actions - 1)
         return jnp.where(u[0] < policy.epsilon, random_action, greedy), {"q_values": q}
 
-    def update(state: DQNState, batch: ReplayBatch) -> tuple[DQNState, dict[str, jax.Array]]:
-        def loss_fn(params):
-            q_tm1 = q_values(params, state.obs_filter, batch.obs)
-            q_t_target = q_values(state.target_params, state.obs_filter, batch.next_obs)
-            q_t_online = (q_values(params, state.obs_filter, batch.next_obs)
-                          if config.double_q else None)
-            td = dqn_td_error(q_tm1, batch.action, batch.reward, batch.discount, q_t_target,
-                              q_t_online)
-            return jnp.mean(batch.weight * loss_elementwise(td)), (td, q_tm1)
+    def loss_fn(params, state: DQNState, batch: ReplayBatch):
+        q_tm1 = q_values(params, state.obs_filter, batch.obs)
+        q_t = q_values(state.target_params, state.obs_filter, batch.next_obs)
+        transitions = (q_tm1, batch.action, batch.reward, batch.discount, q_t)
+        if config.double_q:
+            # The online network picks the bootstrap action, the target network values it.
+            q_t_selector = q_values(params, state.obs_filter, batch.next_obs)
+            td = jax.vmap(double_q_learning)(*transitions, q_t_selector)
+        else:
+            td = jax.vmap(q_learning)(*transitions)
+        return jnp.mean(batch.weight * loss_elementwise(td)), (td, q_tm1)
 
-        (loss, (td, q_tm1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads = pmean(grads, axis_name)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+    step = toolkit.gradient_step(loss_fn, optimizer, axis_name, has_aux=True)
+
+    def update(state: DQNState, batch: ReplayBatch) -> tuple[DQNState, dict[str, jax.Array]]:
+        params, opt_state, (loss, (td, q_tm1)), grads = step(state.params, state.opt_state,
+                                                             state, batch)
         due = state.env_steps - state.last_target_update >= config.target_network_update_freq
         target_params = jax.tree.map(lambda t, p: jnp.where(due, p, t), state.target_params,
                                      params)

@@ -26,6 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
@@ -85,7 +86,7 @@ class ESConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ESConfig())
 
-# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+# The one-network learner state and what act needs (fields documented in ``jrl.types``).
 ESState = LearnerState
 ESPolicy = NetworkPolicy
 
@@ -94,11 +95,13 @@ class ESBatch(NamedTuple):
     """Results of the perturbed episodes of one iteration, padded to ``[P]`` pairs.
 
     Attributes:
-      noise_indices: row of the noise table of each pair ``[P]`` (int32).
-      returns: episode returns of ``theta + sigma * eps`` and ``theta - sigma * eps`` ``[P, 2]``.
-      lengths: episode lengths ``[P, 2]`` (int32).
-      mask: which pairs are real (padding is False) ``[P]``.
-      obs_filter: statistics of the observations seen in these episodes (merged into the state).
+      noise_indices: row of the noise table of each pair, int32 ``[P]``.
+      returns: episode returns of ``theta + sigma * eps`` and ``theta - sigma * eps``, float32
+        ``[P, 2]``.
+      lengths: episode lengths, int32 ``[P, 2]``.
+      mask: which pairs are real (padding is False), bool ``[P]``.
+      obs_filter: statistics of the observations seen in these episodes (merged into the state),
+        ``FilterState``.
     """
 
     noise_indices: jax.Array
@@ -186,21 +189,16 @@ def make_es(config: ESConfig, networks: Any = None, spec: EnvSpec | None = None,
     net = networks if networks is not None else catalog.make_deterministic_policy(
         spec, config.model)
     obs_filter = get_filter(config.observation_filter)
-    optimizer = optax.adam(config.stepsize)
+    optimizer = toolkit.make_optimizer(config.stepsize)
     if not spec.discrete:
         low = jnp.reshape(jnp.asarray(spec.action_low, jnp.float32), spec.action_shape)
         high = jnp.reshape(jnp.asarray(spec.action_high, jnp.float32), spec.action_shape)
 
-    def init(key: jax.Array) -> ESState:
-        key, init_key = jax.random.split(key)
-        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
-        zero = jnp.zeros((), jnp.int32)
-        return ESState(params=params, opt_state=optimizer.init(params), key=key,
-                       obs_filter=obs_filter.init(spec.obs_shape), num_updates=zero,
-                       env_steps=zero)
+    def init_params(key: jax.Array):
+        return net.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
 
-    def policy(state: ESState) -> ESPolicy:
-        return ESPolicy(state.params, state.obs_filter)
+    def init(key: jax.Array) -> ESState:
+        return toolkit.init_learner_state(key, init_params, optimizer, obs_filter, spec.obs_shape)
 
     def act(policy: ESPolicy, obs: jax.Array, key: jax.Array, explore: Any = True):
         """Greedy actions; with ``explore`` (a bool, or a traced bool when vmapped) continuous
@@ -235,13 +233,13 @@ def make_es(config: ESConfig, networks: Any = None, spec: EnvSpec | None = None,
             "perturbed_return_max": jnp.nanmax(returns),
             "perturbed_return_min": jnp.nanmin(returns),
         }
-        new_state = ESState(
-            params=params, opt_state=opt_state, key=jax.random.split(state.key)[0],
-            obs_filter=merge_filter_states(state.obs_filter, batch.obs_filter),
-            num_updates=state.num_updates + 1, env_steps=state.env_steps + steps.astype(jnp.int32))
+        new_state = toolkit.advance_learner_state(
+            state, obs_filter=merge_filter_states(state.obs_filter, batch.obs_filter),
+            env_steps=steps.astype(jnp.int32), params=params, opt_state=opt_state,
+            key=jax.random.split(state.key)[0])
         return new_state, metrics
 
-    return Algorithm(init=init, update=update, act=act, policy=policy, name="ES")
+    return Algorithm(init=init, update=update, act=act, policy=toolkit.network_policy, name="ES")
 
 
 def example_batch(config: ESConfig, spec: EnvSpec, key: jax.Array) -> ESBatch:

@@ -3,15 +3,13 @@
 Workers act with slightly stale weights and stream fragments to the learner (the ``async_samples``
 plan); ``update`` takes a time-major ``[T, B]`` batch whose ``behaviour_logp`` are the workers'
 log-probabilities, evaluates the current policy and values on it, and corrects for the lag with
-V-trace. The actor-critic pieces here (``actor_critic_parts``, ``vtrace_targets``) are shared with
-APPO.
+V-trace. ``vtrace_targets`` and ``impala_optimizer`` are shared with APPO.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import chex
 import jax
@@ -19,11 +17,10 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import async_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
-from jrl.networks import catalog
-from jrl.ops.filters import get_filter
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import VTraceReturns, vtrace
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, LearnerState, NetworkPolicy, Transition
@@ -76,72 +73,19 @@ class ImpalaConfig(CommonConfig):
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(ImpalaConfig())
 
-# Arrays only: params, optimizer state, key, filter statistics, counters; and what act needs.
+# The one-network learner state and what act needs (fields documented in ``jrl.types``).
 ImpalaState = LearnerState
 ActorCriticPolicy = NetworkPolicy
 
 
-class ActorCriticParts(NamedTuple):
-    """The pieces IMPALA and APPO build their ``Algorithm`` from.
-
-    Attributes:
-      forward: ``forward(params, obs_filter, obs [N, ...]) -> (dist, value [N])``.
-      evaluate: ``evaluate(params, obs_filter, batch) -> (dist [T*B], v_t, v_tp1)`` with values
-        of ``obs`` and ``next_obs`` ``[T, B]`` from one network call.
-      init_params: ``init_params(key) -> params``.
-      act: the algorithm's ``act``.
-      optimizer: the optax optimizer the config asks for.
-      obs_filter: the observation filter.
-    """
-
-    forward: Callable
-    evaluate: Callable
-    init_params: Callable
-    act: Callable
-    optimizer: optax.GradientTransformation
-    obs_filter: Any
-
-
-def make_optimizer(config: Any) -> optax.GradientTransformation:
-    """Adam or RMSProp (``opt_type``), after global-norm clipping when ``grad_clip`` is set."""
-    if config.opt_type == "rmsprop":
-        opt = optax.rmsprop(config.lr, decay=config.decay, eps=config.epsilon,
-                            momentum=config.momentum or None)
-    else:
-        opt = optax.adam(config.lr)
-    if config.grad_clip is None:
-        return opt
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
-
-
-def actor_critic_parts(config: Any, networks: Any, spec: EnvSpec) -> ActorCriticParts:
-    """Network, filter, acting and optimizer shared by IMPALA and APPO."""
-    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
-    obs_filter = get_filter(config.observation_filter)
-
-    def forward(params, obs_filter_state, obs):
-        dist_params, value = net.apply(params, obs_filter.apply(obs_filter_state, obs))
-        return catalog.make_distribution(spec, dist_params), value
-
-    def evaluate(params, obs_filter_state, batch: Transition):
-        T, B = batch.reward.shape
-        flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
-        obs = jnp.concatenate([flat(batch.obs), flat(batch.next_obs)])
-        dist_params, values = net.apply(params, obs_filter.apply(obs_filter_state, obs))
-        dist_params = jax.tree.map(lambda x: x[: T * B], dist_params)
-        dist = catalog.make_distribution(spec, dist_params)
-        return dist, values[: T * B].reshape(T, B), values[T * B:].reshape(T, B)
-
-    def init_params(key):
-        return net.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
-
-    def act(policy: ActorCriticPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
-        dist, value = forward(policy.params, policy.obs_filter, obs)
-        action = dist.sample(key) if explore else dist.mode()
-        return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
-
-    return ActorCriticParts(forward, evaluate, init_params, act, make_optimizer(config),
-                            obs_filter)
+def impala_optimizer(config: Any) -> optax.GradientTransformation:
+    """The optimizer IMPALA's (and APPO's) keys ask for: ``opt_type`` Adam or RMSProp (with
+    ``decay``, ``epsilon`` and ``momentum``) at ``lr``, after ``grad_clip``."""
+    rmsprop = config.opt_type == "rmsprop"
+    return toolkit.make_optimizer(config.lr, optimizer=config.opt_type,
+                                  grad_clip=config.grad_clip,
+                                  eps=config.epsilon if rmsprop else 1e-8, decay=config.decay,
+                                  momentum=config.momentum)
 
 
 def vtrace_targets(logp_t: jax.Array, v_t: jax.Array, v_tp1: jax.Array, batch: Transition,
@@ -187,18 +131,7 @@ def impala_loss(logp_t: jax.Array, entropy_t: jax.Array, v_t: jax.Array, v_tp1: 
     total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "entropy": entropy, "mean_rho": jnp.mean(jnp.exp(log_rho_t)),
-                   "vf_explained_var": explained_variance(targets.vs, v_t, axis_name)}
-
-
-def explained_variance(targets: jax.Array, values: jax.Array, axis_name: str | None = None
-                       ) -> jax.Array:
-    """``1 - Var(targets - values) / Var(targets)`` over the batch of every device."""
-
-    def var(x):
-        mean = pmean(jnp.mean(x), axis_name)
-        return pmean(jnp.mean(jnp.square(x - mean)), axis_name)
-
-    return 1.0 - var(targets - values) / (var(targets) + 1e-8)
+                   "vf_explained_var": toolkit.explained_variance(targets.vs, v_t, axis_name)}
 
 
 def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None = None,
@@ -210,47 +143,35 @@ def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None
     """
     if spec is None:
         raise ConfigError("make_impala needs the env spec")
-    parts = actor_critic_parts(config, networks, spec)
-    optimizer = parts.optimizer
+    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    optimizer = impala_optimizer(config)
 
     def init(key: jax.Array) -> ImpalaState:
-        key, init_key = jax.random.split(key)
-        params = parts.init_params(init_key)
-        return ImpalaState(params=params, opt_state=optimizer.init(params), key=key,
-                           obs_filter=parts.obs_filter.init(spec.obs_shape),
-                           num_updates=jnp.zeros((), jnp.int32),
-                           env_steps=jnp.zeros((), jnp.int32))
-
-    def policy(state: ImpalaState) -> ActorCriticPolicy:
-        return ActorCriticPolicy(state.params, state.obs_filter)
+        return toolkit.init_learner_state(key, fns.init_params, optimizer, fns.obs_filter,
+                                          spec.obs_shape)
 
     def loss_fn(params, obs_filter_state, batch):
-        dist, v_t, v_tp1 = parts.evaluate(params, obs_filter_state, batch)
+        dist, v_t, v_tp1 = fns.evaluate(params, obs_filter_state, batch)
         T, B = batch.reward.shape
         logp_t = dist.log_prob(batch.action.reshape((T * B, *batch.action.shape[2:])))
         return impala_loss(logp_t.reshape(T, B), dist.entropy().reshape(T, B), v_t, v_tp1,
                            batch, config, axis_name)
 
     def update(state: ImpalaState, batch: Transition) -> tuple[ImpalaState, dict[str, jax.Array]]:
-        def sgd_step(carry, _):
-            params, opt_state = carry
-            grads, stats = jax.grad(loss_fn, has_aux=True)(params, state.obs_filter, batch)
-            grads = pmean(grads, axis_name)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            stats["grad_gnorm"] = optax.tree.norm(grads)
-            return (optax.apply_updates(params, updates), opt_state), stats
+        step = toolkit.sgd_step(lambda params, batch: loss_fn(params, state.obs_filter, batch),
+                                optimizer, axis_name)
+        # Whole-batch steps: V-trace needs the fragments in time order.
+        (params, opt_state), stats, _ = toolkit.sgd_epochs(
+            step, (state.params, state.opt_state), batch, state.key,
+            num_epochs=config.num_sgd_iter)
+        stats = pmean(stats, axis_name)
+        obs_filter = fns.obs_filter.update(state.obs_filter, all_observations(batch, axis_name))
+        return toolkit.advance_learner_state(
+            state, obs_filter=obs_filter, env_steps=batch.reward.size * num_devices(axis_name),
+            params=params, opt_state=opt_state), stats
 
-        (params, opt_state), stats = jax.lax.scan(
-            sgd_step, (state.params, state.opt_state), None, length=config.num_sgd_iter)
-        stats = pmean(jax.tree.map(jnp.mean, stats), axis_name)
-        obs_filter = parts.obs_filter.update(state.obs_filter, all_observations(batch, axis_name))
-        n = batch.reward.size * num_devices(axis_name)
-        new_state = ImpalaState(params=params, opt_state=opt_state, key=state.key,
-                                obs_filter=obs_filter, num_updates=state.num_updates + 1,
-                                env_steps=state.env_steps + n)
-        return new_state, stats
-
-    return Algorithm(init=init, update=update, act=parts.act, policy=policy, name="IMPALA")
+    return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
+                     name="IMPALA")
 
 
 def all_observations(batch: Transition, axis_name: str | None) -> jax.Array:

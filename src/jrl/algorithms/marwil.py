@@ -24,12 +24,11 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
-from jrl.algorithms.actor_critic import make_forward
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, InputConfig, field, to_dict
 from jrl.errors import ConfigError
-from jrl.networks import catalog
-from jrl.ops.filters import FilterState, get_filter
+from jrl.ops.filters import FilterState
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, NetworkPolicy, Transition
@@ -59,16 +58,13 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(MARWILConfig())
 
 
 class MARWILState(NamedTuple):
-    """Learner state of MARWIL and BC: arrays only.
+    """Learner state of MARWIL and BC: ``jrl.types.LearnerState``'s arrays plus the moving
+    average of the squared advantage.
 
     Attributes:
-      params: actor-critic network params.
-      opt_state: Adam state.
-      key: PRNG key ``[2]`` uint32.
-      obs_filter: observation filter statistics.
-      moving_average_sqd_adv_norm: ``[]`` float32, the moving average of ``A^2``.
-      num_updates: ``[]`` int32.
-      env_steps: ``[]`` int32, steps trained on.
+      params, opt_state, key, obs_filter, num_updates, env_steps: as in
+        ``jrl.types.LearnerState`` (``env_steps`` counts the steps trained on).
+      moving_average_sqd_adv_norm: the moving average of ``A^2``, float32 ``[]``.
     """
 
     params: Any
@@ -142,78 +138,59 @@ def make_marwil(config: MARWILConfig, networks: Any = None, spec: EnvSpec | None
     are averaged over that mapped device axis."""
     if spec is None:
         raise ConfigError("make_marwil needs the env spec")
-    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
-    obs_filter = get_filter(config.observation_filter)
-    forward = make_forward(net, obs_filter, spec)
-    adam = optax.adam(config.lr)
-    optimizer = adam if config.grad_clip is None else optax.chain(
-        optax.clip_by_global_norm(config.grad_clip), adam)
+    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    optimizer = toolkit.make_optimizer(config.lr, grad_clip=config.grad_clip)
     beta = float(config.beta)
 
     def init(key: jax.Array) -> MARWILState:
-        key, init_key = jax.random.split(key)
-        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
-        return MARWILState(
-            params=params, opt_state=optimizer.init(params), key=key,
-            obs_filter=obs_filter.init(spec.obs_shape),
-            moving_average_sqd_adv_norm=jnp.asarray(config.moving_average_sqd_adv_norm_start,
-                                                    jnp.float32),
-            num_updates=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32))
-
-    def policy(state: MARWILState) -> MARWILPolicy:
-        return MARWILPolicy(state.params, state.obs_filter)
-
-    def act(policy: MARWILPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
-        dist, value = forward(policy.params, policy.obs_filter, obs)
-        action = dist.sample(key) if explore else dist.mode()
-        return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
+        state = toolkit.init_learner_state(key, fns.init_params, optimizer, fns.obs_filter,
+                                           spec.obs_shape)
+        return MARWILState(**state._asdict(), moving_average_sqd_adv_norm=jnp.asarray(
+            config.moving_average_sqd_adv_norm_start, jnp.float32))
 
     def update(state: MARWILState, batch: Transition) -> tuple[MARWILState, dict]:
         T, B = batch.reward.shape
         flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
         obs, actions = flat(batch.obs), flat(batch.action)
         average = state.moving_average_sqd_adv_norm
+        extra = {}
         if beta == 0.0:
             returns = jnp.zeros(T * B)
         else:
-            _, values = forward(state.params, state.obs_filter, obs)
-            _, next_values = forward(state.params, state.obs_filter, flat(batch.next_obs))
-            returns = flat(discounted_returns_of(batch, values.reshape(T, B),
-                                                 next_values.reshape(T, B), config.gamma))
+            _, values, next_values = fns.evaluate(state.params, state.obs_filter, batch)
+            returns = discounted_returns_of(batch, values, next_values, config.gamma)
             # A^2 of the whole batch (every device's part) moves the average, as on one device.
             adv_squared = pmean(jnp.mean(jnp.square(returns - values)), axis_name)
             average = update_sqd_adv_norm(average, adv_squared,
                                           config.moving_average_sqd_adv_norm_update_rate)
+            extra["vf_explained_var"] = toolkit.explained_variance(returns, values, axis_name)
+            returns = flat(returns)
 
         def loss_fn(params):
-            dist, value = forward(params, state.obs_filter, obs)
+            dist, value = fns.forward(params, state.obs_filter, obs)
             return marwil_loss(dist.log_prob(actions), value, returns, average, beta=beta,
                                vf_coeff=config.vf_coeff)
 
-        grads, stats = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = pmean(grads, axis_name)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        step = toolkit.gradient_step(loss_fn, optimizer, axis_name, has_aux=True)
+        params, opt_state, (_, stats), grads = step(state.params, state.opt_state)
         stats = pmean(stats, axis_name)
-        stats.update(grad_gnorm=optax.tree.norm(grads), moving_average_sqd_adv_norm=average)
-        new_state = MARWILState(
-            params=params, opt_state=opt_state, key=state.key,
-            obs_filter=obs_filter.update(state.obs_filter, all_gather(obs, axis_name)),
-            moving_average_sqd_adv_norm=average, num_updates=state.num_updates + 1,
-            env_steps=state.env_steps + T * B * num_devices(axis_name))
-        return new_state, stats
+        stats.update(extra, grad_gnorm=optax.tree.norm(grads), moving_average_sqd_adv_norm=average)
+        obs_filter = fns.obs_filter.update(state.obs_filter, all_gather(obs, axis_name))
+        return toolkit.advance_learner_state(
+            state, obs_filter=obs_filter, env_steps=T * B * num_devices(axis_name),
+            params=params, opt_state=opt_state, moving_average_sqd_adv_norm=average), stats
 
-    return Algorithm(init=init, update=update, act=act, policy=policy, name="MARWIL")
+    return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
+                     name="MARWIL")
 
 
 def action_logp(config: MARWILConfig, spec: EnvSpec, networks: Any = None):
     """``logp(policy, obs [N, ...], actions [N, ...]) -> [N]``: the policy's log-probability
     of given actions (off-policy estimation)."""
-    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
-    forward = make_forward(net, get_filter(config.observation_filter), spec)
+    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
 
     def logp(policy: MARWILPolicy, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        dist, _ = forward(policy.params, policy.obs_filter, obs)
+        dist, _ = fns.forward(policy.params, policy.obs_filter, obs)
         return dist.log_prob(actions)
 
     return logp

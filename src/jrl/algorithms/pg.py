@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.actor_critic import ActorCriticPolicy, ActorCriticState, make_learner
 from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, field, to_dict
@@ -94,6 +95,7 @@ def make_pg(config: PGConfig, networks: Any = None, spec: EnvSpec | None = None,
 
     return make_learner(
         "PG", config, spec, targets, networks=networks,
+        optimizer=toolkit.make_optimizer(config.lr, grad_clip=config.grad_clip),
         vf_loss_coeff=config.vf_loss_coeff if config.use_baseline else 0.0,
         entropy_coeff=config.entropy_coeff, normalize_advantages=config.normalize_advantages,
         axis_name=axis_name)[0]

@@ -7,6 +7,7 @@ then runs ``num_sgd_iter`` epochs of shuffled minibatch steps, all inside one ji
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -15,13 +16,13 @@ import jax.numpy as jnp
 import optax
 
 from jrl import registry
-from jrl.algorithms.actor_critic import make_forward
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import train_batch_example
 from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
-from jrl.networks import catalog
 from jrl.ops.bootstrap import next_values
-from jrl.ops.filters import FilterState, get_filter
+from jrl.ops.filters import FilterState
+from jrl.ops.losses import clipped_surrogate_loss
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, NetworkPolicy, Transition
@@ -77,7 +78,13 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(PPOConfig())
 
 
 class PPOState(NamedTuple):
-    """Learner state of PPO: arrays only."""
+    """Learner state of PPO (and APPO): ``jrl.types.LearnerState``'s arrays plus the KL weight.
+
+    Attributes:
+      params, opt_state, key, obs_filter, num_updates, env_steps: as in
+        ``jrl.types.LearnerState`` (``key`` draws the SGD shuffles).
+      kl_coeff: current weight of the KL penalty, float32 ``[]``.
+    """
 
     params: Any
     opt_state: Any
@@ -107,12 +114,8 @@ def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: ja
     """
     logp = dist.log_prob(batch["actions"])
     chex.assert_equal_shape([logp, batch["advantages"]])
-    ratio = jnp.exp(logp - batch["behaviour_logp"])
-    advantages = batch["advantages"]
-    surrogate = jnp.minimum(
-        ratio * advantages,
-        jnp.clip(ratio, 1.0 - config.clip_param, 1.0 + config.clip_param) * advantages)
-    policy_loss = -jnp.mean(surrogate)
+    policy_loss, clip_frac = clipped_surrogate_loss(
+        jnp.exp(logp - batch["behaviour_logp"]), batch["advantages"], config.clip_param)
     vf_error = jnp.square(value - batch["value_targets"])
     if config.vf_clip_param is not None:
         clipped_value = batch["old_values"] + jnp.clip(
@@ -128,18 +131,33 @@ def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: ja
         kl = jnp.mean(old_dist.kl(dist))
     total = (policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
              + kl_coeff * kl)
-    clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > config.clip_param).astype(jnp.float32))
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "entropy": entropy, "kl": kl, "clip_frac": clip_frac}
 
 
-def make_optimizer(config: Any, lr: Any = None) -> optax.GradientTransformation:
-    """Adam (with optional global-norm gradient clipping)."""
-    lr = config.lr if lr is None else lr
-    adam = optax.adam(lr, eps=getattr(config, "adam_epsilon", 1e-8))
-    if config.grad_clip is None:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
+def surrogate_epochs(state: PPOState, loss_fn: Callable, data: dict, optimizer: Any, *,
+                     num_epochs: int, minibatch_size: int, kl_target: float | None,
+                     axis_name: str | None) -> tuple[PPOState, dict[str, jax.Array]]:
+    """The SGD of PPO and APPO, with the adaptive KL penalty's weight update.
+
+    ``num_epochs`` epochs of shuffled minibatch steps on ``loss_fn(params, minibatch) ->
+    (loss, stats)`` (``toolkit.sgd_epochs``), then the KL weight adapted towards ``kl_target``
+    from the mean of the steps' ``kl`` (``None``: the weight stays).
+
+    Returns:
+      ``state`` with the new params, optimizer state, key and KL weight (filter statistics and
+      counters as they were), and the steps' stats averaged over steps and devices, with
+      ``cur_kl_coeff``.
+    """
+    (params, opt_state), stats, key = toolkit.sgd_epochs(
+        toolkit.sgd_step(loss_fn, optimizer, axis_name), (state.params, state.opt_state), data,
+        state.key, num_epochs=num_epochs, minibatch_size=minibatch_size)
+    stats = pmean(stats, axis_name)
+    kl_coeff = state.kl_coeff
+    if kl_target is not None:
+        kl_coeff = toolkit.adaptive_kl_coeff(kl_coeff, stats["kl"], kl_target)
+    stats["cur_kl_coeff"] = kl_coeff
+    return state._replace(params=params, opt_state=opt_state, key=key, kl_coeff=kl_coeff), stats
 
 
 def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = None,
@@ -152,8 +170,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     """
     if spec is None:
         raise ConfigError("make_ppo needs the env spec")
-    net = networks if networks is not None else catalog.make_actor_critic(spec, config.model)
-    obs_filter = get_filter(config.observation_filter)
+    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
     if config.lr_annealing:
         # Updates per env step are fixed by the config, so the schedule is in optimizer steps.
         steps_per_update = config.num_sgd_iter * max(
@@ -163,94 +180,52 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     else:
         steps_per_update = 0
         lr_schedule = optax.constant_schedule(config.lr)
-    optimizer = make_optimizer(config, lr_schedule)
-
-    forward = make_forward(net, obs_filter, spec)
+    optimizer = toolkit.make_optimizer(lr_schedule, grad_clip=config.grad_clip,
+                                       eps=config.adam_epsilon)
 
     def init(key: jax.Array) -> PPOState:
-        key, init_key = jax.random.split(key)
-        dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
-        params = net.init(init_key, dummy)
-        return PPOState(params=params, opt_state=optimizer.init(params), key=key,
-                        obs_filter=obs_filter.init(spec.obs_shape),
-                        kl_coeff=jnp.asarray(config.kl_coeff, jnp.float32),
-                        num_updates=jnp.zeros((), jnp.int32),
-                        env_steps=jnp.zeros((), jnp.int32))
-
-    def policy(state: PPOState) -> PPOPolicy:
-        return PPOPolicy(state.params, state.obs_filter)
-
-    def act(policy: PPOPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
-        dist, value = forward(policy.params, policy.obs_filter, obs)
-        action = dist.sample(key) if explore else dist.mode()
-        return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
+        state = toolkit.init_learner_state(key, fns.init_params, optimizer, fns.obs_filter,
+                                           spec.obs_shape)
+        return PPOState(**state._asdict(), kl_coeff=jnp.asarray(config.kl_coeff, jnp.float32))
 
     def update(state: PPOState, batch: Transition) -> tuple[PPOState, dict[str, jax.Array]]:
         T, B = batch.reward.shape
         flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
         obs = flat(batch.obs)
-        old_dist, values = forward(state.params, state.obs_filter, obs)
+        old_dist, values = fns.forward(state.params, state.obs_filter, obs)
         bootstrap = next_values(
             values.reshape(T, B), batch.next_obs, batch.truncated,
-            lambda o: forward(state.params, state.obs_filter, o)[1], spec.max_episode_steps)
+            lambda o: fns.forward(state.params, state.obs_filter, o)[1], spec.max_episode_steps)
         lambda_ = config.lambda_ if config.use_gae else 1.0
         advantages, value_targets = gae(
             batch.reward, values.reshape(T, B), bootstrap,
             batch.terminated, batch.truncated, config.gamma, lambda_)
         advantages, value_targets = flat(advantages), flat(value_targets)
         if config.normalize_advantages:
-            mean = pmean(advantages.mean(), axis_name)
-            std = jnp.sqrt(pmean(jnp.mean(jnp.square(advantages - mean)), axis_name))
-            advantages = (advantages - mean) / (std + 1e-8)
+            advantages = toolkit.normalize_advantages(advantages, axis_name)
         data = {"obs": obs, "actions": flat(batch.action), "behaviour_logp": flat(
             batch.behaviour_logp), "advantages": advantages, "value_targets": value_targets,
             "old_values": values}
         if config.kl_coeff > 0:
             data["old_dist"] = old_dist
-        n = T * B
-        mb = min(config.sgd_minibatch_size, n)
-        num_mb = n // mb
 
-        def loss_fn(params, minibatch, kl_coeff):
-            dist, value = forward(params, state.obs_filter, minibatch["obs"])
-            return ppo_loss(dist, value, minibatch, minibatch.get("old_dist"), config, kl_coeff)
+        def loss_fn(params, minibatch):
+            dist, value = fns.forward(params, state.obs_filter, minibatch["obs"])
+            return ppo_loss(dist, value, minibatch, minibatch.get("old_dist"), config,
+                            state.kl_coeff)
 
-        def sgd_step(carry, idx):
-            params, opt_state = carry
-            minibatch = jax.tree.map(lambda x: x[idx], data)
-            grads, stats = jax.grad(loss_fn, has_aux=True)(params, minibatch, state.kl_coeff)
-            grads = pmean(grads, axis_name)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            stats["grad_gnorm"] = optax.tree.norm(grads)
-            return (params, opt_state), stats
-
-        def epoch(carry, key):
-            perm = jax.random.permutation(key, n)[: num_mb * mb].reshape(num_mb, mb)
-            return jax.lax.scan(sgd_step, carry, perm)
-
-        key, *epoch_keys = jax.random.split(state.key, config.num_sgd_iter + 1)
-        (params, opt_state), stats = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jnp.stack(epoch_keys))
-        stats = pmean(jax.tree.map(jnp.mean, stats), axis_name)
-        kl_coeff = state.kl_coeff
-        if config.kl_coeff > 0:
-            kl = stats["kl"]
-            kl_coeff = jnp.where(kl > 2.0 * config.kl_target, kl_coeff * 1.5,
-                                 jnp.where(kl < 0.5 * config.kl_target, kl_coeff * 0.5, kl_coeff))
-        all_targets = all_gather(value_targets, axis_name)
-        all_values = all_gather(values, axis_name)
-        explained_var = 1.0 - jnp.var(all_targets - all_values) / (jnp.var(all_targets) + 1e-8)
-        stats.update(cur_kl_coeff=kl_coeff, vf_explained_var=explained_var,
+        trained, stats = surrogate_epochs(
+            state, loss_fn, data, optimizer, num_epochs=config.num_sgd_iter,
+            minibatch_size=config.sgd_minibatch_size,
+            kl_target=config.kl_target if config.kl_coeff > 0 else None, axis_name=axis_name)
+        stats.update(vf_explained_var=toolkit.explained_variance(value_targets, values, axis_name),
                      cur_lr=lr_schedule(state.num_updates * steps_per_update))
-        new_state = PPOState(params=params, opt_state=opt_state, key=key,
-                             obs_filter=obs_filter.update(state.obs_filter,
-                                                          all_gather(obs, axis_name)),
-                             kl_coeff=kl_coeff, num_updates=state.num_updates + 1,
-                             env_steps=state.env_steps + n * num_devices(axis_name))
-        return new_state, stats
+        obs_filter = fns.obs_filter.update(state.obs_filter, all_gather(obs, axis_name))
+        return toolkit.advance_learner_state(trained, obs_filter=obs_filter,
+                                             env_steps=T * B * num_devices(axis_name)), stats
 
-    return Algorithm(init=init, update=update, act=act, policy=policy, name="PPO")
+    return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
+                     name="PPO")
 
 
 ALGORITHM_DEF = AlgorithmDef(

@@ -1,7 +1,8 @@
 """Shared pieces of the replay-based actor-critics (DDPG, TD3, SAC).
 
 Replay and target-network settings, Gaussian exploration noise, random warm-up actions, Polyak
-target updates and the twin-Q bootstrap target. The algorithms themselves live in ``ddpg.py``
+target updates and the weighted critic loss over a replay batch (its per-item kernels, the twin-Q
+target and the critic loss, are in ``jrl.ops.td``). The algorithms themselves live in ``ddpg.py``
 (DDPG and TD3) and ``sac.py``.
 
 Exploration noise is Gaussian (``GaussianNoise``), drawn afresh at every step from the key that
@@ -14,9 +15,10 @@ so OU would need a sampler hook that every worker runs. jrl leaves it out: Fujim
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,6 +26,8 @@ import optax
 from jrl.config import CommonConfig, InputConfig, field
 from jrl.errors import ConfigError
 from jrl.networks.continuous import action_bounds
+from jrl.ops.losses import l2_loss
+from jrl.ops.td import critic_loss
 from jrl.replay.prioritized import NStepReplayMixin, PrioritizedReplayConfig
 from jrl.types import EnvSpec
 
@@ -117,36 +121,23 @@ def require_continuous(spec: EnvSpec | None, algo: str) -> EnvSpec:
     return spec
 
 
-def adam(lr: float, grad_clip: float | None) -> optax.GradientTransformation:
-    """Adam, with global-norm gradient clipping first when ``grad_clip`` is set."""
-    opt = optax.adam(lr)
-    return opt if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), opt)
-
-
-def twin_q_target(r_t: jax.Array, discount_t: jax.Array, q_t: jax.Array,
-                  entropy_t: jax.Array | float = 0.0) -> jax.Array:
-    """Bootstrap target ``r + discount * (min_i Q_i(s', a') + entropy)`` ``[N]``, no gradient.
+def weighted_critic_loss(q_tm1: jax.Array, target: jax.Array, weight: jax.Array,
+                         elementwise: Callable[[jax.Array], jax.Array] = l2_loss
+                         ) -> tuple[jax.Array, jax.Array]:
+    """``jrl.ops.td.critic_loss`` of each replay item, averaged with the items' weights.
 
     Args:
-      r_t: n-step returns ``[N]``.
-      discount_t: ``gamma**m``, 0 after termination, ``[N]``.
-      q_t: target critics' values at the next state and action ``[num_q, N]``.
-      entropy_t: entropy bonus ``-alpha * log pi(a'|s')`` ``[N]`` (SAC), 0 otherwise.
+      q_tm1: each critic's value of the items' states and actions ``[num_q, N]``.
+      target: the items' targets ``[N]``.
+      weight: the items' importance weights ``[N]``.
+      elementwise: loss of a TD error (``l2_loss`` or a Huber loss).
+
+    Returns:
+      The loss, and the first critic's TD errors ``[N]`` (the replay priorities).
     """
-    chex.assert_rank([r_t, discount_t, q_t], [1, 1, 2])
-    return jax.lax.stop_gradient(r_t + discount_t * (jnp.min(q_t, axis=0) + entropy_t))
-
-
-def critic_loss(q_tm1: jax.Array, target: jax.Array, weight: jax.Array,
-                elementwise=None) -> tuple[jax.Array, jax.Array]:
-    """Sum over critics of the weighted mean ``0.5 (target - Q_i)^2`` (or ``elementwise``).
-
-    Returns the loss and the first critic's TD errors ``[N]`` (the replay priorities).
-    """
-    chex.assert_rank([q_tm1, target, weight], [2, 1, 1])
-    td = target[None] - q_tm1
-    per_sample = 0.5 * jnp.square(td) if elementwise is None else elementwise(td)
-    return jnp.sum(jnp.mean(weight[None] * per_sample, axis=1)), td[0]
+    loss_t, td_error = jax.vmap(functools.partial(critic_loss, elementwise=elementwise),
+                                in_axes=(1, 0))(q_tm1, target)
+    return jnp.mean(weight * loss_t), td_error[:, 0]
 
 
 def polyak(target: Any, online: Any, tau: float, due: jax.Array) -> Any:

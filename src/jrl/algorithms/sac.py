@@ -20,16 +20,15 @@ import numpy as np
 import optax
 
 from jrl import registry
+from jrl.algorithms import toolkit
 from jrl.algorithms.examples import replay_example
 from jrl.algorithms.replay_ac import (
     ReplayActorCriticConfig,
     StochasticSamplingConfig,
-    adam,
-    critic_loss,
     polyak,
     random_actions,
     target_update_due,
-    twin_q_target,
+    weighted_critic_loss,
 )
 from jrl.config import ModelConfig, field, to_dict
 from jrl.errors import ConfigError
@@ -37,6 +36,7 @@ from jrl.networks.continuous import GaussianActor, QEnsemble, action_bounds
 from jrl.networks.distributions import Categorical, SquashedGaussian
 from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.parallel import per_device_key, pmean
+from jrl.ops.td import twin_q_target
 from jrl.replay.uniform import n_step_items
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
@@ -95,8 +95,26 @@ DEFAULT_CONFIG: dict[str, Any] = to_dict(SACConfig())
 
 
 class SACState(NamedTuple):
-    params: Any  # {"actor": ..., "critic": ...}
-    target_params: Any  # the critics'
+    """Learner state of SAC: arrays only.
+
+    Attributes:
+      params: ``{"actor": ..., "critic": ...}``, pytrees of float32 arrays (the critic holds
+        ``num_q`` stacked critics).
+      target_params: the target critics' parameters, structured like ``params["critic"]``.
+      log_alpha: log of the entropy temperature, float32 ``[]``.
+      actor_opt_state: the policy's Adam state (int32 ``[]`` step count, float32 moments).
+      critic_opt_state: the critics' Adam state.
+      alpha_opt_state: ``log_alpha``'s Adam state.
+      key: PRNG key of the policy samples in the update, ``uint32 [2]``.
+      obs_filter: observation statistics, ``FilterState`` (float32 ``[]`` count, ``[*obs]``
+        mean and m2).
+      num_updates: learner updates so far, int32 ``[]``.
+      env_steps: env steps sampled so far (set by the plan), int32 ``[]``.
+      last_target_update: ``env_steps`` at the last target update, int32 ``[]``.
+    """
+
+    params: Any
+    target_params: Any
     log_alpha: jax.Array
     actor_opt_state: Any
     critic_opt_state: Any
@@ -109,7 +127,15 @@ class SACState(NamedTuple):
 
 
 class SACPolicy(NamedTuple):
-    params: Any  # the actor's
+    """What SAC's ``act`` needs.
+
+    Attributes:
+      params: the policy network's parameters.
+      obs_filter: observation statistics, ``FilterState``.
+      random_actions: take uniformly random actions (warm-up), bool ``[]``.
+    """
+
+    params: Any
     obs_filter: FilterState
     random_actions: jax.Array
 
@@ -158,9 +184,9 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
     discrete = spec.discrete
     obs_filter = get_filter(config.observation_filter)
     opt = config.optimization
-    actor_opt = adam(opt.actor_learning_rate, config.grad_clip)
-    critic_opt = adam(opt.critic_learning_rate, config.grad_clip)
-    alpha_opt = optax.adam(opt.entropy_learning_rate)
+    actor_opt = toolkit.make_optimizer(opt.actor_learning_rate, grad_clip=config.grad_clip)
+    critic_opt = toolkit.make_optimizer(opt.critic_learning_rate, grad_clip=config.grad_clip)
+    alpha_opt = toolkit.make_optimizer(opt.entropy_learning_rate)
     target_entropy = (auto_target_entropy(spec) if config.target_entropy == "auto"
                       else float(config.target_entropy))
     if not discrete:
@@ -210,8 +236,33 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
             v_t = jnp.sum(probs * (jnp.min(q_t, axis=0) - alpha * logp), axis=-1)
             return jax.lax.stop_gradient(batch.reward + batch.discount * v_t)
         next_action, logp = d.sample_and_log_prob(key)
-        q_t = critic.apply(state.target_params, next_obs, next_action)
-        return twin_q_target(batch.reward, batch.discount, q_t, -alpha * logp)
+        q_t = critic.apply(state.target_params, next_obs, next_action)  # [num_q, N]
+        return jax.vmap(twin_q_target, in_axes=(0, 0, 1, 0))(batch.reward, batch.discount, q_t,
+                                                             -alpha * logp)
+
+    def critic_loss_fn(critic_params, obs, batch: ReplayBatch, target):
+        if discrete:
+            q_all = critic.apply(critic_params, obs)  # [num_q, N, A]
+            q_tm1 = jnp.take_along_axis(
+                q_all, batch.action.astype(jnp.int32)[None, :, None], axis=-1)[..., 0]
+        else:
+            q_tm1 = critic.apply(critic_params, obs, batch.action)
+        loss, td = weighted_critic_loss(q_tm1, target, batch.weight)
+        return loss, (td, q_tm1)
+
+    def actor_loss_fn(actor_params, critic_params, obs, alpha, key):
+        d = dist(actor_params, obs)
+        if discrete:
+            q = jnp.min(critic.apply(critic_params, obs), axis=0)  # [N, A]
+            probs, logp_all = d.probs, d.log_probs
+            loss = jnp.mean(jnp.sum(probs * (alpha * logp_all - q), axis=-1))
+            return loss, jnp.sum(probs * logp_all, axis=-1)  # E[log pi], exact
+        action, logp = d.sample_and_log_prob(key)
+        return sac_actor_loss(logp, critic.apply(critic_params, obs, action), alpha), logp
+
+    critic_step = toolkit.gradient_step(critic_loss_fn, critic_opt, axis_name, has_aux=True)
+    actor_step = toolkit.gradient_step(actor_loss_fn, actor_opt, axis_name, has_aux=True)
+    alpha_step = toolkit.gradient_step(sac_alpha_loss, alpha_opt, axis_name)
 
     def update(state: SACState, batch: ReplayBatch) -> tuple[SACState, dict[str, jax.Array]]:
         key, noise_key = jax.random.split(state.key)  # ``key`` stays equal on every device
@@ -221,45 +272,12 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
         alpha = jnp.exp(state.log_alpha)
         target = soft_target(state, next_obs, batch, alpha, next_key)
 
-        def critic_loss_fn(critic_params):
-            if discrete:
-                q_all = critic.apply(critic_params, obs)  # [num_q, N, A]
-                q_tm1 = jnp.take_along_axis(
-                    q_all, batch.action.astype(jnp.int32)[None, :, None], axis=-1)[..., 0]
-            else:
-                q_tm1 = critic.apply(critic_params, obs, batch.action)
-            loss, td = critic_loss(q_tm1, target, batch.weight)
-            return loss, (td, q_tm1)
-
-        (c_loss, (td, q_tm1)), c_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.params["critic"])
-        c_grads = pmean(c_grads, axis_name)
-        c_updates, critic_opt_state = critic_opt.update(c_grads, state.critic_opt_state,
-                                                        state.params["critic"])
-        critic_params = optax.apply_updates(state.params["critic"], c_updates)
-
-        def actor_loss_fn(actor_params):
-            d = dist(actor_params, obs)
-            if discrete:
-                q = jnp.min(critic.apply(critic_params, obs), axis=0)  # [N, A]
-                probs, logp_all = d.probs, d.log_probs
-                loss = jnp.mean(jnp.sum(probs * (alpha * logp_all - q), axis=-1))
-                return loss, jnp.sum(probs * logp_all, axis=-1)  # E[log pi], exact
-            action, logp = d.sample_and_log_prob(pi_key)
-            return sac_actor_loss(logp, critic.apply(critic_params, obs, action), alpha), logp
-
-        (a_loss, logp), a_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            state.params["actor"])
-        a_grads = pmean(a_grads, axis_name)
-        a_updates, actor_opt_state = actor_opt.update(a_grads, state.actor_opt_state,
-                                                      state.params["actor"])
-        actor_params = optax.apply_updates(state.params["actor"], a_updates)
-
-        alpha_loss, alpha_grad = jax.value_and_grad(sac_alpha_loss)(
-            state.log_alpha, logp, target_entropy)
-        alpha_grad = pmean(alpha_grad, axis_name)
-        alpha_update, alpha_opt_state = alpha_opt.update(alpha_grad, state.alpha_opt_state)
-        log_alpha = optax.apply_updates(state.log_alpha, alpha_update)
+        critic_params, critic_opt_state, (c_loss, (td, q_tm1)), c_grads = critic_step(
+            state.params["critic"], state.critic_opt_state, obs, batch, target)
+        actor_params, actor_opt_state, (a_loss, logp), _ = actor_step(
+            state.params["actor"], state.actor_opt_state, critic_params, obs, alpha, pi_key)
+        log_alpha, alpha_opt_state, alpha_loss, _ = alpha_step(
+            state.log_alpha, state.alpha_opt_state, logp, target_entropy)
 
         due = target_update_due(state.env_steps, state.last_target_update,
                                 config.target_network_update_freq)

@@ -27,9 +27,9 @@ class FilterState(NamedTuple):
     """Running statistics of observations (Welford / Chan).
 
     Attributes:
-      count: number of observations seen, float32 scalar.
-      mean: running mean ``[*shape]``.
-      m2: sum of squared deviations from the mean ``[*shape]``.
+      count: number of observations seen, float32 ``[]``.
+      mean: running mean, float32 ``[*shape]``.
+      m2: sum of squared deviations from the mean, float32 ``[*shape]``.
     """
 
     count: jax.Array

@@ -1,4 +1,5 @@
-"""Losses: elementwise regression losses (no reduction) and the actor-critic loss."""
+"""Losses: elementwise regression losses (no reduction), the actor-critic loss and PPO's clipped
+surrogate."""
 
 from __future__ import annotations
 
@@ -80,3 +81,30 @@ def actor_critic_loss(
     total = policy_loss + vf_loss_coeff * vf_loss - entropy_coeff * entropy
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
                    "entropy": entropy}
+
+
+def clipped_surrogate_loss(ratio_t: jax.Array, advantages_t: jax.Array, epsilon: float
+                           ) -> tuple[jax.Array, jax.Array]:
+    """PPO's clipped surrogate objective (Schulman et al., 2017, eq. 7) as a loss, over ``[N]``.
+
+    ``-mean(min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon) * A))``: the ratio earns no more
+    than ``1 + epsilon`` times a positive advantage and no less than ``1 - epsilon`` times a
+    negative one. Advantages are constants (no gradient flows into them).
+
+    Args:
+      ratio_t: probability ratios ``pi(a|s) / pi_old(a|s)`` of the taken actions ``[N]``.
+      advantages_t: advantages ``[N]``.
+      epsilon: the clipping range.
+
+    Returns:
+      ``(loss, clip_fraction)``: the loss, and the fraction of samples whose ratio lies outside
+      ``[1 - epsilon, 1 + epsilon]`` (a diagnostic).
+    """
+    chex.assert_rank([ratio_t, advantages_t], 1)
+    chex.assert_equal_shape([ratio_t, advantages_t])
+    chex.assert_type([ratio_t, advantages_t], float)
+    advantages_t = jax.lax.stop_gradient(advantages_t)
+    surrogate = jnp.minimum(ratio_t * advantages_t,
+                            jnp.clip(ratio_t, 1.0 - epsilon, 1.0 + epsilon) * advantages_t)
+    clip_fraction = jnp.mean((jnp.abs(ratio_t - 1.0) > epsilon).astype(jnp.float32))
+    return -jnp.mean(surrogate), clip_fraction

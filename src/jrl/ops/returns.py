@@ -44,7 +44,8 @@ def discounted_returns(r_t: Array, discount_t: Array, bootstrap_value: Array) ->
         g = r + discount * g_tp1
         return g, g
 
-    _, returns = jax.lax.scan(step, bootstrap_value, (r_t, discount_t), reverse=True)
+    # Unrolled: the body is a few flops, so per-iteration loop overhead dominates on CPU.
+    _, returns = jax.lax.scan(step, bootstrap_value, (r_t, discount_t), reverse=True, unroll=16)
     return returns
 
 
@@ -87,15 +88,7 @@ def gae(
 
     delta_t = r_t + gamma * (1.0 - terminated) * v_tp1 - v_t
     trace_t = gamma * lambda_ * not_done
-
-    def step(a_tp1, xs):
-        delta, trace = xs
-        a = delta + trace * a_tp1
-        return a, a
-
-    # Unrolled: the body is a few flops, so per-iteration loop overhead dominates on CPU.
-    _, advantages = jax.lax.scan(step, jnp.zeros_like(r_t[0]), (delta_t, trace_t), reverse=True,
-                                 unroll=16)
+    advantages = discounted_returns(delta_t, trace_t, jnp.zeros_like(r_t[0]))
     return advantages, advantages + v_t
 
 
@@ -227,14 +220,7 @@ def vtrace(
     delta_t = _clip_above(rho_t, clip_rho_threshold) * (r_t + bootstrap_t * v_tp1 - v_t)
     trace_t = gamma * lambda_ * _clip_above(rho_t, clip_c_threshold) * not_done
 
-    def step(a_tp1, xs):
-        delta, trace = xs
-        a = delta + trace * a_tp1
-        return a, a
-
-    # a_s = vs_s - v_s
-    _, a_t = jax.lax.scan(step, jnp.zeros_like(r_t[0]), (delta_t, trace_t), reverse=True,
-                          unroll=16)
+    a_t = discounted_returns(delta_t, trace_t, jnp.zeros_like(r_t[0]))  # vs_s - v_s
     a_next = jnp.concatenate([a_t[1:], jnp.zeros_like(a_t[:1])], axis=0) * not_done
     vs_tp1 = v_tp1 + a_next
     pg_advantages = _clip_above(rho_t, clip_pg_rho_threshold) * (r_t + bootstrap_t * vs_tp1 - v_t)
