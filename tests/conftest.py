@@ -153,6 +153,20 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "exploration_config": {"random_timesteps": 8},
         "seed": 0,
     },
+    "MARWIL": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 32,
+        "input": "sampler",
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
+    "BC": {
+        "train_batch_size": 64,
+        "rollout_fragment_length": 32,
+        "input": "sampler",
+        "model": {"fcnet_hiddens": [16, 16]},
+        "seed": 0,
+    },
 }
 
 # Config overrides that give an algorithm a different network (for checkpoint-refusal tests);

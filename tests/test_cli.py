@@ -40,7 +40,9 @@ def test_train_then_evaluate_the_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean return" in out and "over 2 episodes" in out
     rows = [json.loads(line) for line in episodes_file.read_text().splitlines()]
-    assert len(rows) == 2 and len(rows[0]["actions"]) == rows[0]["episode_len"]
+    assert len(rows) == 2 and all(row["type"] == "SampleBatch" for row in rows)
+    assert len(rows[0]["actions"]) == len(rows[0]["rewards"]) == len(rows[0]["t"])
+    assert rows[0]["dones"][-1] and not any(rows[0]["dones"][:-1])
 
 
 def test_rollout_alias_accepts_a_results_dir_and_steps_cap(tmp_path, capsys):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from jrl.callbacks import DefaultCallbacks, Episode
-from jrl.errors import CheckpointError, ConfigError, EnvError, JrlError
+from jrl.errors import CheckpointError, ConfigError, DataError, EnvError, JrlError
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
@@ -33,7 +33,7 @@ _tune.install_import_hook()
 tune = _tune
 
 __all__ = [
-    "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DefaultCallbacks",
+    "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
     "EnvContext", "EnvError", "Episode", "JrlError", "Policy", "Trainer", "__version__",
     "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
 ]

@@ -357,11 +357,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"({trainer.algo_name} on {trainer.env_id}, "
           f"{'exploring' if args.explore else 'greedy'})")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
-            for ep in episodes:
-                fh.write(json.dumps(ep) + "\n")
-        print(f"Episodes written to {args.out}")
+        from jrl.rollout.offline import write_episodes
+
+        write_episodes(args.out, episodes, trainer.algo_config.output_compress_columns)
+        print(f"Episodes written to {args.out} (SampleBatch JSON lines; train on them with "
+              f"input: {json.dumps(args.out)})")
     return 0
 
 
@@ -414,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--render", nargs="?", const="human", choices=("human", "video"),
                         help="render: a window (human) or an mp4 per episode (video)")
         ev.add_argument("--video-dir", help="where --render video writes (default ./jrl_videos)")
-        ev.add_argument("--out", help="write episodes (obs, actions, rewards) as JSON lines")
+        ev.add_argument("--out", help="write the episodes to this file as SampleBatch JSON lines "
+                        "(RLlib's offline format; input for MARWIL/BC)")
         ev.add_argument("--env", help="evaluate on another env id")
         ev.add_argument("--config", help="config overrides as a JSON object")
         ev.add_argument("--explore", action="store_true", help="sample actions (default greedy)")

@@ -129,8 +129,10 @@ class CommonConfig:
       recreate_failed_workers: replace a rollout worker that dies and re-sample its fragment.
       ignore_worker_failures: drop a dead worker and go on with the others (when not recreating).
       log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
-      output: directory to write sampled experiences to as JSON lines (``None``: off).
-      output_compress_columns: columns stored zlib+base64 compressed in ``output``.
+      output: directory to write sampled experiences to as JSON lines in RLlib's SampleBatch
+        format (``"logdir"``: the trainer's results directory; ``None``: off).
+      output_compress_columns: columns stored as base64 of zlib-compressed ``.npy`` bytes.
+      output_max_file_size: start a new output file after this many bytes.
       num_seeds: independent seeds trained at once with ``vmap`` (JAX envs only, e.g.
         ``gymnax:CartPole-v1``).
       monitor: record videos of the first env's training episodes into ``<logdir>/videos``
@@ -171,8 +173,69 @@ class CommonConfig:
     log_level: str = field("WARN", choices=("DEBUG", "INFO", "WARN", "WARNING", "ERROR"))
     output: str | None = None
     output_compress_columns: tuple[str, ...] = ("obs", "new_obs")
+    output_max_file_size: int = field(64 * 1024 * 1024, min=1)
     monitor: bool = False
     num_seeds: int = field(1, min=1)
+
+
+INPUT_ESTIMATORS = ("is", "wis")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InputConfig:
+    """Keys of algorithms that learn from recorded experience (RLlib's offline keys).
+
+    Attributes:
+      input: ``"sampler"`` (sample the env), a directory of ``.json`` files, a glob, a file,
+        a list of files/globs, or ``{source: probability}`` mixing them
+        (``{"sampler": 0.4, "data/": 0.6}``; probabilities sum to 1).
+      shuffle_buffer_size: read recorded rows through a buffer of this many, in random order
+        (0: file order).
+      input_evaluation: off-policy estimators of the learned policy's value run on every batch
+        read from files: ``"is"`` and/or ``"wis"`` (results under
+        ``off_policy_estimator/<name>/...``).
+    """
+
+    input: str | tuple[str, ...] | dict = "sampler"
+    shuffle_buffer_size: int = field(0, min=0)
+    input_evaluation: tuple[str, ...] = INPUT_ESTIMATORS
+
+    def validate(self) -> None:
+        check_input(self.input)
+        for name in self.input_evaluation:
+            if name not in INPUT_ESTIMATORS:
+                raise ConfigError(f"config key 'input_evaluation' holds unknown estimator "
+                                  f"'{name}' (available: {', '.join(INPUT_ESTIMATORS)})")
+
+
+def check_input(value: Any) -> None:
+    """Raises ``ConfigError`` unless ``value`` is an ``input``: a source, a list of sources or
+    ``{source: probability}`` with probabilities summing to 1."""
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError("config key 'input' is empty")
+        return
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError("config key 'input' as a list must hold file names or globs")
+        if "sampler" in value:
+            raise ConfigError("config key 'input': mix 'sampler' with files as a dict of "
+                              "probabilities, e.g. {'sampler': 0.5, 'data/': 0.5}")
+        return
+    if isinstance(value, Mapping):
+        if not value:
+            raise ConfigError("config key 'input' as a dict must name at least one source")
+        for key, p in value.items():
+            if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0:
+                raise ConfigError(f"config key 'input.{key}' must be a probability >= 0, "
+                                  f"got {p!r}")
+        total = sum(float(p) for p in value.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"the probabilities of config key 'input' must sum to 1, got "
+                              f"{total:g}")
+        return
+    raise ConfigError("config key 'input' must be 'sampler', a path, a glob, a list of files or "
+                      f"a dict of sources to probabilities, got {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------------

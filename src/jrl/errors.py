@@ -15,3 +15,7 @@ class EnvError(JrlError, ValueError):
 
 class CheckpointError(JrlError, ValueError):
     """A checkpoint is missing, incomplete, corrupt, or belongs to something else."""
+
+
+class DataError(JrlError, ValueError):
+    """An offline data file (``input``) is missing, malformed or does not fit the env."""

@@ -33,6 +33,8 @@ _ALGORITHMS: dict[str, str | AlgorithmDef] = {
     "TD3": "jrl.algorithms.td3:ALGORITHM_DEF",
     "APEX_DDPG": "jrl.algorithms.apex_ddpg:ALGORITHM_DEF",
     "SAC": "jrl.algorithms.sac:ALGORITHM_DEF",
+    "MARWIL": "jrl.algorithms.marwil:ALGORITHM_DEF",
+    "BC": "jrl.algorithms.bc:ALGORITHM_DEF",
 }
 
 # Execution plan name -> "module:Class"; the class is built as ``Class(algorithm_def,
@@ -45,6 +47,7 @@ _PLANS: dict[str, str] = {
     "async_samples": "jrl.execution.async_samples:AsyncSamplesPlan",
     "async_gradients": "jrl.execution.async_gradients:AsyncGradientsPlan",
     "distributed_replay": "jrl.execution.distributed_replay:DistributedReplayPlan",
+    "offline": "jrl.execution.offline:OfflinePlan",
 }
 
 # The trainer layer: ``make_trainer_class(record) -> type``.

@@ -137,9 +137,13 @@ class Trainer:
                            self.algo_config.framework)
         enable_compilation_cache()
         self.logdir = logdir
-        if self.logdir is None and (log_to_disk or self.algo_config.monitor):
+        output_to_logdir = self.algo_config.output == "logdir"
+        if self.logdir is None and (log_to_disk or self.algo_config.monitor or output_to_logdir):
             self.logdir = make_logdir(local_dir or default_results_dir(), experiment,
                                       self.algo_name, self.env_id)
+        if output_to_logdir:  # RLlib's output: "logdir" writes next to the results
+            self.algo_config = merge(self.algo_config, {"output": self.logdir})
+            self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
         backend = JaxEnvBackend if is_jax_env_id(self.env_id) else WorkerBackend
         self.backend = backend(self.definition, self.algo_config, self.env_id,

@@ -159,7 +159,8 @@ class AlgorithmDef:
       make: ``make(config, networks, spec, axis_name=None) -> Algorithm``; with ``axis_name`` the
         update averages its gradients over that mapped device axis.
       plan: execution plan, a key of ``jrl.execution.PLANS`` (``"on_policy"``, ``"off_policy"``,
-        ``"async_samples"``, ``"async_gradients"``, ``"distributed_replay"``, ``"evolution"``).
+        ``"async_samples"``, ``"async_gradients"``, ``"distributed_replay"``, ``"evolution"``,
+        ``"offline"``).
       example_batch: ``example_batch(config, spec, key) -> batch``: random data of exactly the
         structure, shapes and dtypes the plan feeds ``update`` (for tests and compile checks).
       model: what ``get_policy().model`` exposes: ``"actor_critic"`` (distribution and value
@@ -179,6 +180,9 @@ class AlgorithmDef:
         (ES).
       batch_type: the NamedTuple the plan builds ``update``'s batch with, where that is not a
         ``Transition`` or ``ReplayBatch`` (ES's ``ESBatch``).
+      action_logp: ``action_logp(config, spec) -> logp(policy, obs [N], actions [N]) -> [N]``:
+        the policy's log-probability of given actions, for off-policy estimation
+        (``input_evaluation``) of recorded data.
     """
 
     name: str
@@ -194,6 +198,7 @@ class AlgorithmDef:
     gradient_fns: Callable[..., Any] | None = None
     noise_rows: Callable[[jax.Array, int], jax.Array] | None = None
     batch_type: type | None = None
+    action_logp: Callable[[Any, EnvSpec], Callable] | None = None
 
     @property
     def trainer_name(self) -> str:

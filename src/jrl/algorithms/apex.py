@@ -48,6 +48,10 @@ class DistributedReplayConfig:
     min_sample_timeout_s: float = field(0.05, min=0.0)
 
     def validate_distributed(self) -> None:
+        if getattr(self, "input", "sampler") != "sampler":
+            raise ConfigError("distributed replay samples with its rollout workers; config key "
+                              "'input' must be 'sampler' (learn from files with DQN, DDPG, "
+                              "TD3 or SAC)")
         if not self.prioritized_replay:
             raise ConfigError("distributed replay learns from prioritized replay; "
                               "prioritized_replay must be true")

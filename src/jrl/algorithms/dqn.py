@@ -18,7 +18,7 @@ import optax
 from jrl import registry
 from jrl.algorithms import toolkit
 from jrl.algorithms.examples import replay_example
-from jrl.config import CommonConfig, ExplorationConfig, ModelConfig, field, to_dict
+from jrl.config import CommonConfig, ExplorationConfig, InputConfig, ModelConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.networks import catalog
 from jrl.ops.filters import FilterState, get_filter
@@ -31,7 +31,7 @@ from jrl.types import Algorithm, AlgorithmDef, EnvSpec, ReplayBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DQNConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
+class DQNConfig(InputConfig, NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
     """DQN settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -47,6 +47,10 @@ class DQNConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
       td_error_loss_fn: ``huber`` or ``mse``.
       adam_epsilon: Adam's epsilon.
       exploration_config: epsilon-greedy schedule.
+      input, shuffle_buffer_size: where fragments come from (``"sampler"``, recorded files or a
+        mix), see ``jrl.config.InputConfig``.
+      input_evaluation: off-policy estimators; DQN has none (its record defines no
+        ``action_logp``), so the default is empty.
       prioritized_replay, prioritized_replay_alpha, prioritized_replay_beta,
         final_prioritized_replay_beta, prioritized_replay_beta_annealing_timesteps,
         prioritized_replay_eps: see ``jrl.replay.prioritized.PrioritizedReplayConfig``.
@@ -72,6 +76,11 @@ class DQNConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
     adam_epsilon: float = field(1e-8, gt=0.0)
     exploration_config: ExplorationConfig = dataclasses.field(
         default_factory=lambda: ExplorationConfig(epsilon_timesteps=5_000, final_epsilon=0.02))
+    input_evaluation: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        NStepReplayMixin.validate(self)
+        InputConfig.validate(self)
 
 
 

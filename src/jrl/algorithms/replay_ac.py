@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jrl.config import CommonConfig, field
+from jrl.config import CommonConfig, InputConfig, field
 from jrl.errors import ConfigError
 from jrl.networks.continuous import action_bounds
 from jrl.ops.losses import l2_loss
@@ -69,7 +69,8 @@ class StochasticSamplingConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayConfig):
+class ReplayActorCriticConfig(InputConfig, NStepReplayMixin, CommonConfig,
+                              PrioritizedReplayConfig):
     """Replay and target-network keys shared by DDPG, TD3 and SAC (plus the
     ``prioritized_replay*`` keys of ``jrl.replay.prioritized.PrioritizedReplayConfig``).
 
@@ -85,6 +86,10 @@ class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayC
       target_network_update_freq: update the targets at most every this many env steps (0: at
         every (actor) update).
       twin_q: two critics; targets and the actor use their minimum (clipped double Q).
+      input, shuffle_buffer_size: where fragments come from (``"sampler"``, recorded files or a
+        mix), see ``jrl.config.InputConfig``.
+      input_evaluation: off-policy estimators; none by default (these records define no
+        ``action_logp``).
     """
 
     train_batch_size: int = field(256, min=1)
@@ -97,6 +102,11 @@ class ReplayActorCriticConfig(NStepReplayMixin, CommonConfig, PrioritizedReplayC
     tau: float = field(0.005, min=0.0, max=1.0)
     target_network_update_freq: int = field(0, min=0)
     twin_q: bool = True
+    input_evaluation: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        NStepReplayMixin.validate(self)
+        InputConfig.validate(self)
 
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jrl.errors import ConfigError
 from jrl.execution.learner import Learner, replay_item_example, scan_updates
+from jrl.execution.offline import SAMPLER, make_input
 from jrl.ops.filters import get_filter
 from jrl.replay.prioritized import (
     config_beta,
@@ -30,6 +31,7 @@ from jrl.replay.prioritized import (
     td_priorities,
 )
 from jrl.replay.uniform import replay_add, replay_init, replay_sample
+from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm, AlgorithmDef
 
@@ -60,6 +62,12 @@ class OffPolicyPlan:
                                              config.train_batch_size, wrap=scan_updates)
         self._env_steps = 0
         self._obs_filter = get_filter(config.observation_filter)
+        # ``input``: fragments of the same [T, B] shape from recorded files (or a mix).
+        self.input = self.estimation = None
+        if getattr(config, "input", SAMPLER) != SAMPLER:
+            self.input, self.estimation = make_input(
+                definition, config, spec, config.rollout_fragment_length, workers.num_envs,
+                self.workers.sample)
 
     def _add_impl(self, state, replay, fragment):
         items = self._postprocess(fragment)
@@ -139,9 +147,23 @@ class OffPolicyPlan:
         state, batches, index = self._sample_batches(state, replay)
         return state, replay, batches, index
 
+    def _next_batch(self, state: Any) -> SampleBatch:
+        if self.input is None:
+            return self.workers.sample()
+        source, batch = self.input.next()
+        if source == SAMPLER:
+            return batch
+        if self.estimation is not None:
+            self.estimation.add(self._policy(state), batch)
+        return SampleBatch(batch)
+
+    def stats(self) -> dict[str, Any]:
+        """Off-policy estimates of the iteration's file batches, if any."""
+        return self.estimation.pop() if self.estimation is not None else {}
+
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
         self.workers.set_policy(self._policy(state))
-        batch = self.workers.sample()
+        batch = self._next_batch(state)
         fragment = batch.to_transition()
         self._env_steps += batch.count
         if self._env_steps < self.config.learning_starts:

@@ -18,7 +18,10 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
     """Runs ``num_episodes`` episodes in parallel envs (one episode per env) and returns their
     ``{"episode_reward", "episode_len"}``. ``act`` is the jitted ``(policy, obs, key, explore)``.
     ``max_steps`` caps the total number of env steps over all episodes. With ``record`` each
-    episode also holds its preprocessed ``obs``, ``actions`` and ``rewards``."""
+    episode also holds the columns of an offline SampleBatch row (``jrl.rollout.offline``):
+    preprocessed ``obs`` and ``new_obs``, ``actions``, ``rewards``, ``terminateds``,
+    ``truncateds`` and ``action_logp`` (the behaviour's: 0, probability 1, for greedy
+    actions)."""
     results: list[dict] = []
     key = jax.random.PRNGKey(seed)
     steps_left = max_steps if max_steps is not None else np.inf
@@ -30,31 +33,45 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
             returns, lengths = np.zeros(n), np.zeros(n, np.int64)
             active = np.ones(n, bool)
             bounds = _action_bounds(env.single_action_space, config)
-            trajectories = [{"obs": [], "actions": [], "rewards": []} for _ in range(n)]
+            trajectories = [{k: [] for k in ("obs", "new_obs", "actions", "rewards",
+                                              "terminateds", "truncateds", "action_logp")}
+                            for _ in range(n)]
             while active.any() and steps_left > 0:
                 key, act_key = jax.random.split(key)
                 obs = preprocessor.transform_batch(raw)
-                action, _ = act(policy, obs, act_key, explore)
+                action, extras = act(policy, obs, act_key, explore)
                 action = np.asarray(action)
                 if record:
+                    # Greedy actions are deterministic: the behaviour chose them with prob. 1.
+                    logp = (np.asarray(extras.get("action_logp", np.zeros(n)), np.float32)
+                            if explore else np.zeros(n, np.float32))
                     for i in np.flatnonzero(active):
-                        trajectories[i]["obs"].append(obs[i].tolist())
-                        trajectories[i]["actions"].append(action[i].tolist())
+                        trajectories[i]["obs"].append(obs[i])
+                        trajectories[i]["actions"].append(action[i])
+                        trajectories[i]["action_logp"].append(logp[i])
                 if bounds is not None:
                     action = np.clip(action, *bounds)
-                raw, reward, terminated, truncated, _ = env.step(action)
+                raw, reward, terminated, truncated, info = env.step(action)
                 returns += np.where(active, reward, 0.0)
                 if record:
+                    done = terminated | truncated
+                    next_obs = preprocessor.transform_batch(raw)
                     for i in np.flatnonzero(active):
-                        trajectories[i]["rewards"].append(float(reward[i]))
+                        final = (preprocessor.transform(info["final_obs"][i]) if done[i]
+                                 else next_obs[i])
+                        trajectories[i]["new_obs"].append(final)
+                        trajectories[i]["rewards"].append(np.float32(reward[i]))
+                        trajectories[i]["terminateds"].append(bool(terminated[i]))
+                        trajectories[i]["truncateds"].append(bool(truncated[i]))
                 lengths += active
                 steps_left -= int(active.sum())
                 active &= ~(terminated | truncated)
             for i in range(n):
                 if not active[i]:
+                    recorded = {k: np.asarray(v) for k, v in trajectories[i].items()}
                     results.append({"episode_reward": float(returns[i]),
                                     "episode_len": int(lengths[i]),
-                                    **(trajectories[i] if record else {})})
+                                    **(recorded if record else {})})
         finally:
             env.close()
     return results

@@ -1,59 +1,539 @@
-"""Experience output as JSON lines (RLlib's ``output`` option); no pickle."""
+"""Offline experience in RLlib's format: JSON lines, one ``SampleBatch`` object per line; no pickle.
+
+Writing (``output``): ``JsonWriter`` appends one line per env column of each sampled fragment (or
+one per recorded episode) to ``output-<date>_worker-<index>_<n>.json``, starting a new file once
+``output_max_file_size`` bytes are written. A line maps column names to per-step lists:
+``obs``, ``new_obs``, ``actions``, ``rewards``, ``dones`` (plus ``terminateds``/``truncateds``),
+``action_prob``, ``action_logp``, ``eps_id``, ``agent_index``, ``t``, ``prev_actions``,
+``prev_rewards``, ``infos``. Columns named in ``output_compress_columns`` are one string instead:
+base64 of the zlib-compressed ``.npy`` bytes of the array (``np.save(allow_pickle=False)``).
+
+Reading (``input``): ``JsonReader`` streams lines from a directory, a glob, a file or a list of
+them (never the whole data set in memory), ``ShuffledInput`` mixes rows through a buffer, and
+``BatchAssembler`` cuts the step stream into the fixed ``[T, B]`` batches a jitted update needs.
+``MixedInput`` draws each batch from one of several sources (``{"sampler": 0.4, "data/":
+0.6}``). A malformed line raises one ``DataError`` naming its file and line.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import glob
+import io
 import json
+import math
 import os
+import re
+import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
+from jrl.errors import DataError
 
-def _encode(array: np.ndarray, compress: bool) -> object:
-    array = np.asarray(array)
-    if not compress:
-        return array.tolist()
-    payload = zlib.compress(np.ascontiguousarray(array).tobytes())
-    return {"dtype": array.dtype.str, "shape": list(array.shape),
-            "data": base64.b64encode(payload).decode("ascii")}
+# The columns of a written SampleBatch line, in RLlib's names.
+COLUMNS = ("obs", "new_obs", "actions", "rewards", "dones", "terminateds", "truncateds",
+           "action_prob", "action_logp", "eps_id", "agent_index", "t", "prev_actions",
+           "prev_rewards", "infos")
+# Columns a reader needs; the others have defaults (see ``decode_row``).
+REQUIRED = ("obs", "new_obs", "actions", "rewards")
+# dtypes of uncompressed columns whose JSON lists lose them (obs and actions keep JSON's int or
+# float and are cast to the env spec's dtypes when batches are assembled).
+_DTYPES = {"rewards": np.float32, "prev_rewards": np.float32, "dones": np.bool_,
+           "terminateds": np.bool_, "truncateds": np.bool_, "action_prob": np.float32,
+           "action_logp": np.float32, "eps_id": np.int64, "agent_index": np.int64, "t": np.int64}
+DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 
 
-def _decode(value: object) -> np.ndarray:
-    if isinstance(value, Mapping) and "data" in value:
-        raw = zlib.decompress(base64.b64decode(value["data"]))
-        return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
-    return np.asarray(value)
+# -- columns ------------------------------------------------------------------------------------
+
+
+def pack(array: np.ndarray) -> str:
+    """base64 of the zlib-compressed ``.npy`` bytes of ``array`` (dtype and shape included)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode("ascii")
+
+
+# The header ``np.save`` writes for a plain array; anything else goes through ``np.load``.
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': False, 'shape': \(([\d, ]*)\), \}")
+
+
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...]] | None] = {}
+
+
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """dtype and shape of a plain array's ``.npy`` header (None: let ``np.load`` read it)."""
+    if header not in _HEADERS:
+        if len(_HEADERS) > 4096:
+            _HEADERS.clear()
+        match = _NPY_HEADER.match(header)
+        parsed = None
+        if match is not None:
+            dtype = np.dtype(match.group(1).decode())
+            shape = tuple(int(x) for x in match.group(2).split(b",") if x.strip())
+            parsed = None if dtype.kind in "OV" else (dtype, shape)
+        _HEADERS[header] = parsed
+    return _HEADERS[header]
+
+
+def unpack(text: str, writable: bool = True) -> np.ndarray:
+    """The array ``pack`` encoded (no pickle: object arrays are refused); read-only without
+    ``writable`` (a view of the decompressed bytes, no copy)."""
+    raw = zlib.decompress(binascii.a2b_base64(text, strict_mode=True))
+    # Fast path for version-1.0 headers of plain arrays (what ``pack`` writes): parsing them
+    # with ``np.load`` (``ast.literal_eval``) costs more than decompressing a column.
+    if raw[:8] == b"\x93NUMPY\x01\x00":
+        end = 10 + int.from_bytes(raw[8:10], "little")
+        parsed = _npy_header(raw[10:end])
+        if parsed is not None:
+            dtype, shape = parsed
+            array = np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(shape)
+            return array.copy() if writable else array
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> str:
+    """One JSON line (without newline) for a row of ``[T, ...]`` columns."""
+    compress = set(compress_columns)
+    out: dict[str, Any] = {"type": "SampleBatch"}
+    for key, value in row.items():
+        if key == "infos":
+            out[key] = [_jsonable(v) for v in value]
+        elif key in compress:
+            out[key] = pack(np.asarray(value))
+        else:
+            out[key] = np.asarray(value).tolist()
+    return json.dumps(out)
+
+
+def complete_row(row: Mapping[str, np.ndarray], prev_action: Any = None,
+                 prev_reward: float = 0.0) -> dict[str, Any]:
+    """``row`` plus the derived columns of the format: ``dones``, ``action_prob``,
+    ``agent_index``, ``prev_actions``, ``prev_rewards`` and ``infos`` (empty dicts) where absent.
+
+    ``prev_action``/``prev_reward`` are the episode's step before the row's first one (used
+    when the row starts mid-episode, ``t[0] > 0``)."""
+    row = {k: np.asarray(v) if k != "infos" else v for k, v in row.items()}
+    n = len(row["rewards"])
+    actions = row["actions"]
+    out = dict(row)
+    out.setdefault("dones", np.asarray(row["terminateds"]) | np.asarray(row["truncateds"]))
+    logp = row.get("action_logp", np.zeros(n, np.float32))
+    out.setdefault("action_logp", logp)
+    out.setdefault("action_prob", np.exp(logp).astype(np.float32))
+    out.setdefault("agent_index", np.zeros(n, np.int64))
+    t = np.asarray(row.get("t", np.arange(n)))
+    out.setdefault("t", t)
+    if "prev_actions" not in out:
+        prev = np.zeros_like(actions)
+        prev[1:] = actions[:-1]
+        if n and t[0] > 0 and prev_action is not None:
+            prev[0] = prev_action
+        prev[t == 0] = 0
+        out["prev_actions"] = prev
+    if "prev_rewards" not in out:
+        rewards = np.asarray(row["rewards"], np.float32)
+        prev_r = np.zeros_like(rewards)
+        prev_r[1:] = rewards[:-1]
+        if n and t[0] > 0:
+            prev_r[0] = prev_reward
+        prev_r[t == 0] = 0.0
+        out["prev_rewards"] = prev_r
+    out.setdefault("infos", [{} for _ in range(n)])
+    return out
 
 
 class JsonWriter:
-    """Appends sample batches as JSON lines: one object per env column of each fragment.
+    """Writes sample batches as JSON lines (RLlib's ``JsonWriter``).
 
-    Each line maps column names to per-step lists ``[T, ...]``; columns named in
-    ``compress_columns`` are stored as zlib-compressed, base64-encoded raw arrays.
+    Args:
+      path: output directory (created), or a file path ending in ``.json`` to write exactly
+        that file (``jrl evaluate --out``; no size cap then).
+      compress_columns: columns stored as ``pack``ed strings.
+      worker_index: the writing worker's index (part of the file name).
+      max_file_size: start a new file once the current one holds this many bytes.
+      single_file: write exactly the file ``path`` (default: when ``path`` ends in ``.json``
+        and is not a directory).
     """
 
-    def __init__(self, path: str, compress_columns: tuple[str, ...] = (), worker_index: int = 0):
-        os.makedirs(path, exist_ok=True)
-        self.path = os.path.join(path, f"output-worker{worker_index}-{os.getpid()}.json")
-        self.compress_columns = set(compress_columns)
+    def __init__(self, path: str, compress_columns: Iterable[str] = (), worker_index: int = 0,
+                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, single_file: bool | None = None):
+        self.compress_columns = tuple(compress_columns)
+        self.max_file_size = int(max_file_size)
+        self.worker_index = worker_index
+        if single_file is None:
+            single_file = path.endswith(".json") and not os.path.isdir(path)
+        self._single_file = single_file
+        self.directory = os.path.dirname(os.path.abspath(path)) if self._single_file else path
+        os.makedirs(self.directory, exist_ok=True)
+        self._fixed_path = path if self._single_file else None
+        self._date = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self._file_index = 0
+        self._fh: io.TextIOBase | None = None
+        self._bytes = 0
+        self._prev: dict[int, tuple[Any, float]] = {}
+        self.paths: list[str] = []
 
-    def write(self, batch: Mapping[str, np.ndarray]) -> None:
+    def _next_path(self) -> str:
+        if self._fixed_path is not None:
+            return self._fixed_path
+        while True:
+            name = (f"output-{self._date}_worker-{self.worker_index}_{self._file_index}.json")
+            self._file_index += 1
+            path = os.path.join(self.directory, name)
+            if not os.path.exists(path):
+                return path
+
+    def _handle(self) -> io.TextIOBase:
+        rollover = (self._fixed_path is None and self._fh is not None
+                    and self._bytes >= self.max_file_size)
+        if rollover:
+            self._fh.close()
+            self._fh = None
+        if self._fh is None:
+            path = self._next_path()
+            self._fh = open(path, "w")  # noqa: SIM115 (kept open across writes, closed in close)
+            self._bytes = 0
+            self.paths.append(path)
+        return self._fh
+
+    def write_row(self, row: Mapping[str, Any], lane: int | None = None) -> None:
+        """Writes one row of ``[T, ...]`` columns (derived columns are added)."""
+        prev_action, prev_reward = self._prev.get(lane, (None, 0.0)) if lane is not None \
+            else (None, 0.0)
+        full = complete_row(row, prev_action, prev_reward)
+        if lane is not None and len(full["rewards"]):
+            self._prev[lane] = (full["actions"][-1], float(full["rewards"][-1]))
+        ordered = {k: full[k] for k in COLUMNS if k in full}  # RLlib's columns first
+        ordered.update((k, v) for k, v in full.items() if k not in COLUMNS)
+        line = encode_row(ordered, self.compress_columns) + "\n"
+        fh = self._handle()
+        fh.write(line)
+        fh.flush()
+        self._bytes += len(line)
+
+    def write(self, batch: Mapping[str, np.ndarray], infos: Any = None) -> None:
+        """Writes a ``[T, B]`` fragment as ``B`` lines; ``infos`` is ``[T][B]`` dicts or None."""
         columns = {k: np.asarray(v) for k, v in batch.items()}
-        num_envs = next(iter(columns.values())).shape[1]
-        with open(self.path, "a") as fh:
-            for b in range(num_envs):
-                row = {k: _encode(v[:, b], k in self.compress_columns) for k, v in columns.items()}
-                fh.write(json.dumps(row) + "\n")
+        num_envs = columns["rewards"].shape[1]
+        for b in range(num_envs):
+            row = {k: v[:, b] for k, v in columns.items()}
+            if infos is not None:
+                row["infos"] = [step[b] for step in infos]
+            self.write_row(row, lane=b)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
-def read_json(path: str) -> Iterator[dict[str, np.ndarray]]:
-    """Yields the rows written by ``JsonWriter`` (files in a directory, or one file)."""
-    files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".json")]
-             if os.path.isdir(path) else [path])
-    for name in files:
-        with open(name) as fh:
-            for line in fh:
-                if line.strip():
-                    yield {k: _decode(v) for k, v in json.loads(line).items()}
+def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
+                   compress_columns: Iterable[str] = ()) -> None:
+    """Writes recorded episodes (``obs``, ``new_obs``, ``actions``, ``rewards``,
+    ``terminateds``, ``truncateds``, ``action_logp``), one line each, to the file ``path``."""
+    writer = JsonWriter(path, compress_columns, single_file=True)
+    try:
+        for eps_id, episode in enumerate(episodes):
+            n = len(episode["rewards"])
+            row = {k: np.asarray(episode[k]) for k in (
+                "obs", "new_obs", "actions", "rewards", "terminateds", "truncateds",
+                "action_logp")}
+            row["eps_id"] = np.full(n, episode.get("eps_id", eps_id), np.int64)
+            row["t"] = np.arange(n, dtype=np.int64)
+            writer.write_row(row)
+    finally:
+        writer.close()
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def resolve_files(source: str | Iterable[str]) -> list[str]:
+    """The files of an ``input`` source: a directory (its ``*.json`` files), a glob, a file, or
+    a list of those; a source without files is a ``DataError``."""
+    sources = [source] if isinstance(source, str) else list(source)
+    files: list[str] = []
+    for item in sources:
+        item = os.path.expanduser(str(item))
+        if os.path.isdir(item):
+            found = sorted(glob.glob(os.path.join(item, "*.json")))
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+        elif os.path.isfile(item):
+            found = [item]
+        else:
+            raise DataError(f"input '{item}' is not a file, directory or glob that exists")
+        if not found:
+            raise DataError(f"input '{item}' holds no .json files")
+        files.extend(found)
+    return files
+
+
+def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]:
+    """Arrays ``[T, ...]`` of one parsed line; ``ValueError`` says what is wrong with it.
+
+    With ``columns`` only those (and the required ones) are decoded, and decoded compressed
+    columns may be read-only (the batch assembler copies them anyway)."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type", "SampleBatch")
+    if kind != "SampleBatch":
+        raise ValueError(f"type '{kind}' is not supported (only SampleBatch)")
+    missing = [c for c in REQUIRED if c not in obj]
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    row: dict[str, Any] = {}
+    wanted = None
+    if columns is not None:  # plus what stands in for a missing column (RLlib's data)
+        wanted = {*columns, *REQUIRED}
+        wanted |= {"dones"} if "terminateds" not in obj else set()
+        wanted |= {"action_prob"} if "action_logp" not in obj else set()
+    for key, value in obj.items():
+        if key == "type" or (wanted is not None and key not in wanted):
+            continue
+        if key == "infos":
+            row[key] = value
+            continue
+        try:
+            if isinstance(value, str):
+                array = unpack(value, writable=columns is None)
+            else:
+                array = np.array(value, dtype=_DTYPES.get(key))
+        except Exception as e:  # noqa: BLE001 (any decoding failure is a data error)
+            raise ValueError(f"column '{key}' cannot be decoded ({e})") from None
+        if array.dtype == object or array.ndim == 0:
+            raise ValueError(f"column '{key}' is ragged or not numeric")
+        row[key] = array
+    n = len(row["rewards"])
+    for key, value in row.items():
+        if len(value) != n:
+            raise ValueError(f"column '{key}' has {len(value)} steps, 'rewards' has {n}")
+    if "terminateds" not in row:
+        row["terminateds"] = row["dones"].astype(bool) if "dones" in row else np.zeros(n, bool)
+    if "truncateds" not in row:
+        row["truncateds"] = np.zeros(n, bool)
+    if "action_logp" not in row:
+        row["action_logp"] = (np.log(row["action_prob"]).astype(np.float32)
+                              if "action_prob" in row else np.zeros(n, np.float32))
+    return row
+
+
+def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None
+              ) -> Iterator[dict[str, Any]]:
+    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line."""
+    for path in files:
+        with open(path) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = decode_row(json.loads(line), columns)
+                except ValueError as e:  # json.JSONDecodeError is a ValueError
+                    raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
+                                    ) from None
+                yield row
+
+
+def read_json(path: str | Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Every row written to ``path`` (a directory, glob, file or list), once, in file order."""
+    return iter_rows(resolve_files(path))
+
+
+class ShuffledInput:
+    """Rows of ``rows`` in random order through a buffer of ``size`` rows (RLlib's
+    ``shuffle_buffer_size``); ``size <= 1`` keeps the order."""
+
+    def __init__(self, rows: Iterator[dict], size: int, seed: int = 0):
+        self.rows, self.size = rows, size
+        self.rng = np.random.default_rng(seed)
+        self.buffer: list[dict] = []
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.size <= 1:
+            yield from self.rows
+            return
+        for row in self.rows:
+            self.buffer.append(row)
+            if len(self.buffer) >= self.size:
+                i = int(self.rng.integers(len(self.buffer)))
+                self.buffer[i], self.buffer[-1] = self.buffer[-1], self.buffer[i]
+                yield self.buffer.pop()
+        while self.buffer:
+            i = int(self.rng.integers(len(self.buffer)))
+            self.buffer[i], self.buffer[-1] = self.buffer[-1], self.buffer[i]
+            yield self.buffer.pop()
+
+
+# Columns of an assembled training batch.
+BATCH_COLUMNS = ("obs", "new_obs", "actions", "rewards", "terminateds", "truncateds",
+                 "action_logp", "eps_id", "t")
+
+
+class BatchAssembler:
+    """Cuts a stream of rows into ``[T, B]`` batches (``B`` lanes of ``T`` consecutive steps).
+
+    Rows are laid end to end; where a row ends without its episode ending, the step is marked
+    ``truncated`` so that returns bootstrap there instead of running into the next row. Each
+    batch also holds ``episode_start`` ``[T, B]``: the first step of each (part of an) episode
+    in a lane, for off-policy estimation.
+
+    Args:
+      T, B: batch shape.
+      obs_dtype, action_dtype: dtypes the batch's ``obs``/``new_obs`` and ``actions`` get.
+      obs_shape: the env's observation shape (a row of another shape is a ``DataError``).
+    """
+
+    def __init__(self, T: int, B: int, obs_dtype: Any, action_dtype: Any,
+                 obs_shape: tuple[int, ...] | None = None):
+        self.T, self.B = T, B
+        self.obs_dtype, self.action_dtype = np.dtype(obs_dtype), np.dtype(action_dtype)
+        self.obs_shape = tuple(obs_shape) if obs_shape is not None else None
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._count = 0
+
+    def _columns(self, row: dict) -> dict[str, np.ndarray]:
+        n = len(row["rewards"])
+        if self.obs_shape is not None and row["obs"].shape[1:] != self.obs_shape:
+            raise DataError(f"recorded observations have shape {row['obs'].shape[1:]}, the env's "
+                            f"are {self.obs_shape}: the data was recorded on another env")
+        cols = {
+            "obs": row["obs"].astype(self.obs_dtype, copy=False),
+            "new_obs": row["new_obs"].astype(self.obs_dtype, copy=False),
+            "actions": row["actions"].astype(self.action_dtype, copy=False),
+            "rewards": row["rewards"].astype(np.float32, copy=False),
+            "terminateds": row["terminateds"].astype(bool, copy=False),
+            "truncateds": row["truncateds"].astype(bool, copy=True),
+            "action_logp": row["action_logp"].astype(np.float32, copy=False),
+            "eps_id": row.get("eps_id", np.zeros(n, np.int64)).astype(np.int64, copy=False),
+            "t": row.get("t", np.arange(n)).astype(np.int64, copy=False),
+        }
+        if n:
+            cols["truncateds"][-1] |= not cols["terminateds"][-1]
+        start = np.zeros(n, bool)
+        if n:
+            start[0] = True
+            done = cols["terminateds"] | cols["truncateds"]
+            start[1:] = done[:-1]
+        cols["episode_start"] = start
+        return cols
+
+    def add(self, row: dict) -> None:
+        if len(row["rewards"]):
+            self._pending.append(self._columns(row))
+            self._count += len(row["rewards"])
+
+    @property
+    def ready(self) -> bool:
+        return self._count >= self.T * self.B
+
+    def pop(self) -> dict[str, np.ndarray]:
+        """The next ``[T, B]`` batch (needs ``ready``)."""
+        n = self.T * self.B
+        flat = {k: np.concatenate([p[k] for p in self._pending]) for k in self._pending[0]}
+        rest = {k: v[n:] for k, v in flat.items()}
+        self._pending = [rest] if len(rest["rewards"]) else []
+        if self._pending:
+            self._pending[0]["episode_start"][0] = True
+        self._count -= n
+        batch = {}
+        for k, v in flat.items():
+            lanes = v[:n].reshape(self.B, self.T, *v.shape[1:])
+            batch[k] = np.ascontiguousarray(np.swapaxes(lanes, 0, 1))
+        batch["episode_start"][0] = True
+        return batch
+
+
+class JsonReader:
+    """``[T, B]`` batches from JSON files, streamed; the files are read again from the start
+    when exhausted (``loop``), in a new shuffled order when ``shuffle_buffer_size > 1``."""
+
+    def __init__(self, source: str | Iterable[str], assembler: BatchAssembler,
+                 shuffle_buffer_size: int = 0, seed: int = 0, loop: bool = True):
+        self.files = resolve_files(source)
+        self.assembler = assembler
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.loop = loop
+        self._seed = seed
+        self._rows = self._stream()
+
+    def _stream(self) -> Iterator[dict]:
+        passes = 0
+        while True:
+            yielded = False
+            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS),
+                                 self.shuffle_buffer_size,
+                                 self._seed + passes)
+            for row in rows:
+                yielded = True
+                yield row
+            passes += 1
+            if not self.loop:
+                return
+            if not yielded:
+                raise DataError(f"input files {self.files[:3]} hold no rows")
+
+    def next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or None once a non-looping reader is exhausted."""
+        while not self.assembler.ready:
+            row = next(self._rows, None)
+            if row is None:
+                return None
+            self.assembler.add(row)
+        return self.assembler.pop()
+
+
+class MixedInput:
+    """Each ``next()`` draws one source by probability (RLlib's ``MixedInput``).
+
+    Args:
+      sources: ``{name: probability}``; probabilities sum to 1.
+      readers: ``{name: () -> batch}``.
+      seed: seed of the draws.
+    """
+
+    def __init__(self, sources: Mapping[str, float], readers: Mapping[str, Callable[[], Any]],
+                 seed: int = 0):
+        self.names = list(sources)
+        probs = np.asarray([float(sources[n]) for n in self.names])
+        self.probs = probs / probs.sum()
+        self.readers = readers
+        self.rng = np.random.default_rng(seed)
+        self.counts = dict.fromkeys(self.names, 0)
+
+    def next(self) -> tuple[str, Any]:
+        name = self.names[int(self.rng.choice(len(self.names), p=self.probs))]
+        self.counts[name] += 1
+        return name, self.readers[name]()
+
+
+def load_dataset(source: str | Iterable[str], T: int, B: int, obs_dtype: Any,
+                 action_dtype: Any, obs_shape: tuple[int, ...] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Every full ``[T, B]`` batch of ``source`` stacked: ``{column: [K, T, B, ...]}`` (for
+    training inside one jit; the steps of a last partial batch are dropped)."""
+    reader = JsonReader(source, BatchAssembler(T, B, obs_dtype, action_dtype, obs_shape),
+                        loop=False)
+    batches = []
+    while (batch := reader.next()) is not None:
+        batches.append(batch)
+    if not batches:
+        raise DataError(f"input {source!r} holds fewer than one batch of {T * B} steps")
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}

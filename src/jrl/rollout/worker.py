@@ -129,7 +129,8 @@ class RolloutWorker:
         self._completed: list[dict] = []
         self._steps_sampled = 0
         self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
-                                   worker_index) if config.output else None)
+                                   worker_index, config.output_max_file_size)
+                         if config.output else None)
         box = isinstance(self.action_space, gym.spaces.Box)
         self._action_bounds = ((self.action_space.low, self.action_space.high)
                                if box and config.clip_actions else None)
@@ -231,6 +232,7 @@ class RolloutWorker:
         t_buf = np.empty((T, B), np.int64)
         logp_buf = np.zeros((T, B), np.float32)
         actions = []
+        infos: list[list[dict]] | None = [] if self._writer is not None else None
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
@@ -268,6 +270,8 @@ class RolloutWorker:
             t_buf[t] = self._episode_lens
             self._episode_lens += 1
             self._episode_returns += reward
+            if infos is not None:
+                infos.append(_step_infos(info, done, B))
             if self._step_hook:
                 self._episode_steps(next_obs, action, reward, terminated, truncated, info)
             if not any_done:
@@ -298,7 +302,7 @@ class RolloutWorker:
         self._steps_sampled += T * B
         self.callbacks.on_sample_end(worker=self, samples=batch)
         if self._writer is not None:
-            self._writer.write(batch)
+            self._writer.write(batch, infos)
         return batch
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
@@ -350,7 +354,29 @@ class RolloutWorker:
         return self._steps_sampled
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self.env.close()
+
+
+def _step_infos(info: dict, done: np.ndarray, num_envs: int) -> list[dict]:
+    """Each env's info dict of one vector step (the episode's last info where it ended), with
+    gymnasium's bookkeeping keys left out."""
+    skip = ("final_obs", "final_info")
+    rows: list[dict] = [{} for _ in range(num_envs)]
+    for k, v in info.items():
+        if k.startswith("_") or k in skip:
+            continue
+        present = info.get(f"_{k}")
+        for i in range(num_envs):
+            if present is None or present[i]:
+                rows[i][k] = v[i]
+    final = info.get("final_info")
+    if final:
+        for i in np.flatnonzero(done):
+            rows[i].update({k: v[i] for k, v in final.items() if not k.startswith("_")
+                            and (final.get(f"_{k}") is None or final[f"_{k}"][i])})
+    return rows
 
 
 def _overrides(callbacks: DefaultCallbacks, hook: str) -> bool:
