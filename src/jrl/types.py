@@ -158,9 +158,9 @@ class AlgorithmDef:
       config_class: the frozen config dataclass (RLlib key names).
       make: ``make(config, networks, spec, axis_name=None) -> Algorithm``; with ``axis_name`` the
         update averages its gradients over that mapped device axis.
-      plan: execution plan, a key of ``jrl.execution.PLANS`` (``"on_policy"``, ``"off_policy"``,
-        ``"async_samples"``, ``"async_gradients"``, ``"distributed_replay"``, ``"evolution"``,
-        ``"offline"``).
+      plan: execution plan, a name in ``jrl.registry.plan_names()`` (``"on_policy"``,
+        ``"off_policy"``, ``"async_samples"``, ``"async_gradients"``, ``"distributed_replay"``,
+        ``"evolution"``, ``"offline"``).
       example_batch: ``example_batch(config, spec, key) -> batch``: random data of exactly the
         structure, shapes and dtypes the plan feeds ``update`` (for tests and compile checks).
       model: what ``get_policy().model`` exposes: ``"actor_critic"`` (distribution and value
