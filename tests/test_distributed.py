@@ -93,6 +93,13 @@ def test_every_worker_holds_the_learners_weights_after_train(ray_cluster, algo, 
         states = trainer.workers.foreach_worker(
             lambda ev: sorted(ev.policy_map["default_policy"].get_state()))
         assert states == [["acting", "weights"]] * 3
+        # set_weights on the trainer's policy reaches every worker at once.
+        import jax
+
+        halved = jax.tree.map(lambda w: w * 0.5, trainer.get_policy().get_weights())
+        trainer.get_policy().set_weights(halved)
+        for w in trainer.workers.foreach_worker(lambda ev: ev.get_policy().get_weights()):
+            _assert_trees_equal(w, halved)
     finally:
         trainer.stop()
 

@@ -325,7 +325,6 @@ class Trainer:
         """Sets each named policy's weights (then every rollout worker gets them)."""
         for pid, w in weights.items():
             self.get_policy(pid).set_weights(w)
-        self.backend.load_checkpoint_state(self.backend.checkpoint_state())
 
     # -- checkpoints ----------------------------------------------------------------------------
 

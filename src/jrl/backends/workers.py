@@ -49,16 +49,18 @@ class WorkerBackend:
         self.action_space = local.action_space
         self.policy_map = local.policy_map
         self.state = jit_init(self.algorithm.init)(jax.random.PRNGKey(config.seed))
+        self._acting = jax.jit(self.algorithm.policy)
         self.policy_map[DEFAULT_POLICY_ID].bind_learner(self._get_state, self._set_state)
         self.plan = registry.plan_class(definition.plan)(
             definition, self.algorithm, self.workers, config, self.spec)
-        self._acting = jax.jit(self.algorithm.policy)
 
     def _get_state(self) -> Any:
         return self.state
 
     def _set_state(self, state: Any) -> None:
+        # The policy's set_weights: the workers act with the new weights from now on.
         self.state = state
+        self.workers.set_policy(self._acting(state))
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
         """Plan steps until the iteration's step and time minimums are met."""
@@ -96,8 +98,7 @@ class WorkerBackend:
         return self.state
 
     def load_checkpoint_state(self, state: Any) -> None:
-        self.state = state
-        self.workers.set_policy(self._acting(state))
+        self._set_state(state)
 
     def stop(self) -> None:
         """Stops the plan's threads (if any) and the workers."""
