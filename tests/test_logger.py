@@ -89,7 +89,9 @@ def test_result_logger_writes_every_file(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
     assert "info/learner/default_policy/policy_loss" in rows[0]
-    assert "new_key" not in rows[0] and not any(k.startswith("config") for k in rows[0])
+    assert not any(k.startswith("config") for k in rows[0])
+    # a key that first appears at iteration 2 still gets its column (header rewritten)
+    assert [row["new_key"] for row in rows] == ["", "1", ""]
     assert float(rows[1]["episode_reward_mean"]) == 12.5
     assert math.isnan(float(rows[0]["episode_reward_mean"]))
     assert rows[2]["custom_metrics/pole_angle_mean"] == ""
@@ -119,6 +121,20 @@ def test_reopening_logdir_appends(tmp_path):
     with open(tmp_path / "run" / "progress.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["training_iteration"] for row in rows] == ["1", "3"]
+
+
+def test_progress_csv_keeps_keys_that_appear_later(tmp_path):
+    logdir = str(tmp_path / "run")
+    with ResultLogger(logdir) as log:
+        log.log(make_result(1))
+    with ResultLogger(logdir) as log:  # a resumed run whose results grow evaluation keys
+        log.log(make_result(2, evaluation={"episode_reward_mean": 475.0}))
+        log.log(make_result(3))
+    with open(tmp_path / "run" / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["training_iteration"] for row in rows] == ["1", "2", "3"]
+    assert [row["evaluation/episode_reward_mean"] for row in rows] == ["", "475.0", ""]
+    assert rows[0]["episode_reward_mean"] == "10.0"
 
 
 def test_make_logdir_names_and_uniqueness(tmp_path):

@@ -143,16 +143,36 @@ class ResultLogger:
         os.replace(tmp, path)
 
     def _write_csv(self, scalars: dict[str, Any]) -> None:
-        if self._csv is None:
-            new_file = self._csv_columns is None
-            if new_file:
+        new_keys = [k for k in scalars if k not in (self._csv_columns or ())]
+        if self._csv is None or new_keys:
+            if self._csv_columns is None:
                 self._csv_columns = list(scalars)
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=self._csv_columns,
-                                       extrasaction="ignore", restval="")
-            if new_file:
+                self._csv = csv.DictWriter(self._csv_file, fieldnames=self._csv_columns,
+                                           extrasaction="ignore", restval="")
                 self._csv.writeheader()
+            else:
+                if new_keys:  # keys that appear later (evaluation/*) get columns too
+                    self._rewrite_csv([*self._csv_columns, *new_keys])
+                self._csv = csv.DictWriter(self._csv_file, fieldnames=self._csv_columns,
+                                           extrasaction="ignore", restval="")
         self._csv.writerow(scalars)
         self._csv_file.flush()
+
+    def _rewrite_csv(self, columns: list[str]) -> None:
+        """Rewrites ``progress.csv`` with the wider header ``columns`` (old rows keep their
+        values, new columns are empty in them), then appends to it."""
+        path = os.path.join(self.logdir, "progress.csv")
+        self._csv_file.close()
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self._csv_columns = columns
+        self._csv_file = _open_append(path, newline="")
 
     def _write_tensorboard(self, result: Mapping[str, Any], scalars: dict[str, Any]) -> None:
         if self._tensorboard is None:
