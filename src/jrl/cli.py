@@ -35,12 +35,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_json(text: str, what: str) -> dict[str, Any]:
+    from jrl.config import check_depth
+
+    if not text.strip():
+        raise ConfigError(f"{what} is empty: give a JSON object such as '{{\"lr\": 0.001}}'")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{what} is not valid JSON: {e.msg} at position {e.pos}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply") from None
     if not isinstance(value, Mapping):
         raise ConfigError(f"{what} must be a JSON object, got {type(value).__name__}")
+    check_depth(value, what)
     return dict(value)
 
 
@@ -64,8 +71,14 @@ def parse_stop(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--stop expects JSON or key=value, got '{item}'")
         stop[key.strip()] = _parse_scalar(value.strip())
     for key, value in stop.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"stop criterion {key!r} must be a result key such as "
+                              "'episode_reward_mean'")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"stop criterion '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"stop criterion '{key}' must be a finite number, got {value!r}: "
+                              "it could never be met")
     return stop
 
 
@@ -84,8 +97,14 @@ def _check_stop_keys(stop: Mapping[str, Any], result: Mapping[str, Any]) -> None
 
     valid = list(flatten_result({k: v for k, v in result.items() if k != "config"}))
     for key in stop:
-        if result_value(result, key) is None and key not in ("evaluation/episode_reward_mean",):
+        value = result_value(result, key)
+        if value is None and not key.startswith("evaluation/"):
             raise unknown_key_error(key, valid, "stop.")
+        if isinstance(value, Mapping) or isinstance(value, (bool, str, list, tuple)):
+            raise ConfigError(f"stop criterion '{key}' names a {type(value).__name__} in the "
+                              "result, not a number; use one of its numeric keys, e.g. "
+                              + next((f"'{k}'" for k in valid if k.startswith(key + "/")),
+                                     "'episode_reward_mean'"))
 
 
 def load_experiments(path: str) -> dict[str, dict[str, Any]]:
@@ -98,12 +117,35 @@ def load_experiments(path: str) -> dict[str, dict[str, Any]]:
     experiments = {}
     for name, spec in data.items():
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"experiment '{name}' in '{path}' must be a mapping")
-        for key in spec:
+            raise ConfigError(f"experiment '{name}' in '{path}' must be a mapping, got "
+                              f"{type(spec).__name__}")
+        for key, value in spec.items():
             if key not in EXPERIMENT_KEYS:
                 raise unknown_key_error(key, list(EXPERIMENT_KEYS), f"{name}.")
+            _check_experiment_field(f"{name}.{key}", key, value)
+        if str(name) in experiments:
+            raise ConfigError(f"experiment '{name}' is defined twice in '{path}'")
         experiments[str(name)] = dict(spec)
     return experiments
+
+
+_EXPERIMENT_TYPES = {"run": (str,), "env": (str,), "stop": (Mapping,), "config": (Mapping,),
+                     "checkpoint_freq": (int,), "checkpoint_at_end": (bool,),
+                     "local_dir": (str,)}
+
+
+def _check_experiment_field(path: str, key: str, value: Any) -> None:
+    """One field of an experiment file, checked before anything runs."""
+    if value is None and key in ("stop", "config"):
+        return
+    kinds = _EXPERIMENT_TYPES[key]
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        kind = {Mapping: "mapping"}.get(kinds[0], kinds[0].__name__)
+        raise ConfigError(f"'{path}' must be a {kind}, got {type(value).__name__} {value!r:.60}")
+    if key == "checkpoint_freq" and value < 0:
+        raise ConfigError(f"'{path}' must be >= 0 (0: no periodic checkpoints), got {value}")
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"'{path}' is empty")
 
 
 def _has_grid_search(value: Any) -> bool:
@@ -145,13 +187,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         jax.config.update("jax_disable_jit", True)
     experiments: dict[str, dict[str, Any]]
+    if args.checkpoint_freq is not None and args.checkpoint_freq < 0:
+        raise ConfigError(f"--checkpoint-freq must be >= 0 (0: no periodic checkpoints), got "
+                          f"{args.checkpoint_freq}")
     if args.file:
         experiments = load_experiments(args.file)
     else:
         if not args.run:
             raise ConfigError("jrl train needs --algo (e.g. --algo PPO) or -f experiment.yaml")
         experiments = {args.experiment_name or "default": {}}
-    cli_config = _parse_json(args.config, "--config") if args.config else {}
+    cli_config = _parse_json(args.config, "--config") if args.config is not None else {}
     flags: dict[str, Any] = {}
     if args.seed is not None:
         flags["seed"] = args.seed
@@ -167,7 +212,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(plans) > 1 or any(_has_grid_search(p.config) for p in plans):
         from jrl.tune import run_experiments
 
-        run_experiments(plans, address=args.address, verbose=args.verbose)
+        grids = run_experiments(plans, address=args.address, verbose=args.verbose)
+        failed = sum(1 for grid in grids for result in grid if result.error)
+        if failed:
+            print(f"jrl: error: {failed} trial(s) failed (see above)", file=sys.stderr)
+            return 1
         return 0
     run_experiment(args, plans[0])
     return 0
@@ -218,15 +267,43 @@ def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, A
         # one train() = one compiled chunk: report progress every ~25k steps per seed
         config["timesteps_per_iteration"] = JAX_STEPS_PER_REPORT
     for variant in _grid_variants(config):
-        registry.parse_config(algo, variant)  # every grid point must be a valid config
+        parsed = registry.parse_config(algo, variant)  # every grid point must be a valid config
+        for key in stop:
+            if key.startswith("evaluation/") and not parsed.evaluation_interval:
+                raise ConfigError(f"stop criterion '{key}' can never be met: "
+                                  "evaluation_interval is null, so no evaluation runs")
+    local_dir = args.local_dir or spec.get("local_dir") or default_results_dir()
+    check_writable_dir(local_dir, "--local-dir" if args.local_dir else "local_dir")
     checkpoint_at_end = (args.checkpoint_at_end if args.checkpoint_at_end is not None
                          else bool(spec.get("checkpoint_at_end", True)))
     return ExperimentPlan(
         name=name, algo=algo, config=config, stop=stop,
-        local_dir=args.local_dir or spec.get("local_dir") or default_results_dir(),
+        local_dir=local_dir,
         checkpoint_freq=(args.checkpoint_freq if args.checkpoint_freq is not None
                          else int(spec.get("checkpoint_freq", 0))),
         checkpoint_at_end=checkpoint_at_end)
+
+
+def check_writable_dir(path: str, what: str) -> None:
+    """Raises ``ConfigError`` unless ``path`` is (or can be created as) a writable directory."""
+    full = os.path.abspath(os.path.expanduser(path))
+    existing = full
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{what} '{path}' is not a directory: '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} '{path}' is not writable")
+
+
+def check_writable_file(path: str, what: str) -> None:
+    """Raises ``ConfigError`` unless a file can be written at ``path``."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(full):
+        raise ConfigError(f"{what} '{path}' is a directory, not a file")
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise ConfigError(f"{what} '{path}' is not writable")
+    check_writable_dir(os.path.dirname(full), f"the directory of {what}")
 
 
 def _grid_variants(config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -234,7 +311,10 @@ def _grid_variants(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     def first(value):
         if isinstance(value, Mapping):
             if "grid_search" in value:
-                return first(value["grid_search"][0]) if value["grid_search"] else None
+                if not isinstance(value["grid_search"], list) or not value["grid_search"]:
+                    raise ConfigError("'grid_search' must be a non-empty list, got "
+                                      f"{value['grid_search']!r}")
+                return first(value["grid_search"][0])
             return {k: first(v) for k, v in value.items()}
         return value
 
@@ -275,7 +355,7 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
           + " or ".join(f"{k} >= {v:g}" for k, v in stop.items()), file=out)
     print(f"Results: {trainer.logdir}", file=out)
     last_checkpoint = None
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         with ProgressReporter(enabled=not args.quiet) as progress:
             first = True
@@ -289,9 +369,9 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
                     last_checkpoint = trainer.save()
                 if should_stop(result, stop):
                     break
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\nInterrupted: saving a checkpoint before exiting.", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        interrupted = e
+        print(f"\n{_interrupt_name(e)}: saving a checkpoint before exiting.", file=sys.stderr)
     finally:
         if (checkpoint_at_end or interrupted) and trainer.iteration > 0 and (
                 last_checkpoint is None or not last_checkpoint.endswith(
@@ -300,7 +380,23 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
         trainer.stop()
     _print_summary(trainer, result if trainer.iteration else None, last_checkpoint)
     if interrupted:
-        raise SystemExit(130)
+        raise SystemExit(_interrupt_exit_code(interrupted))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send before preempting), handled like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _interrupt_name(error: BaseException) -> str:
+    return "Terminated (SIGTERM)" if isinstance(error, Terminated) else "Interrupted"
+
+
+def _interrupt_exit_code(error: BaseException) -> int:
+    return 143 if isinstance(error, Terminated) else 130
 
 
 def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None) -> None:
@@ -325,7 +421,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from jrl.rollout.evaluation import render_episodes
     from jrl.trainer import Trainer
 
-    overrides = _parse_json(args.config, "--config") if args.config else {}
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    if args.out:
+        check_writable_file(args.out, "--out")
+    overrides = _parse_json(args.config, "--config") if args.config is not None else {}
     if args.env:
         overrides["env"] = args.env
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
@@ -440,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(args.verbose)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
     except JrlError as e:
@@ -447,6 +555,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"jrl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as e:  # while starting up (training handles its own)
+        if args.verbose >= 2:
+            raise
+        print(f"\njrl: {_interrupt_name(e).lower()}; nothing was saved", file=sys.stderr)
+        return _interrupt_exit_code(e)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ Field metadata understood by the parser:
   ``choices``: allowed values.
   ``overrides``: the field is a dict of overrides of this same config (``evaluation_config``),
     checked key by key like the config itself.
+
+Beyond a field's own bounds: numbers are finite, ints fit in 32 bits, NumPy scalars and arrays
+count as the Python numbers and lists they hold, ``LIMITS`` bounds well-known keys (seed, lr,
+iteration sizes) for every algorithm, and a whole config is refused when its buffers and batches
+cannot fit in this machine's memory (``check_memory``), before anything is allocated.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import dataclasses
 import difflib
 import importlib
 import json
+import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -27,6 +34,33 @@ from typing import Any, TypeVar, Union
 from jrl.errors import ConfigError
 
 C = TypeVar("C")
+
+# Every int in a config fits in 32 bits (JAX's default integer; seeds have their own range).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+# Limits by key, for every config class that has the key (algorithm configs redeclare common
+# keys with their own defaults). They stop values that would hang or overflow long before they
+# mean anything: (lowest, highest, why).
+LIMITS: dict[str, tuple[float | None, float | None, str]] = {
+    "seed": (0, 2**31 - 1, ""),
+    "lr": (None, 10.0, ""),
+    "actor_lr": (None, 10.0, ""),
+    "critic_lr": (None, 10.0, ""),
+    "stepsize": (None, 10.0, ""),
+    "num_sgd_iter": (None, 10_000, ""),
+    "evaluation_num_episodes": (None, 100_000, ""),
+    "timesteps_per_iteration": (None, 100_000_000, ""),
+    "min_iter_time_s": (None, 86_400.0, " (one day)"),
+    "metrics_smoothing_episodes": (None, 1_000_000, ""),
+    "num_workers": (None, 4096, ""),
+    "num_envs_per_worker": (None, 1_000_000, ""),
+    "num_seeds": (None, 100_000, ""),
+    "rollout_fragment_length": (None, 100_000_000, ""),
+    "train_batch_size": (None, 1_000_000_000, ""),
+    "sgd_minibatch_size": (None, 1_000_000_000, ""),
+    "buffer_size": (None, 1_000_000_000, ""),
+    "episodes_per_batch": (None, 10_000_000, ""),
+}
 
 
 def field(default: Any = dataclasses.MISSING, *, key: str | None = None, min: float | None = None,
@@ -281,6 +315,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    value = _plain(value)
     if origin in (Union, types.UnionType):
         errors = []
         args = typing.get_args(tp)
@@ -309,13 +344,23 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"config key '{path}' must be int, got {_describe(value)}")
+                value = int(value)
+            else:
+                raise ConfigError(f"config key '{path}' must be int, got {_describe(value)}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise ConfigError(f"config key '{path}' must be an int between {INT_MIN:,} and "
+                              f"{INT_MAX:,}, got {value:.3g}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{path}' must be float, got {_describe(value)}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{path}' must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{path}' must be str, got {_describe(value)}")
@@ -337,18 +382,41 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"config key '{path}' has an unsupported type {tp!r}")
 
 
+def _plain(value: Any) -> Any:
+    """NumPy (or JAX) scalars and arrays as the Python numbers and lists they hold."""
+    if hasattr(value, "dtype") and hasattr(value, "tolist") and not isinstance(value, type):
+        try:
+            return value.tolist()
+        except Exception:  # not a numeric array after all
+            return value
+    if isinstance(value, (list, tuple)) and any(hasattr(v, "dtype") for v in value):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _exact(value: Any, tp: Any) -> bool:
     if tp is type(None):
         return value is None
     if tp is bool:
         return isinstance(value, bool)
     if tp in (int, float, str):
-        return type(value) is tp
+        return type(_plain(value)) is tp
     return False
 
 
 def _check_range(value: Any, f: dataclasses.Field, path: str) -> None:
     meta = f.metadata
+    if _key_of(f).endswith("hiddens") and isinstance(value, tuple):
+        for i, size in enumerate(value):
+            if not 1 <= size <= 1_000_000:
+                raise ConfigError(f"config key '{path}[{i}]' is a layer size and must be between "
+                                  f"1 and 1,000,000, got {size}")
+    if _key_of(f) == "conv_filters" and value:
+        for i, (channels, kernel, stride) in enumerate(value):
+            if channels < 1 or stride < 1 or min(kernel) < 1:
+                raise ConfigError(f"config key '{path}[{i}]' must hold sizes >= 1 "
+                                  f"([out_channels, [kh, kw], stride]), got "
+                                  f"{[channels, list(kernel), stride]}")
     if "choices" in meta and value not in meta["choices"]:
         options = ", ".join(repr(c) for c in meta["choices"])
         near = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
@@ -362,6 +430,14 @@ def _check_range(value: Any, f: dataclasses.Field, path: str) -> None:
         raise ConfigError(f"config key '{path}' must be <= {meta['max']}, got {value!r}")
     if "gt" in meta and value <= meta["gt"]:
         raise ConfigError(f"config key '{path}' must be > {meta['gt']}, got {value!r}")
+    if _key_of(f) == "clip_rewards" and value <= 0:
+        raise ConfigError(f"config key '{path}' must be true, false or a number > 0 (rewards "
+                          f"are clipped to [-x, x]), got {value!r}")
+    low, high, why = LIMITS.get(_key_of(f), (None, None, ""))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bound = (f"between {low:,} and {high:,}" if low is not None and high is not None
+                 else f">= {low:,}" if low is not None else f"<= {high:,}")
+        raise ConfigError(f"config key '{path}' must be {bound}, got {value:.6g}{why}")
 
 
 def unknown_key_error(key: str, valid: list[str], prefix: str) -> ConfigError:
@@ -392,7 +468,59 @@ def parse(cls: type[C], data: Mapping[str, Any] | None = None, *, path: str = ""
     validate = getattr(instance, "validate", None)
     if callable(validate):
         validate()
+    if not path:
+        check_memory(instance)
     return instance
+
+
+# Bytes per env step held in a batch or the replay buffer, counting a small observation (obs and
+# next obs, action, reward, flags, log-prob, value, advantage as float32) and the
+# copies made while a batch is concatenated and moved to the learner.
+_BYTES_PER_STEP = 4 * 16 * 3
+# A gymnasium env object with its wrappers and buffers.
+_BYTES_PER_ENV = 16 * 1024
+
+
+def memory_estimate(config: Any) -> dict[str, int]:
+    """A lower bound of the bytes ``config``'s batches, replay buffer and envs take, by part
+    (observations are counted as a few floats; image observations take far more)."""
+    get = lambda key, default=0: getattr(config, key, default) or default  # noqa: E731
+    workers = get("num_workers") + 1
+    envs = get("num_envs_per_worker", 1) * workers * get("num_seeds", 1)
+    fragment = get("rollout_fragment_length", 1) * get("num_envs_per_worker", 1) * workers
+    parts = {
+        "train_batch_size": get("train_batch_size") * _BYTES_PER_STEP,
+        "rollout_fragment_length": fragment * _BYTES_PER_STEP,
+        "buffer_size": get("buffer_size") * _BYTES_PER_STEP,
+        "num_envs_per_worker": envs * _BYTES_PER_ENV,
+    }
+    return {k: v for k, v in parts.items() if v}
+
+
+def machine_memory() -> int | None:
+    """Physical memory of this machine in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(config: Any) -> None:
+    """Raises ``ConfigError`` with the estimate when ``config`` cannot fit in this machine's
+    memory (checked before anything is allocated, so a huge size refuses instead of hanging)."""
+    parts = memory_estimate(config)
+    total, available = sum(parts.values()), machine_memory()
+    if available is None or total <= available:
+        return
+    biggest = max(parts, key=parts.get)
+    names = {"rollout_fragment_length": "rollout_fragment_length x num_envs_per_worker x "
+                                        "workers"}
+    raise ConfigError(
+        f"config needs at least {total / 2**30:.1f} GiB of memory, mostly for "
+        f"{names.get(biggest, biggest)} ({parts[biggest] / 2**30:.1f} GiB), and this machine has "
+        f"{available / 2**30:.1f} GiB: lower "
+        + ("'num_envs_per_worker' or 'rollout_fragment_length'"
+           if biggest == "rollout_fragment_length" else f"'{biggest}'"))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -473,20 +601,79 @@ def load_file(path: str) -> dict[str, Any]:
     import yaml
 
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as e:
         raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start})") from None
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        if path.endswith(".json"):
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        else:
+            data = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 (a SafeLoader)
+    except (json.JSONDecodeError, yaml.YAMLError, ConfigError) as e:
         first = str(e).strip().splitlines()[0]
         raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {first}") from None
+    except RecursionError:
+        raise ConfigError(f"config file '{path}' is nested too deeply") from None
+    check_depth(data, f"config file '{path}'")
     if data is None:
         return {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file '{path}' must hold a mapping, got {type(data).__name__}")
     return dict(data)
+
+
+MAX_DEPTH = 32
+
+
+def check_depth(value: Any, what: str, limit: int = MAX_DEPTH) -> None:
+    """Raises ``ConfigError`` when mappings/lists in ``value`` nest deeper than ``limit``."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = list(item.values())
+        elif isinstance(item, (list, tuple)):
+            children = list(item)
+        else:
+            continue
+        if depth > limit:
+            raise ConfigError(f"{what} nests more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"key '{key}' is defined twice")
+        out[key] = value
+    return out
+
+
+def _unique_keys_loader() -> type:
+    """A YAML ``SafeLoader`` that refuses a key defined twice in one mapping."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: SafeLoader says so itself
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' is defined twice (line "
+                        f"{key_node.start_mark.line + 1})", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def resolve_import(spec: str, what: str = "object") -> Any:

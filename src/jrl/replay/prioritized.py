@@ -191,6 +191,11 @@ class NStepReplayMixin:
         if self.n_step > self.rollout_fragment_length:
             raise ConfigError(f"config key 'n_step' ({self.n_step}) must be <= "
                               f"rollout_fragment_length ({self.rollout_fragment_length})")
+        buffer_size = getattr(self, "buffer_size", None)
+        if buffer_size is not None and buffer_size < self.train_batch_size:
+            raise ConfigError(f"config key 'buffer_size' ({buffer_size}) must be >= "
+                              f"train_batch_size ({self.train_batch_size}): a replay batch is "
+                              "drawn from the buffer")
 
     @property
     def updates_per_fragment(self) -> int:

@@ -46,6 +46,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                               "logging_level": logging.WARNING}
     if address:
+        check_reachable(address)
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
@@ -55,6 +56,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         raise ConfigError(f"cannot start or join {where}: {e}") from None
     return True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raises ``ConfigError`` at once when ``address`` (``host:port`` or ``ray://host:port``)
+    does not accept a connection, instead of letting Ray retry for minutes."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep:
+        return
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address '{address}' must be 'auto' or host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise ConfigError(f"cannot reach the Ray cluster at '{address}': {reason}") from None
 
 
 def _remote_worker_class(config: Any):
