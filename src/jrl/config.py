@@ -171,6 +171,15 @@ class CommonConfig:
         ``gymnax:CartPole-v1``).
       monitor: record videos of the first env's training episodes into ``<logdir>/videos``
         (needs moviepy: ``pip install 'jrl[video]'``).
+      nan_policy: what a NaN or infinite reward or observation from an env does: ``raise`` an
+        ``EnvError`` naming the env, worker and step, or ``skip_episode`` (the episode ends at
+        that step with reward 0, is left out of the episode statistics, and the env is reset).
+      restart_failed_sub_environments: an env whose ``step``/``reset`` raises is rebuilt and
+        reset in place (its episode is dropped) instead of failing the worker.
+      sample_timeout_s: a remote worker whose fragment takes longer than this is replaced like
+        a crashed one (``None``: wait forever).
+      store_buffer_in_checkpoints: replay algorithms save the replay buffer in checkpoints, so a
+        restored run goes on with the same data.
     """
 
     env: str | None = None
@@ -210,6 +219,10 @@ class CommonConfig:
     output_max_file_size: int = field(64 * 1024 * 1024, min=1)
     monitor: bool = False
     num_seeds: int = field(1, min=1)
+    nan_policy: str = field("raise", choices=("raise", "skip_episode"))
+    restart_failed_sub_environments: bool = False
+    sample_timeout_s: float | None = field(None, gt=0.0)
+    store_buffer_in_checkpoints: bool = False
 
 
 INPUT_ESTIMATORS = ("is", "wis")

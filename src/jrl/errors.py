@@ -19,3 +19,8 @@ class CheckpointError(JrlError, ValueError):
 
 class DataError(JrlError, ValueError):
     """An offline data file (``input``) is missing, malformed or does not fit the env."""
+
+
+class NumericError(JrlError, FloatingPointError):
+    """A learner update produced a NaN or infinite loss, gradient or weight; the update was
+    discarded and the state is the one from before it."""

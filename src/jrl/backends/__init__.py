@@ -15,9 +15,13 @@ plan; ``JaxEnvBackend`` runs env, ``act`` and ``update`` inside one compiled loo
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+
+from jrl.errors import NumericError
 
 
 class Iteration(NamedTuple):
@@ -42,3 +46,29 @@ def jit_init(init: Any):
     """``jax.jit(init)`` without XLA's backend optimizations: init runs once, and they would
     cost more compile time (~1 s of a cold start on 2 cores) than they could ever save."""
     return jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def check_update(learner: dict, state: Any, iteration: int) -> None:
+    """Raises ``NumericError`` naming ``iteration`` and the metric when an update's metrics
+    (losses, gradient norms) or the new learner ``state`` hold NaN or infinity."""
+    # losses and gradient norms first: they are where a bad update shows first
+    names = sorted(learner, key=lambda k: (not ("loss" in k or "grad" in k), k))
+    for name in names:
+        value = learner[name]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NumericError(
+                f"iteration {iteration}: the learner's '{name}' is {value} (non-finite); the "
+                "update was discarded and the state kept from before it (lower lr, set "
+                "grad_clip, or check the rewards)")
+    if not bool(_all_finite(state)):
+        raise NumericError(
+            f"iteration {iteration}: the update made the learner state (weights or optimizer "
+            "state) non-finite; it was discarded and the state kept from before it (lower lr, "
+            "set grad_clip, or check the rewards)")

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.backends import Iteration, jit_init
+from jrl.backends import Iteration, check_update, jit_init
 from jrl.callbacks import make_callbacks
-from jrl.errors import ConfigError
+from jrl.errors import ConfigError, NumericError
 from jrl.execution.anakin import make_anakin, steps_per_env
 from jrl.execution.learner import learner_devices
 from jrl.logger import ResultLogger
@@ -139,6 +139,7 @@ class JaxEnvBackend:
         self.runner = self.runner._replace(train_state=stacked)
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
+        previous = jax.tree.map(jnp.copy, self.runner)  # the chunk donates the runner
         self.runner, metrics = self._train_chunk(self.runner)
         metrics = jax.device_get(metrics)  # [seeds, iterations]
         episodes = metrics.pop("episodes").sum(axis=1)
@@ -150,6 +151,11 @@ class JaxEnvBackend:
             per_seed_len = np.where(episodes > 0, length_sum / np.maximum(episodes, 1), np.nan)
         per_seed_learner = {k: _nanmean(v, axis=1) for k, v in metrics.items()}
         learner = {k: float(_nanmean(v)) for k, v in per_seed_learner.items()}
+        try:
+            check_update(learner, self.runner.train_state, iteration)
+        except NumericError:
+            self.runner = previous
+            raise
         finite = per_seed_reward[np.isfinite(per_seed_reward)]
         extra = {
             "episode_reward_mean": float(finite.mean()) if finite.size else float("nan"),

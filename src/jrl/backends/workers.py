@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from jrl import registry
-from jrl.backends import Iteration, jit_init
-from jrl.errors import ConfigError
+from jrl.backends import Iteration, check_update, jit_init
+from jrl.errors import ConfigError, NumericError
 from jrl.rollout.evaluation import run_episodes
 from jrl.rollout.policy import DEFAULT_POLICY_ID
 from jrl.rollout.worker_set import WorkerSet
@@ -66,6 +66,7 @@ class WorkerBackend:
         """Plan steps until the iteration's step and time minimums are met."""
         cfg = self.config
         steps, metrics_list = 0, []
+        previous = self.state
         while True:
             self.state, metrics, n = self.plan.step(self.state)
             steps += n
@@ -78,6 +79,11 @@ class WorkerBackend:
         if metrics_list:
             learner = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
                                    *metrics_list)
+        try:
+            check_update(learner, self.state, iteration)
+        except NumericError:
+            self._set_state(previous)  # workers act with the last good weights again
+            raise
         # Every worker gets the learner's weights (remote ones take them with their next call).
         self.workers.set_policy(self._acting(self.state))
         # Plans with their own bookkeeping (queue sizes, staleness, idle time) report it here.

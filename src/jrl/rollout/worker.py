@@ -7,7 +7,7 @@ Side effects live here (envs, callbacks, files); the policy is a pytree of array
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import jax
@@ -131,6 +131,8 @@ class RolloutWorker:
         self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
                                    worker_index, config.output_max_file_size)
                          if config.output else None)
+        self.num_skipped_episodes = 0
+        self._int_obs = not np.issubdtype(np.dtype(self.preprocessor.dtype), np.floating)
         box = isinstance(self.action_space, gym.spaces.Box)
         self._action_bounds = ((self.action_space.low, self.action_space.high)
                                if box and config.clip_actions else None)
@@ -252,6 +254,10 @@ class RolloutWorker:
                 env_action = np.clip(action, *self._action_bounds)
             raw_next, reward, terminated, truncated, info = self.env.step(env_action)
             next_obs = self._preprocess_batch(raw_next)
+            if not (np.isfinite(reward).all() and (self._int_obs or np.isfinite(next_obs).all())):
+                reward, terminated, truncated, next_obs, info = self._non_finite_step(
+                    reward, terminated, truncated, next_obs, info, obs_buf[t],
+                    self._steps_sampled + t * B)
             self._obs = next_obs
             if t + 1 < T:
                 pending = self._act(self._policy, next_obs, self._key, explore)
@@ -261,7 +267,8 @@ class RolloutWorker:
                 next_obs = next_obs.copy()
                 final_obs = info["final_obs"]
                 for i in np.flatnonzero(done):
-                    next_obs[i] = self.preprocessor.transform(final_obs[i])
+                    next_obs[i] = (final_obs[i].obs if isinstance(final_obs[i], _FinalObs)
+                                   else self.preprocessor.transform(final_obs[i]))
             next_buf[t] = next_obs
             rew_buf[t] = reward if clip_rewards is None else _clip_reward(reward, clip_rewards)
             term_buf[t] = terminated
@@ -277,6 +284,11 @@ class RolloutWorker:
             if not any_done:
                 continue
             for i in np.flatnonzero(done):
+                if info.get(SKIPPED_KEY) is not None and info[SKIPPED_KEY][i]:
+                    self._episodes[i] = self._start_episode(int(i))  # left out of the stats
+                    segments.append((int(i), int(seg_start[i]), t + 1, self._episodes[i]))
+                    seg_start[i] = t + 1
+                    continue
                 episode = self._sync_episode(int(i))
                 if "final_info" in info:
                     episode.record_step(info={k: v[i] for k, v in info["final_info"].items()
@@ -304,6 +316,42 @@ class RolloutWorker:
         if self._writer is not None:
             self._writer.write(batch, infos)
         return batch
+
+    def _non_finite_step(self, reward, terminated, truncated, next_obs, info, obs, steps):
+        """A step where some env gave a NaN/inf reward or observation: ``nan_policy: raise``
+        names the env, worker and step; ``skip_episode`` ends those envs' episodes there
+        (reward 0, the last finite observation as the final one) and resets them."""
+        bad_reward = ~np.isfinite(reward)
+        bad_obs = (np.zeros_like(bad_reward) if self._int_obs else
+                   ~np.isfinite(next_obs.reshape(len(next_obs), -1)).all(axis=1))
+        bad = np.flatnonzero(bad_reward | bad_obs)
+        i = int(bad[0])
+        if self.config.nan_policy == "raise":
+            what = (f"reward {float(reward[i])!r}" if bad_reward[i]
+                    else "observation holding NaN/inf")
+            raise EnvError(
+                f"env '{self.env_id}' returned a non-finite {what} on worker "
+                f"{self.worker_index}, sub-env {i}, at step {int(self._episode_lens[i]) + 1} of "
+                f"episode {int(self._episode_ids[i])} (env steps sampled by this worker: {steps}); "
+                "fix the env or set nan_policy: skip_episode")
+        self.num_skipped_episodes += len(bad)
+        log = logger.warning if self.num_skipped_episodes == len(bad) else logger.debug
+        log("env '%s' returned a non-finite reward/observation on worker %d, sub-env(s) %s: "
+            "skipping the episode (nan_policy: skip_episode; further skips are logged at DEBUG)",
+            self.env_id, self.worker_index, bad.tolist())
+        reward = np.where(bad_reward, 0.0, reward).astype(np.asarray(reward).dtype)
+        terminated, truncated = terminated.copy(), truncated.copy()
+        next_obs = next_obs.copy()
+        final_obs = np.array(info["final_obs"], dtype=object) if "final_obs" in info else \
+            np.full(self.num_envs, None, dtype=object)
+        skipped = np.zeros(self.num_envs, bool)
+        for j in bad:
+            terminated[j], truncated[j], skipped[j] = False, True, True
+            raw, _ = self.env.envs[j].reset()
+            next_obs[j] = self.preprocessor.transform(raw)
+            final_obs[j] = _FinalObs(obs[j])  # already preprocessed
+        info = {**info, "final_obs": final_obs, SKIPPED_KEY: skipped}
+        return reward, terminated, truncated, next_obs, info
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory
@@ -357,6 +405,16 @@ class RolloutWorker:
         if self._writer is not None:
             self._writer.close()
         self.env.close()
+
+
+# Marks, in a vector step's info, the envs whose episode ``nan_policy: skip_episode`` dropped.
+SKIPPED_KEY = "_jrl_skipped_episode"
+
+
+class _FinalObs(NamedTuple):
+    """A final observation that is already preprocessed (a skipped episode's last one)."""
+
+    obs: np.ndarray
 
 
 def _step_infos(info: dict, done: np.ndarray, num_envs: int) -> list[dict]:
