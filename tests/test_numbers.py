@@ -1,6 +1,7 @@
-"""Numbers guarded: NaN/inf from an env is an ``EnvError`` naming the env, worker and step (or the
-episode is skipped with ``nan_policy: skip_episode``); a non-finite learner update is discarded
-and raises ``NumericError`` naming the iteration and the metric."""
+"""Numbers and envs guarded: NaN/inf from an env is an ``EnvError`` naming the env, worker and
+step (or the episode is skipped with ``nan_policy: skip_episode``); a non-finite learner update
+is discarded and raises ``NumericError`` naming the iteration and the metric; a sub-env that
+raises is rebuilt with ``restart_failed_sub_environments``."""
 
 from __future__ import annotations
 
@@ -81,3 +82,37 @@ def test_non_finite_update_is_discarded_and_names_the_iteration(make_trainer):
     after = _leaves(trainer.state)
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(before, after, strict=True))
     assert trainer.iteration == 1
+
+
+class CrashingEnv(gym.Env):
+    """Raises on every 15th step of its life (a flaky simulator)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, config):
+        self.t = self.life = 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.life += 1
+        if self.life == 15:
+            raise RuntimeError("simulator crashed")
+        return np.zeros(4, np.float32), 1.0, False, self.t >= 10, {}
+
+
+jrl.register_env("crashing", CrashingEnv)
+
+
+def test_failed_sub_environment_is_rebuilt_without_workers(make_trainer):
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        make_trainer("PPO", "crashing").train()
+    trainer = make_trainer("PPO", "crashing", restart_failed_sub_environments=True)
+    result = trainer.train()
+    assert result["timesteps_this_iter"] == 64  # a full batch despite 4 crashes
+    assert trainer.workers.local_worker().num_env_restarts == 64 // 14
+    assert result["episodes_this_iter"] == 4 and result["episode_len_mean"] == 10.0

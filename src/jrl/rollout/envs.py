@@ -102,21 +102,81 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
 
 def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, *,
                     horizon: int | None = None, worker_index: int = 0,
-                    video_dir: str | None = None) -> gym.vector.SyncVectorEnv:
+                    video_dir: str | None = None,
+                    restart_failed: bool = False) -> gym.vector.SyncVectorEnv:
     """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in
-    info). With ``video_dir`` the first env records videos of its episodes there."""
+    info). With ``video_dir`` the first env records videos of its episodes there; with
+    ``restart_failed`` an env that raises is rebuilt in place (``RestartingEnv``)."""
 
-    def thunk(i: int) -> Callable[[], gym.Env]:
+    def build(i: int) -> Callable[[], gym.Env]:
         if video_dir is not None and i == 0:
             return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir)
         return lambda: make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
                                 vector_index=i)
+
+    def thunk(i: int) -> Callable[[], gym.Env]:
+        if not restart_failed:
+            return build(i)
+        return lambda: RestartingEnv(build(i), env_id, worker_index, i)
 
     try:
         return gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AssertionError, RuntimeError) as e:
         raise EnvError(f"cannot build vector env for '{env_id}': {e}") from e
+
+
+# Set in a step's info by ``RestartingEnv`` when it rebuilt its env: that episode is dropped.
+RESTARTED_KEY = "jrl_env_restarted"
+
+
+class RestartingEnv(gym.Wrapper):
+    """An env that is rebuilt and reset when its ``step`` or ``reset`` raises (RLlib's
+    ``restart_failed_sub_environments``).
+
+    A failed ``step`` ends the episode as truncated, with reward 0, the new env's first
+    observation and ``info[RESTARTED_KEY] = True`` (samplers leave that episode out of their
+    statistics). Building or resetting the new env is tried ``max_attempts`` times.
+    """
+
+    def __init__(self, make: Callable[[], gym.Env], env_id: str, worker_index: int = 0,
+                 vector_index: int = 0, max_attempts: int = 3):
+        self._make = make
+        self._where = f"env '{env_id}' (worker {worker_index}, sub-env {vector_index})"
+        self._max_attempts = max_attempts
+        self.num_restarts = 0
+        super().__init__(make())
+
+    def _restart(self, error: BaseException, **reset_kwargs: Any) -> tuple[Any, dict]:
+        last = error
+        for _ in range(self._max_attempts):
+            self.num_restarts += 1
+            logger.warning("%s failed (%s: %s); rebuilding it (restart_failed_sub_environments)",
+                           self._where, type(last).__name__, last)
+            try:
+                self.env.close()
+            except Exception:  # the broken env may not close cleanly; it is dropped anyway
+                pass
+            try:
+                self.env = self._make()
+                return self.env.reset(**reset_kwargs)
+            except Exception as e:  # try again with a fresh env
+                last = e
+        raise EnvError(f"{self._where} failed and could not be rebuilt in "
+                       f"{self._max_attempts} attempts: {type(last).__name__}: {last}") from last
+
+    def step(self, action: Any) -> tuple:
+        try:
+            return self.env.step(action)
+        except Exception as e:  # the user's env raised: rebuild it, end the episode
+            obs, info = self._restart(e)
+            return obs, 0.0, False, True, {**info, RESTARTED_KEY: True}
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as e:
+            return self._restart(e, **kwargs)
 
 
 def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,

@@ -16,7 +16,7 @@ import numpy as np
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
-from jrl.rollout.envs import env_spec, make_vector_env
+from jrl.rollout.envs import RESTARTED_KEY, RestartingEnv, env_spec, make_vector_env
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef, Transition
@@ -48,7 +48,8 @@ class SampleBatch(dict):
                           behaviour_logp=self[self.ACTION_LOGP].astype(np.float32))
 
 
-_GYM_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+_GYM_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
+                 RestartingEnv)
 
 
 def _user_env(env: gym.Env) -> gym.Env:
@@ -101,7 +102,8 @@ class RolloutWorker:
         self.fragment_length = config.rollout_fragment_length
         self.env = make_vector_env(env_id, self.num_envs, config.env_config,
                                    horizon=config.horizon, worker_index=worker_index,
-                                   video_dir=video_dir)
+                                   video_dir=video_dir,
+                                   restart_failed=config.restart_failed_sub_environments)
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
@@ -284,10 +286,11 @@ class RolloutWorker:
             if not any_done:
                 continue
             for i in np.flatnonzero(done):
-                if info.get(SKIPPED_KEY) is not None and info[SKIPPED_KEY][i]:
-                    self._episodes[i] = self._start_episode(int(i))  # left out of the stats
+                if (info.get(SKIPPED_KEY) is not None and info[SKIPPED_KEY][i]) or \
+                        _restarted(info, i):
                     segments.append((int(i), int(seg_start[i]), t + 1, self._episodes[i]))
                     seg_start[i] = t + 1
+                    self._episodes[i] = self._start_episode(int(i))  # left out of the stats
                     continue
                 episode = self._sync_episode(int(i))
                 if "final_info" in info:
@@ -398,6 +401,11 @@ class RolloutWorker:
         return done
 
     @property
+    def num_env_restarts(self) -> int:
+        """Sub-envs rebuilt after they raised (``restart_failed_sub_environments``)."""
+        return sum(getattr(env, "num_restarts", 0) for env in self.env.envs)
+
+    @property
     def steps_sampled(self) -> int:
         return self._steps_sampled
 
@@ -415,6 +423,14 @@ class _FinalObs(NamedTuple):
     """A final observation that is already preprocessed (a skipped episode's last one)."""
 
     obs: np.ndarray
+
+
+def _restarted(info: dict, i: int) -> bool:
+    """Whether env ``i``'s episode ended because ``RestartingEnv`` rebuilt the env."""
+    final = info.get("final_info") or {}
+    flags = final.get(RESTARTED_KEY)
+    return flags is not None and bool(flags[i]) and bool(final.get(f"_{RESTARTED_KEY}",
+                                                                    flags)[i])
 
 
 def _step_infos(info: dict, done: np.ndarray, num_envs: int) -> list[dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -209,11 +210,26 @@ class WorkerSet:
             return self._local.sample()
         import ray
 
+        timeout_s = getattr(self._config, "sample_timeout_s", None)
         pending = {w.sample_with_episodes.remote(self._policy_ref): index
                    for index, w in self._remote.items()}
+        started = dict.fromkeys(pending, time.monotonic())
         batches: dict[int, SampleBatch] = {}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            wait = None
+            if timeout_s is not None:
+                wait = max(0.0, min(started[r] for r in pending) + timeout_s - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if not ready:  # a worker's fragment is overdue: replace it like a crashed one
+                ref = min(pending, key=started.get)
+                index = pending.pop(ref)
+                error: Exception = TimeoutError(
+                    f"no fragment within sample_timeout_s={timeout_s:g}s (a hung env?)")
+                replacement = self.handle_failure(index, error)
+                if replacement is not None:
+                    new = replacement.sample_with_episodes.remote(self._policy_ref)
+                    pending[new], started[new] = index, time.monotonic()
+                continue
             ref = ready[0]
             index = pending.pop(ref)
             try:
@@ -221,7 +237,8 @@ class WorkerSet:
             except ray.exceptions.RayError as e:
                 replacement = self.handle_failure(index, e)
                 if replacement is not None:
-                    pending[replacement.sample_with_episodes.remote(self._policy_ref)] = index
+                    new = replacement.sample_with_episodes.remote(self._policy_ref)
+                    pending[new], started[new] = index, time.monotonic()
                 continue
             batches[index] = batch
             self._pending_episodes.extend(episodes)
