@@ -246,6 +246,29 @@ def restore_state(path: str, abstract_state: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def read_counters(path: str, metadata: dict) -> dict[str, Any]:
+    """The run counters in ``metadata``, checked: a missing one is 0, a wrong one a
+    ``CheckpointError`` naming the checkpoint."""
+    counters: dict[str, Any] = {}
+    for name, kind in (("training_iteration", int), ("timesteps_total", int),
+                       ("episodes_total", int), ("time_total_s", float)):
+        value = metadata.get(name, metadata.get("iteration", 0) if name == "training_iteration"
+                             else 0)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok or (isinstance(value, float) and not np.isfinite(value)):
+            raise CheckpointError(f"checkpoint '{path}' is incomplete or corrupt: "
+                                  f"{METADATA_FILE} has {name} = {value!r}, expected a "
+                                  f"{'non-negative integer' if kind is int else 'number >= 0'}")
+        counters[name] = kind(value)
+    config = metadata.get("config", {})
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint '{path}' is incomplete or corrupt: {METADATA_FILE} "
+                              f"has a config that is a {type(config).__name__}, not a mapping")
+    return counters
+
+
 def latest_checkpoint(checkpoint_dir: str) -> str | None:
     """The complete checkpoint with the highest iteration in ``checkpoint_dir``, or ``None``."""
     checkpoints = list_checkpoints(checkpoint_dir)

@@ -194,9 +194,14 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs: Any) -> Trainer:
         """A trainer rebuilt from a checkpoint's metadata (algo, env, config), then restored."""
+        if path is None or not isinstance(path, (str, os.PathLike)):
+            raise CheckpointError(f"from_checkpoint() needs a checkpoint path, got {path!r}")
         path = ckpt.resolve_checkpoint(path)
         meta = ckpt.load_metadata(path)
         algo = meta.get("algo")
+        if not isinstance(algo, str) or not isinstance(meta.get("config", {}), Mapping):
+            raise CheckpointError(f"checkpoint '{path}' is incomplete or corrupt: metadata.json "
+                                  "needs an 'algo' name and a 'config' mapping")
         if cls._algo_name is not None and algo != cls._algo_name:
             raise CheckpointError(f"checkpoint '{path}' was written by {algo}, not "
                                   f"{cls._algo_name}")
@@ -251,6 +256,9 @@ class Trainer:
             config=jsonable(self.config),
         )
         result.update(it.extra)
+        replay_size = getattr(self.backend, "replay_buffer_size", None)
+        if replay_size is not None:
+            result["info"]["replay_buffer_size"] = replay_size
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
             result.update(self.evaluate())
         self.callbacks.on_train_result(trainer=self, result=result)
@@ -335,28 +343,51 @@ class Trainer:
                 "python": platform.python_version(), "jax_version": jax.__version__}
 
     def save(self, checkpoint_dir: str | None = None) -> str:
-        """Writes ``checkpoint_<iteration>/`` (atomically) and returns its path."""
+        """Writes ``checkpoint_<iteration>/`` (atomically) and returns its path.
+
+        It holds everything training needs to go on exactly: the learner state, the sampler
+        (keys, counters, each env's episode seed and running episode's actions), the plan's
+        counters, the jitted loop's runner state, and the replay buffer with
+        ``store_buffer_in_checkpoints``."""
         directory = checkpoint_dir or self.logdir
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
-        return ckpt.save_checkpoint(directory, self.iteration,
-                                    {"algo": jax.device_get(self.backend.checkpoint_state())},
-                                    self._metadata())
+        parts = self.backend.checkpoint_parts()
+        meta = self._metadata()
+        meta.update(parts=sorted(parts), resume=self.backend.checkpoint_extra(),
+                    recent_episodes=[{"episode_reward": e["episode_reward"],
+                                      "episode_len": e["episode_len"]}
+                                     for e in self._recent_episodes])
+        return ckpt.save_checkpoint(directory, self.iteration, jax.device_get(parts), meta)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restores state and counters from a checkpoint written by ``save``."""
+        """Restores state and counters from a checkpoint written by ``save`` (see there)."""
+        if checkpoint_path is None or not isinstance(checkpoint_path, (str, os.PathLike)):
+            raise CheckpointError("restore() needs a checkpoint path (a checkpoint_* directory "
+                                  f"or a results directory), got {checkpoint_path!r}")
         path = ckpt.resolve_checkpoint(checkpoint_path)
         meta = ckpt.load_metadata(path)
         if meta.get("algo") != self.algo_name:
             raise CheckpointError(f"checkpoint '{path}' was written by {meta.get('algo')}, "
                                   f"not {self.algo_name}")
-        abstract = jax.eval_shape(lambda: {"algo": self.backend.checkpoint_state()})
+        counters = ckpt.read_counters(path, meta)
+        saved_parts = meta.get("parts", ["algo"])
+        current = self.backend.checkpoint_parts(include_replay="replay" in saved_parts)
+        if not isinstance(saved_parts, list) or any(p not in current for p in saved_parts):
+            raise CheckpointError(f"cannot restore checkpoint '{path}': it holds parts "
+                                  f"{saved_parts!r}, this trainer has {sorted(current)}")
+        abstract = jax.eval_shape(lambda: {k: current[k] for k in saved_parts})
         restored = ckpt.restore_state(path, abstract)
-        self.backend.load_checkpoint_state(jax.tree.map(jnp.asarray, restored["algo"]))
-        self.iteration = int(meta.get("training_iteration", meta.get("iteration", 0)))
-        self.timesteps_total = int(meta.get("timesteps_total", 0))
-        self.episodes_total = int(meta.get("episodes_total", 0))
-        self.time_total_s = float(meta.get("time_total_s", 0.0))
+        resume = meta.get("resume") if isinstance(meta.get("resume"), dict) else {}
+        self.backend.load_checkpoint(restored, resume)
+        self.iteration = counters["training_iteration"]
+        self.timesteps_total = counters["timesteps_total"]
+        self.episodes_total = counters["episodes_total"]
+        self.time_total_s = counters["time_total_s"]
+        recent = meta.get("recent_episodes")
+        if isinstance(recent, list):
+            self._recent_episodes.clear()
+            self._recent_episodes.extend(e for e in recent if isinstance(e, dict))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

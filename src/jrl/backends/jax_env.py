@@ -204,6 +204,30 @@ class JaxEnvBackend:
     def load_checkpoint_state(self, state: Any) -> None:
         self.runner = self.runner._replace(train_state=state)
 
+    @property
+    def replay_buffer_size(self) -> int | None:
+        replay = self.runner.replay
+        return None if replay is None else int(np.asarray(replay.size).reshape(-1)[0])
+
+    def checkpoint_parts(self, *, include_replay: bool | None = None) -> dict[str, Any]:
+        """``algo`` (every seed's learner state), ``runner`` (env states, observations, keys,
+        running episode counters) and, with ``store_buffer_in_checkpoints`` (or
+        ``include_replay``), ``replay``."""
+        parts = {"algo": self.runner.train_state,
+                 "runner": self.runner._replace(train_state=None, replay=None)}
+        keep = self.config.store_buffer_in_checkpoints if include_replay is None else include_replay
+        if keep and self.runner.replay is not None:
+            parts["replay"] = self.runner.replay
+        return parts
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {}
+
+    def load_checkpoint(self, parts: dict[str, Any], extra: dict[str, Any]) -> None:
+        runner = parts.get("runner", self.runner)
+        self.runner = runner._replace(train_state=parts["algo"],
+                                      replay=parts.get("replay", self.runner.replay))
+
     def stop(self) -> None:
         for seed_logger in self._seed_loggers or []:
             seed_logger.close()

@@ -106,6 +106,36 @@ class WorkerBackend:
     def load_checkpoint_state(self, state: Any) -> None:
         self._set_state(state)
 
+    @property
+    def replay_buffer_size(self) -> int | None:
+        size = getattr(self.plan, "replay_buffer_size", None)
+        return None if size is None else int(size)
+
+    def checkpoint_parts(self, *, include_replay: bool | None = None) -> dict[str, Any]:
+        """The array parts a checkpoint holds: ``algo`` (the learner state) and, with
+        ``store_buffer_in_checkpoints`` (or ``include_replay``), ``replay``."""
+        parts = {"algo": self.state}
+        keep = self.config.store_buffer_in_checkpoints if include_replay is None else include_replay
+        if keep and getattr(self.plan, "replay", None) is not None:
+            parts["replay"] = self.plan.replay
+        return parts
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """JSON-able resume state: each worker's sampler and the plan's counters."""
+        extra: dict[str, Any] = {"sampler": self.workers.get_sampler_states()}
+        if hasattr(self.plan, "get_state"):
+            extra["plan"] = self.plan.get_state()
+        return extra
+
+    def load_checkpoint(self, parts: dict[str, Any], extra: dict[str, Any]) -> None:
+        self._set_state(parts["algo"])
+        if "replay" in parts:
+            self.plan.replay = parts["replay"]
+        if isinstance(extra.get("plan"), dict) and hasattr(self.plan, "set_state"):
+            self.plan.set_state(extra["plan"])
+        if isinstance(extra.get("sampler"), list):
+            self.workers.set_sampler_states(extra["sampler"])
+
     def stop(self) -> None:
         """Stops the plan's threads (if any) and the workers."""
         stop_plan = getattr(self.plan, "stop", None)

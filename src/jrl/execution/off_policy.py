@@ -161,6 +161,18 @@ class OffPolicyPlan:
         """Off-policy estimates of the iteration's file batches, if any."""
         return self.estimation.pop() if self.estimation is not None else {}
 
+    @property
+    def replay_buffer_size(self) -> int:
+        """Items in the replay buffer now."""
+        return int(self.replay.size)
+
+    def get_state(self) -> dict[str, Any]:
+        """The plan's counters (the replay buffer is saved by the caller when asked to)."""
+        return {"env_steps": self._env_steps}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._env_steps = int(state.get("env_steps", self._env_steps))
+
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
         self.workers.set_policy(self._policy(state))
         batch = self._next_batch(state)

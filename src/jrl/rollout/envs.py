@@ -116,14 +116,47 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
 
     def thunk(i: int) -> Callable[[], gym.Env]:
         if not restart_failed:
-            return build(i)
-        return lambda: RestartingEnv(build(i), env_id, worker_index, i)
+            return lambda: EpisodeSeeds(build(i)())
+        return lambda: EpisodeSeeds(RestartingEnv(build(i), env_id, worker_index, i))
 
     try:
         return gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AssertionError, RuntimeError) as e:
         raise EnvError(f"cannot build vector env for '{env_id}': {e}") from e
+
+
+class EpisodeSeeds(gym.Wrapper):
+    """Seeds every episode's ``reset``: the first with the seed it is given, episode ``k`` after
+    it with a seed derived from that one and ``k``. An episode's start then depends only on
+    (seed, k), so a sampler can rebuild a running episode after a restore: ``reset_to(seed, k)``
+    and replay the episode's actions (exact for envs that are deterministic given their reset
+    seed and actions)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.base_seed: int | None = None
+        self.episode = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        if seed is not None:
+            self.base_seed, self.episode = int(seed), 0
+        elif self.base_seed is not None:
+            self.episode += 1
+            seed = episode_seed(self.base_seed, self.episode)
+        return self.env.reset(seed=seed, options=options)
+
+    def reset_to(self, base_seed: int | None, episode: int) -> tuple:
+        """Resets into episode ``episode`` of the seed sequence of ``base_seed``."""
+        self.base_seed, self.episode = base_seed, int(episode)
+        seed = None if base_seed is None else (
+            base_seed if episode == 0 else episode_seed(base_seed, episode))
+        return self.env.reset(seed=seed)
+
+
+def episode_seed(base_seed: int, episode: int) -> int:
+    """The reset seed of episode ``episode`` (>= 1) after a reset with ``base_seed``."""
+    return int(np.random.SeedSequence([base_seed, episode]).generate_state(1)[0])
 
 
 # Set in a step's info by ``RestartingEnv`` when it rebuilt its env: that episode is dropped.

@@ -16,7 +16,13 @@ import numpy as np
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
-from jrl.rollout.envs import RESTARTED_KEY, RestartingEnv, env_spec, make_vector_env
+from jrl.rollout.envs import (
+    RESTARTED_KEY,
+    EpisodeSeeds,
+    RestartingEnv,
+    env_spec,
+    make_vector_env,
+)
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef, Transition
@@ -49,7 +55,11 @@ class SampleBatch(dict):
 
 
 _GYM_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
-                 RestartingEnv)
+                 RestartingEnv, EpisodeSeeds)
+
+# Longest running episode whose actions a sampler keeps for an exact restore (longer ones are
+# restarted from a fresh reset when restored).
+MAX_REPLAY_STEPS = 100_000
 
 
 def _user_env(env: gym.Env) -> gym.Env:
@@ -130,10 +140,13 @@ class RolloutWorker:
         self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
+        self._action_log: list[np.ndarray] = []  # env actions of the running episodes' steps
         self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
                                    worker_index, config.output_max_file_size)
                          if config.output else None)
         self.num_skipped_episodes = 0
+        self._action_dtype = np.dtype(self.action_space.dtype or np.int64)
+        self._no_action = np.zeros(self.action_space.shape, self._action_dtype)
         self._int_obs = not np.issubdtype(np.dtype(self.preprocessor.dtype), np.floating)
         box = isinstance(self.action_space, gym.spaces.Box)
         self._action_bounds = ((self.action_space.low, self.action_space.high)
@@ -254,6 +267,7 @@ class RolloutWorker:
             env_action = action
             if self._action_bounds is not None:
                 env_action = np.clip(action, *self._action_bounds)
+            self._action_log.append(env_action)
             raw_next, reward, terminated, truncated, info = self.env.step(env_action)
             next_obs = self._preprocess_batch(raw_next)
             if not (np.isfinite(reward).all() and (self._int_obs or np.isfinite(next_obs).all())):
@@ -315,6 +329,8 @@ class RolloutWorker:
                             action_logp=logp_buf, eps_id=eps_buf, t=t_buf)
         self._postprocess(batch, segments)
         self._steps_sampled += T * B
+        keep = int(self._episode_lens.max(initial=0))
+        self._action_log = self._action_log[-keep:] if 0 < keep <= MAX_REPLAY_STEPS else []
         self.callbacks.on_sample_end(worker=self, samples=batch)
         if self._writer is not None:
             self._writer.write(batch, infos)
@@ -355,6 +371,58 @@ class RolloutWorker:
             final_obs[j] = _FinalObs(obs[j])  # already preprocessed
         info = {**info, "final_obs": final_obs, SKIPPED_KEY: skipped}
         return reward, terminated, truncated, next_obs, info
+
+    # -- state for checkpoints -------------------------------------------------------------------
+
+    def get_sampler_state(self) -> dict[str, Any]:
+        """What sampling needs to go on exactly after a restore, as JSON-able values: the
+        acting key, the counters, each env's episode seed and the actions of its running
+        episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them)."""
+        lens = self._episode_lens
+        envs = []
+        for i, env in enumerate(self.env.envs):
+            n = int(lens[i])
+            seeds = env if isinstance(env, EpisodeSeeds) else None
+            exact = seeds is not None and n <= len(self._action_log)
+            actions = [np.asarray(a[i]).tolist() for a in self._action_log[len(self._action_log) - n:]]
+            envs.append({"base_seed": seeds.base_seed if seeds else None,
+                         "episode": seeds.episode if seeds else 0,
+                         "actions": actions if exact else None})
+        key = self._key
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        return {"key": np.asarray(key).tolist(), "steps_sampled": self._steps_sampled,
+                "episode_lens": lens.tolist(), "episode_returns": self._episode_returns.tolist(),
+                "envs": envs}
+
+    def set_sampler_state(self, state: dict[str, Any]) -> None:
+        """Continues from ``get_sampler_state``'s output: each env is reset into its running
+        episode's seed and steps through that episode's actions again."""
+        envs = state.get("envs") or []
+        if len(envs) != self.num_envs:
+            logger.warning("checkpoint sampler has %d envs, this worker %d: envs start fresh",
+                           len(envs), self.num_envs)
+            return
+        self._key = jax.device_put(np.asarray(state["key"], np.uint32))
+        self._steps_sampled = int(state["steps_sampled"])
+        log_len = 0
+        for i, (env, saved) in enumerate(zip(self.env.envs, envs, strict=True)):
+            if not isinstance(env, EpisodeSeeds) or saved["actions"] is None:
+                continue  # this env starts a fresh episode
+            raw, _ = env.reset_to(saved["base_seed"], saved["episode"])
+            for action in saved["actions"]:
+                raw, *_ = env.step(np.asarray(action, self._action_dtype))
+            self._obs[i] = self.preprocessor.transform(raw)
+            self._episodes[i] = self._start_episode(i)
+            self._episode_lens[i] = len(saved["actions"])
+            self._episode_returns[i] = state["episode_returns"][i]
+            log_len = max(log_len, len(saved["actions"]))
+        self._action_log = [np.stack([np.asarray(e["actions"][len(e["actions"]) - log_len + t],
+                                                 self._action_dtype)
+                                      if e["actions"] is not None and
+                                      t >= log_len - len(e["actions"]) else self._no_action
+                                      for e in envs])
+                            for t in range(log_len)]
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory

@@ -270,6 +270,16 @@ class WorkerSet:
         raise RuntimeError(f"rollout worker {index} failed: {_first_line(error)} (set "
                            "recreate_failed_workers or ignore_worker_failures to go on)") from error
 
+    def get_sampler_states(self) -> list[dict]:
+        """Every worker's ``get_sampler_state()`` (local first, then remote ones by index)."""
+        return self.foreach_worker(lambda w: w.get_sampler_state())
+
+    def set_sampler_states(self, states: list[dict]) -> None:
+        """Gives each worker its state from ``get_sampler_states``; workers beyond the list
+        (a different ``num_workers``) keep sampling from where they are."""
+        self.foreach_worker_with_index(
+            lambda w, i: w.set_sampler_state(states[i]) if i < len(states) else None)
+
     def add_episodes(self, episodes: list[dict]) -> None:
         """Statistics of episodes that reached the driver outside ``sample()`` (remote
         workers' episodes collected by a plan, or ES's own rollouts); the next
