@@ -16,12 +16,16 @@ No pickle is involved anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from typing import Any
 
@@ -72,7 +76,9 @@ def save_checkpoint(checkpoint_dir: str, iteration: int, state: Any, metadata: d
     os.makedirs(checkpoint_dir, exist_ok=True)
     name = checkpoint_name(iteration)
     final = os.path.join(checkpoint_dir, name)
-    tmp = os.path.join(checkpoint_dir, f"{TMP_PREFIX}{iteration:06d}_{uuid.uuid4().hex[:8]}")
+    clean_stale_tmp(checkpoint_dir)
+    tmp = os.path.join(checkpoint_dir,
+                       f"{TMP_PREFIX}{iteration:06d}_{os.getpid()}_{uuid.uuid4().hex[:8]}")
 
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(state)
     key_impls = [_key_impl(leaf) for _, leaf in leaves_with_paths]
@@ -100,7 +106,9 @@ def save_checkpoint(checkpoint_dir: str, iteration: int, state: Any, metadata: d
 
     os.makedirs(tmp)
     try:
-        ocp.v1.save(os.path.join(tmp, STATE_DIR), {str(i): leaf for i, leaf in enumerate(leaves)})
+        with quiet_orbax():
+            ocp.v1.save(os.path.join(tmp, STATE_DIR),
+                        {str(i): leaf for i, leaf in enumerate(leaves)})
         _write_file(os.path.join(tmp, METADATA_FILE), text)
         _write_file(os.path.join(tmp, COMPLETE_MARKER), "")
         _replace_dir(tmp, final)
@@ -108,6 +116,46 @@ def save_checkpoint(checkpoint_dir: str, iteration: int, state: Any, metadata: d
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+_TMP_NAME = re.compile(r"^\.tmp_checkpoint_\d+_(?:(\d+)_)?[0-9a-f]{8}(?:_old)?$")
+# A temp directory of unknown owner (older naming, or another host) is stale after this long.
+STALE_TMP_S = 3600.0
+
+
+def clean_stale_tmp(checkpoint_dir: str) -> list[str]:
+    """Removes half-written ``.tmp_checkpoint_*`` directories that a killed save left in
+    ``checkpoint_dir`` (their writer process is gone, or they are over an hour old); returns
+    the removed paths. Saves call it, so temp directories never pile up."""
+    removed = []
+    try:
+        names = os.listdir(checkpoint_dir)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TMP_NAME.match(name)
+        if not match:
+            continue
+        path = os.path.join(checkpoint_dir, name)
+        pid = int(match.group(1)) if match.group(1) else None
+        try:
+            age = time.time() - os.path.getmtime(path)
+        except OSError:
+            continue
+        if (pid is not None and pid != os.getpid() and not _alive(pid)) or age > STALE_TMP_S:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -207,7 +255,8 @@ def restore_state(path: str, abstract_state: Any) -> Any:
                            f"'state{expected}' is expected (different algorithm or model config?)")
 
     try:
-        restored = ocp.v1.load(os.path.join(directory, STATE_DIR))
+        with quiet_orbax():
+            restored = ocp.v1.load(os.path.join(directory, STATE_DIR))
     except Exception as e:  # orbax/tensorstore raise many types for unreadable files
         raise fail(f"state files are unreadable: {_short(e)}") from None
     if not isinstance(restored, dict) or \
@@ -269,6 +318,33 @@ def read_counters(path: str, metadata: dict) -> dict[str, Any]:
     return counters
 
 
+# Loggers orbax and the libraries under it write failures to, besides raising them.
+_NOISY_LOGGERS = ("absl", "orbax", "orbax.checkpoint", "asyncio", "tensorstore", "etils")
+
+
+@contextlib.contextmanager
+def quiet_orbax() -> Any:
+    """Keeps orbax's own logging (and the asyncio tasks it leaves failed) off the terminal: the
+    caller turns the exception into one line naming the checkpoint. ``-vv`` on the CLI (log
+    level DEBUG) lets everything through."""
+    if logging.getLogger("jrl").getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    saved = [(lg.level, lg.disabled) for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    except BaseException:
+        gc.collect()  # failed tasks report "exception was never retrieved" when collected
+        raise
+    finally:
+        for lg, (level, disabled) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.disabled = disabled
+
+
 def latest_checkpoint(checkpoint_dir: str) -> str | None:
     """The complete checkpoint with the highest iteration in ``checkpoint_dir``, or ``None``."""
     checkpoints = list_checkpoints(checkpoint_dir)
@@ -283,6 +359,53 @@ def list_checkpoints(checkpoint_dir: str) -> list[str]:
     """
     directory = os.path.abspath(os.path.expanduser(checkpoint_dir))
     return [path for _, path in _numbered_dirs(directory) if _is_complete(path)]
+
+
+def prune_checkpoints(checkpoint_dir: str, keep: int | None,
+                      score_attr: str | None = None) -> list[str]:
+    """Deletes checkpoints in ``checkpoint_dir`` beyond the ``keep`` best (RLlib/Tune's
+    ``keep_checkpoints_num``); returns the deleted paths.
+
+    ``score_attr`` (``checkpoint_score_attr``) names a result key saved with each checkpoint;
+    higher is better, or lower with a ``min-`` prefix. Without it the newest are the best. The
+    newest checkpoint is always kept too, so a run can resume. Checkpoints without the score
+    count as the worst.
+    """
+    if keep is None:
+        return []
+    if keep < 1:
+        raise CheckpointError(f"keep_checkpoints_num must be >= 1, got {keep}")
+    checkpoints = list_checkpoints(checkpoint_dir)
+    if len(checkpoints) <= keep:
+        return []
+    sign, attr = (-1.0, score_attr[4:]) if score_attr and score_attr.startswith("min-") else \
+        (1.0, score_attr)
+
+    def score(path: str) -> float:
+        if not attr:
+            return 0.0
+        try:
+            value = _read_metadata(path).get("result", {}).get(attr)
+        except CheckpointError:
+            value = None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            np.isfinite(value)
+        return sign * float(value) if ok else -np.inf
+
+    order = {path: i for i, path in enumerate(checkpoints)}  # newer wins ties
+    best = sorted(checkpoints, key=lambda p: (score(p), order[p]), reverse=True)[:keep]
+    kept = set(best) | {checkpoints[-1]}
+    removed = [p for p in checkpoints if p not in kept]
+    for path in removed:
+        # Renamed first, so a crash while deleting never leaves a half-deleted checkpoint_*.
+        doomed = os.path.join(os.path.dirname(path),
+                              f"{TMP_PREFIX}{order[path]:06d}_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed
 
 
 def _numbered_dirs(directory: str) -> list[tuple[int, str]]:

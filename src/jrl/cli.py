@@ -26,7 +26,7 @@ DEFAULT_MAX_TIMESTEPS = 200_000
 DEFAULT_JAX_TIMESTEPS = 500_000
 JAX_STEPS_PER_REPORT = 25_000
 EXPERIMENT_KEYS = ("run", "env", "stop", "config", "checkpoint_freq", "checkpoint_at_end",
-                   "local_dir")
+                   "local_dir", "keep_checkpoints_num", "checkpoint_score_attr")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +131,8 @@ def load_experiments(path: str) -> dict[str, dict[str, Any]]:
 
 _EXPERIMENT_TYPES = {"run": (str,), "env": (str,), "stop": (Mapping,), "config": (Mapping,),
                      "checkpoint_freq": (int,), "checkpoint_at_end": (bool,),
-                     "local_dir": (str,)}
+                     "local_dir": (str,), "keep_checkpoints_num": (int,),
+                     "checkpoint_score_attr": (str,)}
 
 
 def _check_experiment_field(path: str, key: str, value: Any) -> None:
@@ -144,6 +145,8 @@ def _check_experiment_field(path: str, key: str, value: Any) -> None:
         raise ConfigError(f"'{path}' must be a {kind}, got {type(value).__name__} {value!r:.60}")
     if key == "checkpoint_freq" and value < 0:
         raise ConfigError(f"'{path}' must be >= 0 (0: no periodic checkpoints), got {value}")
+    if key == "keep_checkpoints_num" and value < 1:
+        raise ConfigError(f"'{path}' must be >= 1, got {value}")
     if isinstance(value, str) and not value.strip():
         raise ConfigError(f"'{path}' is empty")
 
@@ -190,6 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint_freq is not None and args.checkpoint_freq < 0:
         raise ConfigError(f"--checkpoint-freq must be >= 0 (0: no periodic checkpoints), got "
                           f"{args.checkpoint_freq}")
+    if args.keep_checkpoints_num is not None and args.keep_checkpoints_num < 1:
+        raise ConfigError(f"--keep-checkpoints-num must be >= 1, got {args.keep_checkpoints_num}")
     if args.file:
         experiments = load_experiments(args.file)
     else:
@@ -233,6 +238,8 @@ class ExperimentPlan:
     local_dir: str
     checkpoint_freq: int
     checkpoint_at_end: bool
+    keep_checkpoints_num: int | None = None
+    checkpoint_score_attr: str | None = None
 
 
 def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, Any],
@@ -281,7 +288,10 @@ def prepare_experiment(args: argparse.Namespace, name: str, spec: Mapping[str, A
         local_dir=local_dir,
         checkpoint_freq=(args.checkpoint_freq if args.checkpoint_freq is not None
                          else int(spec.get("checkpoint_freq", 0))),
-        checkpoint_at_end=checkpoint_at_end)
+        checkpoint_at_end=checkpoint_at_end,
+        keep_checkpoints_num=(args.keep_checkpoints_num if args.keep_checkpoints_num is not None
+                              else spec.get("keep_checkpoints_num")),
+        checkpoint_score_attr=args.checkpoint_score_attr or spec.get("checkpoint_score_attr"))
 
 
 def check_writable_dir(path: str, what: str) -> None:
@@ -342,6 +352,7 @@ def _grid_variants(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
+    from jrl.checkpoint import prune_checkpoints
     from jrl.logger import ProgressReporter
     from jrl.trainer import Trainer
 
@@ -367,6 +378,8 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
                 progress.update(result)
                 if checkpoint_freq and trainer.iteration % checkpoint_freq == 0:
                     last_checkpoint = trainer.save()
+                    prune_checkpoints(trainer.logdir, plan.keep_checkpoints_num,
+                                      plan.checkpoint_score_attr)
                 if should_stop(result, stop):
                     break
     except KeyboardInterrupt as e:
@@ -377,6 +390,8 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
                 last_checkpoint is None or not last_checkpoint.endswith(
                     f"checkpoint_{trainer.iteration:06d}")):
             last_checkpoint = trainer.save()
+            prune_checkpoints(trainer.logdir, plan.keep_checkpoints_num,
+                              plan.checkpoint_score_attr)
         trainer.stop()
     _print_summary(trainer, result if trainer.iteration else None, last_checkpoint)
     if interrupted:
@@ -492,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-at-end", action="store_true", default=None,
                        help="save a checkpoint when training ends (default)")
     train.add_argument("--no-checkpoint-at-end", dest="checkpoint_at_end", action="store_false")
+    train.add_argument("--keep-checkpoints-num", type=int, default=None,
+                       help="keep only the N best checkpoints (and the newest)")
+    train.add_argument("--checkpoint-score-attr", default=None,
+                       help="result key ranking checkpoints for --keep-checkpoints-num "
+                       "(higher is better; 'min-KEY' for lower); default: newest are best")
     train.add_argument("--local-dir", help="results root (default ~/jrl_results)")
     train.add_argument("--experiment-name", "--name", dest="experiment_name")
     train.add_argument("--seed", type=int)

@@ -25,7 +25,7 @@ from jrl.backends.jax_env import JaxEnvBackend
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
-from jrl.logger import ResultLogger, make_logdir
+from jrl.logger import ResultLogger, flatten_result, make_logdir
 from jrl.rollout.jax_envs import is_jax_env_id
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
@@ -160,6 +160,7 @@ class Trainer:
         self._recent_episodes: collections.deque = collections.deque(
             maxlen=self.algo_config.metrics_smoothing_episodes)
         self.experiment_id = uuid.uuid4().hex
+        self._last_result: dict[str, Any] | None = None
         self._result_logger: ResultLogger | None = None
         if log_to_disk:
             os.makedirs(self.logdir, exist_ok=True)
@@ -263,6 +264,7 @@ class Trainer:
         self.callbacks.on_train_result(trainer=self, result=result)
         if self._result_logger is not None:
             self._result_logger.log({k: v for k, v in result.items() if k != "config"})
+        self._last_result = result
         return result
 
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
@@ -353,6 +355,9 @@ class Trainer:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
         parts = self.backend.checkpoint_parts()
         meta = self._metadata()
+        if self._last_result is not None:  # for checkpoint_score_attr
+            meta["result"] = {k: v for k, v in flatten_result(self._last_result).items()
+                              if not k.startswith(("config/", "hist_stats/"))}
         meta.update(parts=sorted(parts), resume=self.backend.checkpoint_extra(),
                     recent_episodes=[{"episode_reward": e["episode_reward"],
                                       "episode_len": e["episode_len"]}

@@ -158,6 +158,20 @@ def install_import_hook() -> None:
         sys.meta_path.insert(0, _RegisterOnImport())
 
 
+def _keep_checkpoints(plan: Any) -> dict[str, Any]:
+    """``keep_checkpoints_num`` / ``checkpoint_score_attr`` as Tune's ``CheckpointConfig``
+    arguments (``min-KEY`` ranks lower as better)."""
+    keep: dict[str, Any] = {}
+    if getattr(plan, "keep_checkpoints_num", None):
+        keep["num_to_keep"] = plan.keep_checkpoints_num
+    attr = getattr(plan, "checkpoint_score_attr", None)
+    if attr:
+        minimize = attr.startswith("min-")
+        keep["checkpoint_score_attribute"] = attr[4:] if minimize else attr
+        keep["checkpoint_score_order"] = "min" if minimize else "max"
+    return keep
+
+
 def run_experiments(plans: list, *, address: str | None = None, verbose: int = 0) -> list:
     """Runs each experiment (``jrl.cli.ExperimentPlan``) through ``tune.Tuner``; a config's
     ``{"grid_search": [...]}`` values become Tune grid searches. Returns the ``ResultGrid``s."""
@@ -176,7 +190,8 @@ def run_experiments(plans: list, *, address: str | None = None, verbose: int = 0
                 verbose=1 if verbose else 0,
                 checkpoint_config=tune.CheckpointConfig(
                     checkpoint_frequency=plan.checkpoint_freq,
-                    checkpoint_at_end=plan.checkpoint_at_end)))
+                    checkpoint_at_end=plan.checkpoint_at_end,
+                    **_keep_checkpoints(plan))))
         grid = tuner.fit()
         grids.append(grid)
         print(f"\nExperiment '{plan.name}' ({plan.algo}): {len(grid)} trials")
