@@ -120,7 +120,7 @@ class OffPolicyEstimation:
         eps_id, t = stream(batch["eps_id"]), stream(batch["t"])
         terminated = stream(batch["terminateds"]).astype(bool)
         starts = [*episode_bounds(eps_id, t, terminated), T * B]
-        for begin, end in zip(starts[:-1], starts[1:]):
+        for begin, end in zip(starts[:-1], starts[1:], strict=True):
             continues = (begin == 0 and self._last is not None and not self._last[2]
                          and int(eps_id[0]) == self._last[0] and int(t[0]) == self._last[1] + 1)
             if not continues:
@@ -133,7 +133,7 @@ class OffPolicyEstimation:
     def _close(self) -> None:
         if not self._open:
             return
-        r, mu, pi = (np.concatenate(parts) for parts in zip(*self._open))
+        r, mu, pi = (np.concatenate(parts) for parts in zip(*self._open, strict=True))
         self._open, self._last = [], None
         estimates, self._wis = episode_estimates(r, mu, pi, self.gamma, self._wis)
         self._estimates.append({k: estimates[k] for k in self.estimators})
