@@ -37,7 +37,39 @@ from jrl.config import jsonable
 from jrl.errors import CheckpointError
 from jrl.logger import json_safe
 
-FORMAT_VERSION = 1
+# 1: the learner state only.  2: named parts (``algo``, ``runner``, ``replay``) and the
+# JSON-able resume state (sampler, plan counters) in metadata.json.
+FORMAT_VERSION = 2
+
+# ``MIGRATIONS[v]`` turns the metadata of a format-``v`` checkpoint into format ``v + 1``'s; a
+# layout change bumps FORMAT_VERSION and adds one here, so every older checkpoint (the golden
+# ones under tests/golden/ included) keeps restoring.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migration(from_version: int) -> Any:
+    """Registers ``fn(metadata) -> metadata`` upgrading format ``from_version`` by one."""
+    def register(fn: Any) -> Any:
+        MIGRATIONS[from_version] = fn
+        return fn
+    return register
+
+
+@migration(1)
+def _state_becomes_the_algo_part(metadata: dict) -> dict:
+    return {**metadata, "parts": ["algo"], "resume": {}}
+
+
+def migrate(metadata: dict, directory: str = "") -> dict:
+    """``metadata`` of any older format upgraded to FORMAT_VERSION, one step at a time."""
+    version = metadata.get("format_version")
+    while isinstance(version, int) and version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise CheckpointError(f"checkpoint '{directory}' has format version {version}, "
+                                  "which this jrl cannot read any more")
+        metadata = {**MIGRATIONS[version](metadata), "format_version": version + 1}
+        version += 1
+    return metadata
 
 METADATA_FILE = "metadata.json"
 COMPLETE_MARKER = ".complete"
@@ -457,7 +489,7 @@ def _read_metadata(directory: str) -> dict:
         raise CheckpointError(
             f"checkpoint '{directory}' has format version {version}, but this jrl "
             f"({_jrl_version()}) reads versions up to {FORMAT_VERSION}: upgrade jrl to load it")
-    return metadata
+    return migrate(metadata, directory)
 
 
 def _replace_dir(new: str, final: str) -> None:
