@@ -216,3 +216,21 @@ def test_cli_refuses_every_generated_invalid_config_in_one_line(config):
         assert not any(name.endswith(".json") for _, _, names in os.walk(tmp) for name in names)
     lines = err.getvalue().strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("jrl: error:"), lines
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_multi_experiment_file_with_a_failing_trial_exits_non_zero(ray_cluster, small_config,
+                                                                   tmp_path, capsys):
+    good = small_config("PPO")
+    spec = tmp_path / "two.yaml"
+    spec.write_text(json.dumps({
+        "works": {"run": "PPO", "env": "CartPole-v1", "stop": {"training_iteration": 1},
+                  "config": good},
+        # valid config, but gymnasium refuses the env kwargs when the trial builds its env
+        "fails": {"run": "PPO", "env": "CartPole-v1", "stop": {"training_iteration": 1},
+                  "config": {**good, "env_config": {"no_such_kwarg": 1}}},
+    }))
+    rc = main(["train", "-f", str(spec), "--local-dir", str(tmp_path / "results")])
+    assert rc == 1
+    assert "1 trial(s) failed" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jrl.config import jsonable
+from jrl.errors import ConfigError
 
 DEFAULT_RESULTS_DIR = "~/jrl_results"
 TENSORBOARD_PREFIX = "ray/tune/"
@@ -40,7 +41,11 @@ def make_logdir(local_dir: str | None, experiment: str, algo: str, env: str) -> 
     root = os.path.abspath(os.path.expanduser(local_dir or DEFAULT_RESULTS_DIR))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     base = os.path.join(root, _file_name(experiment), f"{_file_name(algo)}_{_file_name(env)}_{stamp}")
-    os.makedirs(os.path.dirname(base), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, read-only file system
+        raise ConfigError(f"cannot create the results directory under '{root}': "
+                          f"{e.strerror}") from None
     path, suffix = base, 0
     while True:
         try:
