@@ -144,14 +144,19 @@ class EpisodeSeeds(gym.Wrapper):
         elif self.base_seed is not None:
             self.episode += 1
             seed = episode_seed(self.base_seed, self.episode)
-        return self.env.reset(seed=seed, options=options)
+        return self._reset(seed, options)
 
     def reset_to(self, base_seed: int | None, episode: int) -> tuple:
         """Resets into episode ``episode`` of the seed sequence of ``base_seed``."""
         self.base_seed, self.episode = base_seed, int(episode)
         seed = None if base_seed is None else (
             base_seed if episode == 0 else episode_seed(base_seed, episode))
-        return self.env.reset(seed=seed)
+        return self._reset(seed, None)
+
+    def _reset(self, seed: int | None, options: dict | None) -> tuple:
+        # Only the arguments given: some users' envs take no ``options`` (or no arguments).
+        kwargs = {k: v for k, v in (("seed", seed), ("options", options)) if v is not None}
+        return self.env.reset(**kwargs)
 
 
 def episode_seed(base_seed: int, episode: int) -> int:
