@@ -203,7 +203,7 @@ def hung_worker(workdir: str) -> dict:
 
     marker = os.path.join(workdir, "hung_once")
     config = {"num_workers": 2, "rollout_fragment_length": 128, "train_batch_size": 256,
-              "sgd_minibatch_size": 128, "num_sgd_iter": 1, "sample_timeout_s": 5.0,
+              "sgd_minibatch_size": 128, "num_sgd_iter": 1, "sample_timeout_s": 20.0,
               "num_cpus_per_worker": 0, "model": {"fcnet_hiddens": [16]},
               "env_config": {"marker": marker}}
     jrl.register_env("hangs_once", _hanging_env)

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from typing import Any
@@ -366,15 +367,76 @@ def quiet_orbax() -> Any:
     saved = [(lg.level, lg.disabled) for lg in loggers]
     for lg in loggers:
         lg.disabled = True
+    stderr = _StderrToFile()
     try:
         yield
     except BaseException:
         gc.collect()  # failed tasks report "exception was never retrieved" when collected
+        # tensorstore's threads go on printing "Event loop is closed" tracebacks for the reads
+        # still in flight after orbax gave up: let them finish while stderr goes to a file.
+        stderr.settle()
+        _drop_closed_loop_errors()  # and those that come later, at exit
         raise
     finally:
+        stderr.restore()
         for lg, (level, disabled) in zip(loggers, saved, strict=True):
             lg.setLevel(level)
             lg.disabled = disabled
+
+
+def _drop_closed_loop_errors() -> None:
+    """Makes ``sys.excepthook`` skip the "Event loop is closed" errors that tensorstore's threads
+    raise into orbax's closed event loop after a failed load, and asyncio's log skip the failed
+    load's tasks (both printed at exit otherwise)."""
+    hook = sys.excepthook
+    if getattr(hook, "_jrl_drops_closed_loop", False):
+        return
+    # the failed load's tasks are collected later and asyncio logs each one
+    logging.getLogger("asyncio").addFilter(
+        lambda record: not str(record.msg).startswith("Task exception was never retrieved"))
+
+    def excepthook(kind, value, tb):
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            return
+        hook(kind, value, tb)
+
+    excepthook._jrl_drops_closed_loop = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
+
+
+class _StderrToFile:
+    """Points file descriptor 2 at a temp file (C-level prints from library threads included)
+    until ``restore``."""
+
+    def __init__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        try:
+            self._saved: int | None = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+        except OSError:  # no fd 2 (embedded interpreters): nothing to redirect
+            self._saved = None
+
+    def settle(self, quiet_s: float = 0.2, max_s: float = 2.0) -> None:
+        """Waits until nothing has been written for ``quiet_s`` (at most ``max_s``)."""
+        deadline, size, since = time.monotonic() + max_s, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now = os.fstat(self._file.fileno()).st_size
+            if now != size:
+                size, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.05)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            sys.stderr.flush()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._saved = None
+        self._file.close()
 
 
 def latest_checkpoint(checkpoint_dir: str) -> str | None:

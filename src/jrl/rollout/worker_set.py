@@ -227,6 +227,8 @@ class WorkerSet:
                     f"no fragment within sample_timeout_s={timeout_s:g}s (a hung env?)")
                 replacement = self.handle_failure(index, error)
                 if replacement is not None:
+                    # the clock starts once the new worker is up (start-up is not sampling)
+                    ray.get(replacement.get_spec.remote())
                     new = replacement.sample_with_episodes.remote(self._policy_ref)
                     pending[new], started[new] = index, time.monotonic()
                 continue
