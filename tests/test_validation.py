@@ -17,9 +17,6 @@ from jrl import registry
 from jrl.cli import main
 from jrl.errors import ConfigError
 
-TINY = {"train_batch_size": 64, "rollout_fragment_length": 32, "sgd_minibatch_size": 32,
-        "num_sgd_iter": 1, "model": {"fcnet_hiddens": [8]}}
-
 
 def _train(*extra: str, algo: str = "PPO") -> list[str]:
     return ["train", "--algo", algo, "--env", "CartPole-v1", "-q", *extra]
@@ -107,8 +104,10 @@ def test_bad_input_is_one_line_and_exit_2(argv, files, message, tmp_path, capsys
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
 
 
-def test_stop_key_holding_a_dict_is_an_error(tmp_path, capsys):
-    argv = _train("--stop", "info/learner=1", *_config(**TINY), "--local-dir", str(tmp_path))
+def test_stop_key_holding_a_dict_is_an_error(small_config, tmp_path, capsys):
+    # the suite's small PPO: its programs are in the session's compilation cache
+    argv = _train("--stop", "info/learner=1", *_config(**small_config("PPO")),
+                  "--local-dir", str(tmp_path))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "'info/learner' names a dict" in err and len(err.splitlines()) == 1

@@ -471,7 +471,13 @@ class RolloutWorker:
     @property
     def num_env_restarts(self) -> int:
         """Sub-envs rebuilt after they raised (``restart_failed_sub_environments``)."""
-        return sum(getattr(env, "num_restarts", 0) for env in self.env.envs)
+        total = 0
+        for env in self.env.envs:
+            while isinstance(env, gym.Wrapper):
+                if isinstance(env, RestartingEnv):
+                    total += env.num_restarts
+                env = env.env
+        return total
 
     @property
     def steps_sampled(self) -> int:
