@@ -201,7 +201,7 @@ def test_every_generated_valid_config_builds(config):
     assert parsed.train_batch_size == int(config["train_batch_size"])
 
 
-@hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 @hypothesis.given(invalid_configs())
 def test_cli_refuses_every_generated_invalid_config_in_one_line(config):
     import contextlib
