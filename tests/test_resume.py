@@ -72,6 +72,7 @@ def test_dqn_gymnasium_resume_keeps_buffer_and_counters(small_config, tmp_path):
     assert results[-1]["info"]["num_steps_trained"] > 0
 
 
+# Both compile the jitted loop's chunk (tens of seconds on 2 cores), so they run with -m slow.
 # PPO's is test_anakin's trainer config, so the compiled chunk is shared with that test.
 _JITTED_PPO = {"gamma": 0.99, "lambda": 0.95, "lr": 2.5e-3, "num_envs_per_worker": 4,
                "rollout_fragment_length": 128, "train_batch_size": 512,
@@ -86,8 +87,9 @@ _JITTED_DQN = {"train_batch_size": 16, "rollout_fragment_length": 4, "num_envs_p
 
 @pytest.mark.parametrize("algo, config", [
     ("PPO", _JITTED_PPO),
-    pytest.param("DQN", _JITTED_DQN, marks=pytest.mark.slow),  # its own compile: ~10 s
+    ("DQN", _JITTED_DQN),
 ])
+@pytest.mark.slow
 def test_jitted_loop_resume_is_bit_identical(algo, config, tmp_path):
     pytest.importorskip("gymnax")
     straight, resumed, _, path = _straight_and_resumed(algo, "gymnax:CartPole-v1", config,

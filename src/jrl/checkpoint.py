@@ -384,13 +384,18 @@ def quiet_orbax() -> Any:
             lg.disabled = disabled
 
 
+_CLOSED_LOOP_FILTERS = False
+
+
 def _drop_closed_loop_errors() -> None:
     """Makes ``sys.excepthook`` skip the "Event loop is closed" errors that tensorstore's threads
     raise into orbax's closed event loop after a failed load, and asyncio's log skip the failed
     load's tasks (both printed at exit otherwise)."""
-    hook = sys.excepthook
-    if getattr(hook, "_jrl_drops_closed_loop", False):
+    global _CLOSED_LOOP_FILTERS
+    if _CLOSED_LOOP_FILTERS:
         return
+    _CLOSED_LOOP_FILTERS = True
+    hook = sys.excepthook
     # the failed load's tasks are collected later and asyncio logs each one
     logging.getLogger("asyncio").addFilter(
         lambda record: not str(record.msg).startswith("Task exception was never retrieved"))
@@ -400,7 +405,6 @@ def _drop_closed_loop_errors() -> None:
             return
         hook(kind, value, tb)
 
-    excepthook._jrl_drops_closed_loop = True  # type: ignore[attr-defined]
     sys.excepthook = excepthook
 
 
