@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from jrl.callbacks import DefaultCallbacks, Episode
 from jrl.errors import CheckpointError, ConfigError, DataError, EnvError, JrlError
+from jrl.networks.custom import ModelCatalog
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
@@ -34,7 +35,7 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "Policy", "Trainer", "__version__",
+    "EnvContext", "EnvError", "Episode", "JrlError", "ModelCatalog", "Policy", "Trainer", "__version__",
     "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
 ]
 

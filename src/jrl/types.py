@@ -34,6 +34,8 @@ class EnvSpec:
       max_episode_steps: the time limit, set only when the env truncates episodes there and
         nowhere else (learners then reuse ``V(obs[t + 1])`` for ``V(next_obs[t])``, see
         ``jrl.ops.bootstrap``); ``None`` when unknown.
+      action_mask: ``(start, stop)`` of the ``action_mask`` entry of Dict observations in the
+        flattened observation (1 allows an action, 0 forbids it); ``None`` without a mask.
     """
 
     obs_shape: tuple[int, ...]
@@ -44,6 +46,7 @@ class EnvSpec:
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
     max_episode_steps: int | None = None
+    action_mask: tuple[int, int] | None = None
 
     @property
     def discrete(self) -> bool:

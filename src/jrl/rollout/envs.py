@@ -135,13 +135,23 @@ def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,
                                     disable_logger=True)
 
 
-def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space) -> EnvSpec:
-    """The learner's ``EnvSpec`` for preprocessed observations and an action space."""
+def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space,
+             action_mask: tuple[int, int] | None = None) -> EnvSpec:
+    """The learner's ``EnvSpec`` for preprocessed observations and an action space
+    (``action_mask``: where the observations hold an action mask, see ``EnvSpec``)."""
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise EnvError(f"Discrete action spaces must start at 0, got {action_space}")
+        if action_mask is not None and action_mask[1] - action_mask[0] != int(action_space.n):
+            raise EnvError(f"observation 'action_mask' has {action_mask[1] - action_mask[0]} "
+                           f"entries but the action space {action_space} has {action_space.n} "
+                           "actions")
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
-                       action_kind="discrete", num_actions=int(action_space.n))
+                       action_kind="discrete", num_actions=int(action_space.n),
+                       action_mask=action_mask)
+    if action_mask is not None:
+        raise EnvError(f"an 'action_mask' observation needs a Discrete action space, got "
+                       f"{action_space}")
     if isinstance(action_space, gym.spaces.Box):
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
                        action_kind="continuous", action_shape=tuple(action_space.shape),
