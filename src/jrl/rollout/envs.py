@@ -11,11 +11,13 @@ import gymnasium as gym
 import numpy as np
 
 from jrl.errors import EnvError
+from jrl.rollout import example_envs
 from jrl.types import EnvSpec
 
 logger = logging.getLogger(__name__)
 
 _ENV_CREATORS: dict[str, Callable[[EnvContext], gym.Env]] = {}
+example_envs.register()
 
 
 class EnvContext(dict):
