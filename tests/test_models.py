@@ -17,6 +17,7 @@ import jrl
 from jrl.networks import catalog
 from jrl.rollout.action_dist import dist_class_for
 from jrl.rollout.example_envs import ActionMaskEnv
+from jrl.rollout.policy import PolicyModel
 from jrl.rollout.preprocessors import Preprocessor, get_preprocessor
 from jrl.types import EnvSpec
 
@@ -153,6 +154,13 @@ def test_ppo_model_access_api_as_documented(make_trainer, capsys):
     assert f"Total params: {policy.model.num_params():,}" in table
     # called like RLlib's model(input_dict)
     np.testing.assert_allclose(policy.model({"obs": OBS})[0], logits)
+    # concepts PPO's model does not have are clear errors
+    with pytest.raises(jrl.ConfigError, match="no Q-value head"):
+        policy.model.get_q_value_distributions(np.zeros((1, 16)))
+    with pytest.raises(jrl.ConfigError, match="'obs'"):
+        policy.model.from_batch(OBS)
+    with pytest.raises(jrl.ConfigError, match="call policy.model.from_batch"):
+        PolicyModel(policy).value_function()  # a model without a forward pass yet
 
 
 def test_dqn_heads_rebuild_the_q_values(make_trainer, capsys):
@@ -170,25 +178,8 @@ def test_dqn_heads_rebuild_the_q_values(make_trainer, capsys):
     assert 'Model: "q_value_head"' in out and "advantage_out (Dense)" in out
     assert 'Model: "state_value_head"' in out and "value_out (Dense)" in out
     assert "model_out (InputLayer)" in out and "(None, 16)" in out
-
-
-def test_model_concepts_that_do_not_exist_are_clear_errors(make_trainer):
-    ppo = make_trainer("PPO", "CartPole-v1").get_policy()
-    with pytest.raises(jrl.ConfigError, match="call policy.model.from_batch"):
-        ppo.model.value_function()
-    with pytest.raises(jrl.ConfigError, match="no get_q_value|no Q-value head"):
-        ppo.model.get_q_value_distributions(np.zeros((1, 16)))
-    dqn = make_trainer("DQN", "CartPole-v1").get_policy()
     with pytest.raises(jrl.ConfigError, match="no action distribution class"):
-        _ = dqn.dist_class
-    no_dueling = make_trainer("DQN", "CartPole-v1", dueling=False).get_policy().model
-    with pytest.raises(jrl.ConfigError, match="no state-value"):
-        no_dueling.get_state_value(no_dueling.from_batch({"obs": OBS})[0])
-    sac = make_trainer("SAC", "Pendulum-v1").get_policy()
-    with pytest.raises(jrl.ConfigError, match="actor plus critics"):
-        sac.model.from_batch({"obs": np.zeros((1, 3), np.float32)})
-    with pytest.raises(jrl.ConfigError, match="'obs'"):
-        ppo.model.from_batch(OBS)
+        _ = model.policy.dist_class
 
 
 # -- custom models and preprocessors -----------------------------------------------------------
@@ -215,7 +206,6 @@ def test_custom_model_from_yaml_trains_and_round_trips_a_checkpoint(registered, 
 def test_custom_torso_under_dqn_and_json_config(registered, make_trainer):
     model = json.loads('{"custom_model": "features", "custom_model_config": {"width": 5}}')
     trainer = make_trainer("DQN", "CartPole-v1", model=model)
-    trainer.train()
     model_out, _ = trainer.get_policy().model.from_batch({"obs": OBS})
     assert model_out.shape == (1, 5)
 
@@ -238,13 +228,13 @@ def test_custom_preprocessor_feeds_the_network(registered, make_trainer):
                                                             0.6, 0.8]], rtol=1e-6)
     trainer = make_trainer("PG", "CartPole-v1", model={"custom_preprocessor": "doubler"})
     assert trainer.get_policy().spec.obs_shape == (8,)
-    trainer.train()
+    assert trainer.compute_single_action(OBS[0]) in (0, 1)
 
 
 # -- action masking ----------------------------------------------------------------------------
 
 
-def _invalid_actions(trainer, steps: int = 200) -> int:
+def _invalid_actions(trainer, steps: int = 60) -> int:
     env = ActionMaskEnv()
     obs, _ = env.reset(seed=3)
     for _ in range(steps):
@@ -254,11 +244,30 @@ def _invalid_actions(trainer, steps: int = 200) -> int:
     return env.invalid_actions
 
 
-@pytest.mark.parametrize("algo", ["PPO", "DQN", "A2C", "IMPALA"])
+@pytest.mark.parametrize("algo", [
+    "PPO", "DQN",
+    *(pytest.param(a, marks=pytest.mark.slow) for a in ("A2C", "PG", "IMPALA", "APPO"))])
 def test_masked_actions_are_never_taken(algo, make_trainer):
     # The env raises on a forbidden action, so training itself proves none was sampled.
     trainer = make_trainer(algo, MASK_ENV, env_config={"raise_on_invalid": True})
     assert trainer.get_policy().spec.action_mask == (0, 6)
-    for _ in range(2):
-        trainer.train()
+    trainer.train()
     assert _invalid_actions(trainer) == 0
+
+
+@pytest.mark.slow
+def test_custom_model_in_the_jitted_loop(registered, make_trainer):
+    pytest.importorskip("gymnax")
+    trainer = make_trainer("PPO", "gymnax:CartPole-v1", timesteps_per_iteration=64,
+                           model={"custom_model": "two_heads"})
+    result = trainer.train()
+    assert np.isfinite(result["info"]["learner"]["default_policy"]["total_loss"])
+    assert "params/custom_model/hidden/kernel" in trainer.get_policy().model.variables(True)
+
+
+def test_custom_model_and_masking_on_ray_workers(registered, ray_cluster, make_trainer):
+    # Remote workers get the driver's registrations; the env raises on a masked action.
+    trainer = make_trainer("PPO", MASK_ENV, num_workers=1, env_config={"raise_on_invalid": True},
+                           model={"custom_model": "two_heads"})
+    result = trainer.train()
+    assert result["timesteps_total"] >= 64
