@@ -182,6 +182,9 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
     if spec is None:
         raise ConfigError("make_sac needs the env spec")
     catalog.reject_custom_model(config.model, "SAC")
+    if not (spec.discrete or spec.continuous):
+        raise ConfigError(f"SAC needs a Discrete or Box action space, got a {spec.action_kind} "
+                          "one; use PPO, A2C, PG, IMPALA or APPO")
     actor, critic = networks if networks is not None else make_networks(config, spec)
     discrete = spec.discrete
     obs_filter = get_filter(config.observation_filter)

@@ -167,11 +167,16 @@ def mask_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def make_distribution(spec: EnvSpec, dist_params: DistParams) -> Any:
-    """``Categorical(logits)`` for discrete specs, ``DiagGaussian(mean, log_std)`` otherwise."""
-    from jrl.networks.distributions import Categorical, DiagGaussian
+    """``Categorical(logits)`` for discrete specs, ``MultiCategorical`` (multi-discrete),
+    ``Bernoulli`` (multi-binary), ``DiagGaussian(mean, log_std)`` for boxes."""
+    from jrl.networks.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
     if spec.discrete:
         return Categorical(dist_params)
+    if spec.action_kind == "multi_discrete":
+        return MultiCategorical(dist_params, spec.action_nvec)
+    if spec.action_kind == "multi_binary":
+        return Bernoulli(dist_params)
     mean, log_std = dist_params
     return DiagGaussian(mean, log_std)
 

@@ -135,7 +135,11 @@ def actor_critic_outputs(spec: EnvSpec, model: ModelConfig) -> int:
     ``free_log_std``)."""
     if spec.discrete:
         return spec.num_actions
+    if spec.action_kind == "multi_discrete":
+        return sum(spec.action_nvec)
     size = math.prod(spec.action_shape)
+    if spec.action_kind == "multi_binary":
+        return size
     return size if model.free_log_std else 2 * size
 
 
@@ -164,7 +168,7 @@ class CustomActorCritic(nn.Module):
                 (batch,), (batch, 1)):
             raise _shape_error(self.model, expected, out)
         value = jnp.reshape(value, (batch,))
-        if self.spec.discrete:
+        if not self.spec.continuous:
             return outputs, value
         shape = (batch, *self.spec.action_shape)
         size = math.prod(self.spec.action_shape)

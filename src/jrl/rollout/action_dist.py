@@ -119,16 +119,43 @@ class DiagGaussian(ActionDistribution):
         return 2 * math.prod(cls.spec.action_shape)
 
 
+class MultiCategorical(ActionDistribution):
+    """Independent categoricals (MultiDiscrete); ``inputs`` are the logits of every component
+    side by side ``[N, sum(nvec)]``."""
+
+    def _build(self, inputs: jax.Array) -> distributions.MultiCategorical:
+        return distributions.MultiCategorical(inputs, self.spec.action_nvec)
+
+    @classmethod
+    def required_model_output_shape(cls, action_space: Any, model_config: Any) -> int:
+        return sum(cls.spec.action_nvec)
+
+
+class Bernoulli(ActionDistribution):
+    """Independent Bernoullis (MultiBinary); ``inputs`` are log-odds ``[N, n]``."""
+
+    def _build(self, inputs: jax.Array) -> distributions.Bernoulli:
+        return distributions.Bernoulli(inputs)
+
+    @classmethod
+    def required_model_output_shape(cls, action_space: Any, model_config: Any) -> int:
+        return cls.spec.action_shape[0]
+
+
+_BY_KIND = {"discrete": Categorical, "continuous": DiagGaussian,
+            "multi_discrete": MultiCategorical, "multi_binary": Bernoulli}
+
+
 def dist_class_for(spec: EnvSpec) -> type[ActionDistribution]:
     """The ``ActionDistribution`` subclass for ``spec``'s actions (bound to ``spec``)."""
-    base = Categorical if spec.discrete else DiagGaussian
+    base = _BY_KIND[spec.action_kind]
     return type(base.__name__, (base,), {"spec": spec, "__doc__": base.__doc__,
                                          "__module__": __name__})
 
 
 def flat_inputs(spec: EnvSpec, dist_params: Any) -> jax.Array:
     """The network's distribution parameters as RLlib's flat model outputs ``[N, K]``."""
-    if spec.discrete:
+    if not spec.continuous:
         return dist_params
     mean, log_std = dist_params
     n = mean.shape[0]

@@ -159,4 +159,17 @@ def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space
                        action_kind="continuous", action_shape=tuple(action_space.shape),
                        action_low=tuple(float(x) for x in np.ravel(action_space.low)),
                        action_high=tuple(float(x) for x in np.ravel(action_space.high)))
-    raise EnvError(f"action space {action_space} is not supported (use Discrete or Box)")
+    obs = {"obs_shape": tuple(obs_shape), "obs_dtype": np.dtype(obs_dtype).name}
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        if np.any(np.asarray(action_space.start) != 0) or np.ndim(action_space.nvec) != 1:
+            raise EnvError(f"MultiDiscrete action spaces must be 1-D and start at 0, got "
+                           f"{action_space}")
+        nvec = tuple(int(n) for n in action_space.nvec)
+        return EnvSpec(**obs, action_kind="multi_discrete", action_shape=(len(nvec),),
+                       action_nvec=nvec)
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        if len(action_space.shape) != 1:
+            raise EnvError(f"MultiBinary action spaces must be 1-D, got {action_space}")
+        return EnvSpec(**obs, action_kind="multi_binary", action_shape=tuple(action_space.shape))
+    raise EnvError(f"action space {action_space} is not supported (use Discrete, Box, "
+                   "MultiDiscrete or MultiBinary)")

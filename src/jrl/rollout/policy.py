@@ -142,7 +142,7 @@ class Policy:
         action, extras = self.act_fn(self.acting, obs, key, bool(explore))
         action = np.asarray(action)
         spec = self.spec
-        if not spec.discrete and self.algo_config.clip_actions:
+        if spec.continuous and self.algo_config.clip_actions:
             action = np.clip(action, np.reshape(spec.action_low, spec.action_shape),
                              np.reshape(spec.action_high, spec.action_shape))
         return action, {k: np.asarray(v) for k, v in extras.items()}
