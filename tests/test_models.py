@@ -271,3 +271,68 @@ def test_custom_model_and_masking_on_ray_workers(registered, ray_cluster, make_t
                            model={"custom_model": "two_heads"})
     result = trainer.train()
     assert result["timesteps_total"] >= 64
+
+
+# -- MultiDiscrete and MultiBinary actions -----------------------------------------------------
+
+
+def test_multi_categorical_and_bernoulli_match_closed_forms():
+    md = dist_class_for(EnvSpec(obs_shape=(2,), action_kind="multi_discrete",
+                                action_shape=(2,), action_nvec=(3, 2)))
+    logits = np.array([[1.0, 0.0, -1.0, 0.5, -0.5]], np.float32)
+    p0, p1 = np.exp(logits[0, :3]) / np.exp(logits[0, :3]).sum(), \
+        np.exp(logits[0, 3:]) / np.exp(logits[0, 3:]).sum()
+    dist = md(logits, key=jax.random.PRNGKey(1))
+    np.testing.assert_allclose(dist.logp(np.array([[2, 1]])), np.log(p0[2] * p1[1]), rtol=1e-5)
+    np.testing.assert_allclose(dist.entropy(), -(p0 * np.log(p0)).sum() - (p1 * np.log(p1)).sum(),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(dist.deterministic_sample(), [[0, 0]])
+    sample = dist.sample()
+    assert sample.shape == (1, 2) and 0 <= sample[0, 0] < 3 and 0 <= sample[0, 1] < 2
+    assert float(dist.kl(md(logits))[0]) == pytest.approx(0.0, abs=1e-6)
+
+    mb = dist_class_for(EnvSpec(obs_shape=(2,), action_kind="multi_binary", action_shape=(2,)))
+    log_odds = np.array([[0.3, -1.2]], np.float32)
+    other = np.array([[0.0, 0.4]], np.float32)
+    p, q = 1 / (1 + np.exp(-log_odds)), 1 / (1 + np.exp(-other))
+    bern = mb(log_odds)
+    np.testing.assert_allclose(bern.logp(np.array([[1, 0]])), np.log(p[0, 0] * (1 - p[0, 1])),
+                               rtol=1e-5)
+    np.testing.assert_allclose(
+        bern.entropy(), -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        bern.kl(mb(other)), (p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))).sum(-1),
+        rtol=1e-5)
+    np.testing.assert_array_equal(bern.deterministic_sample(), [[1, 0]])
+
+
+class MultiActionEnv(gym.Env):
+    """Reward 1 per component of the action that matches the observed target bits."""
+
+    def __init__(self, config=None):
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.MultiDiscrete([2, 3])
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.target = 0, self.np_random.integers(0, 2, 2)
+        return self.target.astype(np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(np.asarray(action, np.int64)), action
+        reward = float(np.sum(np.asarray(action) == self.target))
+        self.t, self.target = self.t + 1, self.np_random.integers(0, 2, 2)
+        return self.target.astype(np.float32), reward, False, self.t >= 8, {}
+
+
+def test_multi_discrete_actions_train_with_ppo(make_trainer):
+    jrl.register_env("MultiActionEnv", MultiActionEnv)
+    trainer = make_trainer("PPO", "MultiActionEnv")
+    spec = trainer.get_policy().spec
+    assert spec.action_kind == "multi_discrete" and spec.action_nvec == (2, 3)
+    trainer.train()
+    assert trainer.get_policy().action_space.contains(
+        np.asarray(trainer.compute_single_action(np.ones(2, np.float32)), np.int64))
+    with pytest.raises(jrl.ConfigError, match="multi_discrete"):
+        make_trainer("DDPG", "MultiActionEnv")
