@@ -336,3 +336,60 @@ def test_multi_discrete_actions_train_with_ppo(make_trainer):
         np.asarray(trainer.compute_single_action(np.ones(2, np.float32)), np.int64))
     with pytest.raises(jrl.ConfigError, match="multi_discrete"):
         make_trainer("DDPG", "MultiActionEnv")
+
+
+@jax.tree_util.register_pytree_node_class
+class HalfTemperature:
+    """A custom action distribution: a categorical of ``2 * logits``."""
+
+    def __init__(self, inputs):
+        self.inner = catalog.make_distribution(SPEC2, 2.0 * inputs)
+        self.inputs = inputs
+
+    def tree_flatten(self):
+        return (self.inputs,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    @classmethod
+    def required_model_output_shape(cls, action_space, model_config):
+        return action_space.num_actions
+
+    def sample(self, key):
+        return self.inner.sample(key)
+
+    def log_prob(self, x):
+        return self.inner.log_prob(x)
+
+    def entropy(self):
+        return self.inner.entropy()
+
+    def kl(self, other):
+        return self.inner.kl(other.inner)
+
+    def mode(self):
+        return self.inner.mode()
+
+
+SPEC2 = EnvSpec(obs_shape=(4,), num_actions=2)
+
+
+def test_custom_action_dist_trains_and_backs_dist_class(make_trainer):
+    jrl.ModelCatalog.register_custom_action_dist("half_temperature", HalfTemperature)
+    try:
+        trainer = make_trainer("PPO", "CartPole-v1", kl_coeff=0.2,
+                               model={"custom_action_dist": "half_temperature"})
+        trainer.train()
+        policy = trainer.get_policy()
+        logits, _ = policy.model.from_batch({"obs": OBS})
+        dist = policy.dist_class(logits, policy.model)
+        p = np.exp(2 * logits) / np.exp(2 * logits).sum(-1, keepdims=True)
+        np.testing.assert_allclose(dist.logp(np.array([0])), np.log(p[:, 0]), rtol=1e-5)
+        with pytest.raises(jrl.ConfigError, match="actor-critic algorithms"):
+            make_trainer("DQN", "CartPole-v1", model={"custom_action_dist": "half_temperature"})
+        with pytest.raises(jrl.ConfigError, match="lacks"):
+            jrl.ModelCatalog.register_custom_action_dist("broken", dict)
+    finally:
+        jrl.ModelCatalog.unregister("half_temperature")

@@ -197,7 +197,7 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
         if spec.action_mask is not None:
             # The mask is read from the unfiltered observation.
             dist_params = catalog.mask_logits(dist_params, catalog.action_mask(spec, obs))
-        return catalog.make_distribution(spec, dist_params), value
+        return catalog.make_distribution(spec, dist_params, model), value
 
     def evaluate(params, filter_state, batch: Transition):
         T, B = batch.reward.shape
@@ -208,7 +208,7 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
         if spec.action_mask is not None:
             dist_params = catalog.mask_logits(dist_params,
                                               catalog.action_mask(spec, flat(batch.obs)))
-        dist = catalog.make_distribution(spec, dist_params)
+        dist = catalog.make_distribution(spec, dist_params, model)
         return dist, values[: T * B].reshape(T, B), values[T * B:].reshape(T, B)
 
     def act(policy: NetworkPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):

@@ -11,7 +11,13 @@ import jax.numpy as jnp
 
 from jrl.config import ModelConfig
 from jrl.errors import ConfigError
-from jrl.networks.custom import CustomActorCritic, CustomPolicyOutput, CustomTorso
+from jrl.networks.custom import (
+    CustomActorCritic,
+    CustomPolicyOutput,
+    CustomTorso,
+    ModelCatalog,
+    actor_critic_outputs,
+)
 from jrl.networks.heads import POLICY_INIT_SCALE, PolicyHead, QHead, ValueHead
 from jrl.networks.init import orthogonal
 from jrl.networks.torsos import make_torso
@@ -43,8 +49,10 @@ class ActorCritic(nn.Module):
         else:
             policy_features = make_torso(self.spec, self.model, name="policy_torso")(obs)
             value_features = make_torso(self.spec, self.model, name="value_torso")(obs)
-        dist_params = PolicyHead(self.spec, self.model.free_log_std, name="policy_head")(
-            policy_features)
+        num_outputs = (actor_critic_outputs(self.spec, self.model)
+                       if self.model.custom_action_dist else None)
+        dist_params = PolicyHead(self.spec, self.model.free_log_std, num_outputs,
+                                 name="policy_head")(policy_features)
         value = ValueHead(name="value_head")(value_features)
         return dist_params, value
 
@@ -99,6 +107,7 @@ def make_q_network(spec: EnvSpec, model: ModelConfig | None = None, dueling: boo
                    hiddens: tuple[int, ...] = (256,)) -> QNetwork:
     """The Q network for ``spec``; raises ``ConfigError`` for continuous action spaces."""
     _check_discrete(spec)
+    _no_custom_dist(model, "Q networks act greedily on Q-values")
     return QNetwork(spec=spec, model=ModelConfig() if model is None else model, dueling=dueling,
                     hiddens=tuple(int(h) for h in hiddens))
 
@@ -128,6 +137,7 @@ def make_deterministic_policy(spec: EnvSpec, model: ModelConfig | None = None) -
     """The deterministic policy network for ``spec`` (``model`` defaults to ``ModelConfig()``;
     ``model.custom_model`` replaces it with the registered module)."""
     model = ModelConfig() if model is None else model
+    _no_custom_dist(model, "a deterministic policy samples nothing")
     if model.custom_model:
         return CustomPolicyOutput(spec=spec, model=model)
     return DeterministicPolicy(spec=spec, model=model)
@@ -136,10 +146,17 @@ def make_deterministic_policy(spec: EnvSpec, model: ModelConfig | None = None) -
 def reject_custom_model(model: ModelConfig, algo: str) -> None:
     """A ``ConfigError`` when ``model.custom_model`` is set for an algorithm whose networks
     (an actor plus critics) take no custom model."""
+    _no_custom_dist(model, f"{algo} builds its own distributions")
     if model.custom_model:
         raise ConfigError(f"{algo} builds its own actor and critic networks and takes no "
                           f"model.custom_model ('{model.custom_model}'); use PPO, A2C, PG, "
                           "IMPALA, APPO, MARWIL, DQN or ES with a custom model")
+
+
+def _no_custom_dist(model: ModelConfig | None, why: str) -> None:
+    if model is not None and model.custom_action_dist:
+        raise ConfigError(f"model.custom_action_dist ('{model.custom_action_dist}') is for the "
+                          f"actor-critic algorithms: {why}")
 
 
 # A masked action's logit: exp(-1e9 - logsumexp) is 0 in float32, and unlike -inf it keeps
@@ -166,10 +183,15 @@ def mask_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.where(mask, logits, MASKED_LOGIT)
 
 
-def make_distribution(spec: EnvSpec, dist_params: DistParams) -> Any:
-    """``Categorical(logits)`` for discrete specs, ``MultiCategorical`` (multi-discrete),
-    ``Bernoulli`` (multi-binary), ``DiagGaussian(mean, log_std)`` for boxes."""
+def make_distribution(spec: EnvSpec, dist_params: DistParams, model: ModelConfig | None = None
+                      ) -> Any:
+    """``model.custom_action_dist``'s class of ``dist_params``, else ``Categorical(logits)`` for
+    discrete specs, ``MultiCategorical`` (multi-discrete), ``Bernoulli`` (multi-binary),
+    ``DiagGaussian(mean, log_std)`` for boxes."""
     from jrl.networks.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+
+    if model is not None and model.custom_action_dist:
+        return ModelCatalog.get_custom_action_dist(model.custom_action_dist)(dist_params)
 
     if spec.discrete:
         return Categorical(dist_params)

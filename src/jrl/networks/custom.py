@@ -24,6 +24,8 @@ from jrl.config import ModelConfig
 from jrl.errors import ConfigError
 from jrl.types import EnvSpec
 
+DIST_METHODS = ("sample", "log_prob", "entropy", "kl", "mode", "required_model_output_shape")
+
 
 class ModelCatalog:
     """Registries of custom models, preprocessors and action distributions (class methods only,
@@ -52,10 +54,21 @@ class ModelCatalog:
 
     @classmethod
     def register_custom_action_dist(cls, name: str, dist_class: type) -> None:
-        """Registers an action distribution class for ``model: {custom_action_dist: name}``."""
+        """Registers an action distribution class for ``model: {custom_action_dist: name}``.
+
+        The class is built as ``dist_class(inputs)`` from the network's outputs ``[B, K]``
+        inside jitted code, so it must be a pytree (``jax.tree_util.register_pytree_node_class``)
+        with ``sample(key)``, ``log_prob(actions)``, ``entropy()``, ``kl(other)`` and ``mode()``
+        (each over the batch), and a classmethod ``required_model_output_shape(action_space,
+        model_config) -> K`` (called with the ``EnvSpec`` and the ``ModelConfig``).
+        """
         if not isinstance(dist_class, type):
             raise ConfigError(f"custom action distribution '{name}' must be a class, got "
                               f"{dist_class!r}")
+        missing = [m for m in DIST_METHODS if not callable(getattr(dist_class, m, None))]
+        if missing:
+            raise ConfigError(f"custom action distribution '{name}' lacks "
+                              f"{', '.join(missing)}; it needs {', '.join(DIST_METHODS)}")
         cls._action_dists[_name(name)] = dist_class
 
     @classmethod
@@ -130,9 +143,13 @@ def _shape_error(model: ModelConfig, expected: str, got: Any) -> ConfigError:
 
 
 def actor_critic_outputs(spec: EnvSpec, model: ModelConfig) -> int:
-    """Width of an actor-critic model's outputs (RLlib's ``num_outputs``): the number of actions
-    (discrete), or means and log-stds of every action dimension (continuous; only means with
-    ``free_log_std``)."""
+    """Width of an actor-critic model's outputs (RLlib's ``num_outputs``): what
+    ``model.custom_action_dist`` requires, else the number of actions (discrete), the summed
+    ``nvec`` (multi-discrete), the number of bits (multi-binary), or means and log-stds of every
+    action dimension (continuous; only means with ``free_log_std``)."""
+    if model.custom_action_dist:
+        dist = ModelCatalog.get_custom_action_dist(model.custom_action_dist)
+        return int(dist.required_model_output_shape(spec, model))
     if spec.discrete:
         return spec.num_actions
     if spec.action_kind == "multi_discrete":
@@ -168,7 +185,7 @@ class CustomActorCritic(nn.Module):
                 (batch,), (batch, 1)):
             raise _shape_error(self.model, expected, out)
         value = jnp.reshape(value, (batch,))
-        if not self.spec.continuous:
+        if not self.spec.continuous or self.model.custom_action_dist:
             return outputs, value
         shape = (batch, *self.spec.action_shape)
         size = math.prod(self.spec.action_shape)

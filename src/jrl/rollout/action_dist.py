@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrl.config import ModelConfig
 from jrl.errors import ConfigError
-from jrl.networks import distributions
+from jrl.networks import catalog, distributions
+from jrl.networks.custom import actor_critic_outputs
 from jrl.types import EnvSpec
 
 
@@ -146,16 +148,36 @@ _BY_KIND = {"discrete": Categorical, "continuous": DiagGaussian,
             "multi_discrete": MultiCategorical, "multi_binary": Bernoulli}
 
 
-def dist_class_for(spec: EnvSpec) -> type[ActionDistribution]:
-    """The ``ActionDistribution`` subclass for ``spec``'s actions (bound to ``spec``)."""
+class CustomActionDistribution(ActionDistribution):
+    """A registered custom action distribution (``model.custom_action_dist``) behind RLlib's
+    method names."""
+
+    model_config: ModelConfig
+
+    def _build(self, inputs: jax.Array) -> Any:
+        return catalog.make_distribution(self.spec, inputs, self.model_config)
+
+    @classmethod
+    def required_model_output_shape(cls, action_space: Any, model_config: Any) -> int:
+        return actor_critic_outputs(cls.spec, cls.model_config)
+
+
+def dist_class_for(spec: EnvSpec, model: ModelConfig | None = None
+                   ) -> type[ActionDistribution]:
+    """The ``ActionDistribution`` subclass for ``spec``'s actions (bound to ``spec``), or for
+    ``model.custom_action_dist``."""
+    if model is not None and model.custom_action_dist:
+        return type(model.custom_action_dist, (CustomActionDistribution,), {
+            "spec": spec, "model_config": model, "__module__": __name__})
     base = _BY_KIND[spec.action_kind]
     return type(base.__name__, (base,), {"spec": spec, "__doc__": base.__doc__,
                                          "__module__": __name__})
 
 
-def flat_inputs(spec: EnvSpec, dist_params: Any) -> jax.Array:
+def flat_inputs(spec: EnvSpec, dist_params: Any, model: ModelConfig | None = None
+                ) -> jax.Array:
     """The network's distribution parameters as RLlib's flat model outputs ``[N, K]``."""
-    if not spec.continuous:
+    if not spec.continuous or (model is not None and model.custom_action_dist):
         return dist_params
     mean, log_std = dist_params
     n = mean.shape[0]

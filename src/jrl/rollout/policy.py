@@ -166,6 +166,14 @@ class Policy:
         actions, state_out, extras = self.compute_actions([obs], explore=explore)
         return actions[0], state_out, {k: v[0] for k, v in extras.items()}
 
+    def get_initial_state(self) -> list:
+        """The recurrent state a new episode starts with: ``[]`` (jrl's models keep none)."""
+        return []
+
+    def is_recurrent(self) -> bool:
+        """Whether the model carries state between steps (never, in jrl today)."""
+        return False
+
     # -- model ----------------------------------------------------------------------------------
 
     @property
@@ -224,7 +232,7 @@ class PolicyModel:
             self.network = catalog.make_deterministic_policy(spec, algo_config.model)
         else:
             self.network = catalog.make_actor_critic(spec, algo_config.model)
-            self.dist_class = dist_class_for(spec)
+            self.dist_class = dist_class_for(spec, algo_config.model)
 
         def forward(params, fstate, obs):
             out = self.network.apply(params, obs_filter.apply(fstate, obs))
@@ -305,7 +313,8 @@ class PolicyModel:
         if self.dist_class is None:
             return np.asarray(out), []
         self._last_values = np.asarray(out[1])
-        return np.asarray(flat_inputs(self._policy.spec, out[0])), []
+        return np.asarray(flat_inputs(self._policy.spec, out[0],
+                                      self._policy.algo_config.model)), []
 
     def __call__(self, input_dict: Mapping, state: Any = None, seq_lens: Any = None
                  ) -> tuple[Any, list]:
@@ -441,7 +450,8 @@ class PolicyModel:
         if self.dist_class is None:
             raise ConfigError(f"{self._name} has no action distribution")
         dist_params, _ = self._run(obs_batch)
-        return catalog.make_distribution(self._policy.spec, dist_params)
+        return catalog.make_distribution(self._policy.spec, dist_params,
+                                         self._policy.algo_config.model)
 
     def logp(self, obs_batch: Any, actions: Any) -> np.ndarray:
         """Log-probabilities ``[N]`` of ``actions`` under the policy."""
