@@ -265,6 +265,7 @@ def test_custom_model_in_the_jitted_loop(registered, make_trainer):
     assert "params/custom_model/hidden/kernel" in trainer.get_policy().model.variables(True)
 
 
+@pytest.mark.slow
 def test_custom_model_and_masking_on_ray_workers(registered, ray_cluster, make_trainer):
     # Remote workers get the driver's registrations; the env raises on a masked action.
     trainer = make_trainer("PPO", MASK_ENV, num_workers=1, env_config={"raise_on_invalid": True},
@@ -379,7 +380,7 @@ SPEC2 = EnvSpec(obs_shape=(4,), num_actions=2)
 def test_custom_action_dist_trains_and_backs_dist_class(make_trainer):
     jrl.ModelCatalog.register_custom_action_dist("half_temperature", HalfTemperature)
     try:
-        trainer = make_trainer("PPO", "CartPole-v1", kl_coeff=0.2,
+        trainer = make_trainer("PPO", "CartPole-v1",
                                model={"custom_action_dist": "half_temperature"})
         trainer.train()
         policy = trainer.get_policy()
