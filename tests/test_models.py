@@ -255,6 +255,11 @@ def test_masked_actions_are_never_taken(algo, make_trainer):
     assert _invalid_actions(trainer) == 0
 
 
+def test_algorithms_that_ignore_masks_refuse_them(make_trainer):
+    with pytest.raises(jrl.ConfigError, match="does not apply the observation's 'action_mask'"):
+        make_trainer("ES", MASK_ENV)
+
+
 @pytest.mark.slow
 def test_custom_model_in_the_jitted_loop(registered, make_trainer):
     pytest.importorskip("gymnax")

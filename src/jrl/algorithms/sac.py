@@ -182,6 +182,7 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
     if spec is None:
         raise ConfigError("make_sac needs the env spec")
     catalog.reject_custom_model(config.model, "SAC")
+    catalog.reject_action_mask(spec, "SAC")
     if not (spec.discrete or spec.continuous):
         raise ConfigError(f"SAC needs a Discrete or Box action space, got a {spec.action_kind} "
                           "one; use PPO, A2C, PG, IMPALA or APPO")

@@ -164,6 +164,14 @@ def _no_custom_dist(model: ModelConfig | None, why: str) -> None:
 MASKED_LOGIT = -1e9
 
 
+def reject_action_mask(spec: EnvSpec, algo: str) -> None:
+    """A ``ConfigError`` when ``spec``'s observations carry an ``action_mask`` that ``algo``
+    would not apply (better than silently taking forbidden actions)."""
+    if spec.action_mask is not None:
+        raise ConfigError(f"{algo} does not apply the observation's 'action_mask'; use PPO, "
+                          "A2C, A3C, PG, IMPALA, APPO, MARWIL, DQN or APEX for masked actions")
+
+
 def action_mask(spec: EnvSpec, obs: jax.Array) -> jax.Array | None:
     """The ``action_mask`` entry of a batch of preprocessed (unfiltered) observations ``[B,
     ...]`` as booleans ``[B, A]`` (True: allowed), or ``None`` when ``spec`` has no mask."""
