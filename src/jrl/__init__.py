@@ -21,6 +21,7 @@ from jrl.errors import (
     JrlError,
     NumericError,
 )
+from jrl.networks.custom import ModelCatalog
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
@@ -41,8 +42,8 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "NumericError", "Policy", "Trainer",
-    "__version__",
+    "EnvContext", "EnvError", "Episode", "JrlError", "ModelCatalog", "NumericError", "Policy",
+    "Trainer", "__version__",
     "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
 ]
 

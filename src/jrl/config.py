@@ -110,6 +110,11 @@ class ModelConfig:
       dueling: override the algorithm's dueling setting for Q networks (``None``: keep it).
       grayscale: image observations are converted to one channel.
       dim: side of the square image after resizing.
+      custom_model: name given to ``jrl.ModelCatalog.register_custom_model`` (``None``: the
+        built-in network).
+      custom_model_config: keyword arguments for the custom model's constructor.
+      custom_preprocessor: name given to ``jrl.ModelCatalog.register_custom_preprocessor``.
+      custom_action_dist: name given to ``jrl.ModelCatalog.register_custom_action_dist``.
     """
 
     fcnet_hiddens: tuple[int, ...] = (256, 256)
@@ -121,6 +126,10 @@ class ModelConfig:
     dueling: bool | None = None
     grayscale: bool = False
     dim: int = field(84, min=8)
+    custom_model: str | None = None
+    custom_model_config: dict = _frozen_dict()
+    custom_preprocessor: str | None = None
+    custom_action_dist: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

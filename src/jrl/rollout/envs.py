@@ -11,11 +11,13 @@ import gymnasium as gym
 import numpy as np
 
 from jrl.errors import EnvError
+from jrl.rollout import example_envs
 from jrl.types import EnvSpec
 
 logger = logging.getLogger(__name__)
 
 _ENV_CREATORS: dict[str, Callable[[EnvContext], gym.Env]] = {}
+example_envs.register()
 
 
 class EnvContext(dict):
@@ -233,16 +235,39 @@ def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,
                                     disable_logger=True)
 
 
-def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space) -> EnvSpec:
-    """The learner's ``EnvSpec`` for preprocessed observations and an action space."""
+def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space,
+             action_mask: tuple[int, int] | None = None) -> EnvSpec:
+    """The learner's ``EnvSpec`` for preprocessed observations and an action space
+    (``action_mask``: where the observations hold an action mask, see ``EnvSpec``)."""
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise EnvError(f"Discrete action spaces must start at 0, got {action_space}")
+        if action_mask is not None and action_mask[1] - action_mask[0] != int(action_space.n):
+            raise EnvError(f"observation 'action_mask' has {action_mask[1] - action_mask[0]} "
+                           f"entries but the action space {action_space} has {action_space.n} "
+                           "actions")
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
-                       action_kind="discrete", num_actions=int(action_space.n))
+                       action_kind="discrete", num_actions=int(action_space.n),
+                       action_mask=action_mask)
+    if action_mask is not None:
+        raise EnvError(f"an 'action_mask' observation needs a Discrete action space, got "
+                       f"{action_space}")
     if isinstance(action_space, gym.spaces.Box):
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
                        action_kind="continuous", action_shape=tuple(action_space.shape),
                        action_low=tuple(float(x) for x in np.ravel(action_space.low)),
                        action_high=tuple(float(x) for x in np.ravel(action_space.high)))
-    raise EnvError(f"action space {action_space} is not supported (use Discrete or Box)")
+    obs = {"obs_shape": tuple(obs_shape), "obs_dtype": np.dtype(obs_dtype).name}
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        if np.any(np.asarray(action_space.start) != 0) or np.ndim(action_space.nvec) != 1:
+            raise EnvError(f"MultiDiscrete action spaces must be 1-D and start at 0, got "
+                           f"{action_space}")
+        nvec = tuple(int(n) for n in action_space.nvec)
+        return EnvSpec(**obs, action_kind="multi_discrete", action_shape=(len(nvec),),
+                       action_nvec=nvec)
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        if len(action_space.shape) != 1:
+            raise EnvError(f"MultiBinary action spaces must be 1-D, got {action_space}")
+        return EnvSpec(**obs, action_kind="multi_binary", action_shape=tuple(action_space.shape))
+    raise EnvError(f"action space {action_space} is not supported (use Discrete, Box, "
+                   "MultiDiscrete or MultiBinary)")

@@ -15,6 +15,7 @@ import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
+from jrl.networks.custom import ModelCatalog
 from jrl.registry import get_algorithm_def, make_algorithm
 from jrl.rollout.envs import (
     RESTARTED_KEY,
@@ -24,7 +25,7 @@ from jrl.rollout.envs import (
     make_vector_env,
 )
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
-from jrl.rollout.preprocessors import get_preprocessor
+from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,13 @@ class RolloutWorker:
       worker_index: 0 for the local worker, 1..N for remote ones.
       video_dir: record the first env's episodes there (``monitor``).
       env_creator: a creator registered in another process (remote workers get the driver's).
+      model_registrations: ``ModelCatalog.registrations()`` of another process (likewise).
     """
 
     def __init__(self, env_id: str, config: Any, definition: AlgorithmDef | str,
                  worker_index: int = 0,
-                 video_dir: str | None = None, env_creator: Any = None):
+                 video_dir: str | None = None, env_creator: Any = None,
+                 model_registrations: dict | None = None):
         from jrl.rollout.offline import JsonWriter
 
         if worker_index > 0:
@@ -105,6 +108,8 @@ class RolloutWorker:
             from jrl.rollout.envs import register_env
 
             register_env(env_id, env_creator)
+        if model_registrations:
+            ModelCatalog.restore_registrations(model_registrations)
         self.config = config
         self.worker_index = worker_index
         self.env_id = env_id
@@ -117,7 +122,8 @@ class RolloutWorker:
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
-        self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space)
+        self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space,
+                             action_mask_slice(self.preprocessor))
         self.definition = (definition if isinstance(definition, AlgorithmDef)
                            else get_algorithm_def(definition))
         self.algorithm = make_algorithm(self.definition, config, self.spec)

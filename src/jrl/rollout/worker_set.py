@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jrl.errors import ConfigError
+from jrl.networks.custom import ModelCatalog
 from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
 from jrl.types import AlgorithmDef
@@ -127,10 +128,12 @@ class WorkerSet:
         remote_cls = _remote_worker_class(config)
         # Envs registered in this process travel with the worker (Ray serializes the creator).
         creator = registered_creator(env_id)
+        # So do custom models, preprocessors and action distributions.
+        models = ModelCatalog.registrations()
 
         def factory(index: int):
             return remote_cls.remote(env_id, config, definition, worker_index=index,
-                                     env_creator=creator)
+                                     env_creator=creator, model_registrations=models)
 
         return cls(local, factory, config.num_workers, config)
 
