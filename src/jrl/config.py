@@ -76,6 +76,8 @@ class ModelConfig:
       dueling: override the algorithm's dueling setting for Q networks (``None``: keep it).
       grayscale: image observations are converted to one channel.
       dim: side of the square image after resizing.
+      framestack: the DeepMind Atari wrappers stack the last 4 frames (``preprocessor_pref:
+        deepmind``).
     """
 
     fcnet_hiddens: tuple[int, ...] = (256, 256)
@@ -87,6 +89,7 @@ class ModelConfig:
     dueling: bool | None = None
     grayscale: bool = False
     dim: int = field(84, min=8)
+    framestack: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -137,6 +140,12 @@ class CommonConfig:
         ``gymnax:CartPole-v1``).
       monitor: record videos of the first env's training episodes into ``<logdir>/videos``
         (needs moviepy: ``pip install 'jrl[video]'``).
+      preprocessor_pref: ``deepmind`` wraps Atari envs in the DeepMind wrappers (no-op reset,
+        frame skip with max-pool, episodic life, fire reset, 84x84 gray, 4-frame stack);
+        ``rllib`` (or ``None``) leaves frames to the image preprocessor (resize to ``model.dim``).
+      vectorization: how each worker steps its ``num_envs_per_worker`` envs: ``sync`` (one
+        process), ``async`` (gymnasium's ``AsyncVectorEnv``, a subprocess per env) or
+        ``envpool`` (envpool's C++ thread pool; Atari and classic-control ids).
     """
 
     env: str | None = None
@@ -176,6 +185,8 @@ class CommonConfig:
     output_max_file_size: int = field(64 * 1024 * 1024, min=1)
     monitor: bool = False
     num_seeds: int = field(1, min=1)
+    preprocessor_pref: str | None = field("deepmind", choices=("deepmind", "rllib", None))
+    vectorization: str = field("sync", choices=("sync", "async", "envpool"))
 
 
 INPUT_ESTIMATORS = ("is", "wis")

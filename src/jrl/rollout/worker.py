@@ -16,6 +16,7 @@ import numpy as np
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
+from jrl.rollout.atari import default_clip_rewards
 from jrl.rollout.envs import env_spec, make_vector_env
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
@@ -101,7 +102,10 @@ class RolloutWorker:
         self.fragment_length = config.rollout_fragment_length
         self.env = make_vector_env(env_id, self.num_envs, config.env_config,
                                    horizon=config.horizon, worker_index=worker_index,
-                                   video_dir=video_dir)
+                                   video_dir=video_dir, vectorization=config.vectorization,
+                                   preprocessor_pref=config.preprocessor_pref, model=config.model)
+        # RLlib's clip_rewards=None: sign-clip Atari rewards (for training; returns stay raw).
+        self._clip_rewards = default_clip_rewards(env_id, config.clip_rewards)
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
@@ -236,7 +240,7 @@ class RolloutWorker:
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
-        clip_rewards = self.config.clip_rewards
+        clip_rewards = self._clip_rewards
         # The policy call for step t+1 is dispatched before step t's bookkeeping, so XLA
         # computes the next action while Python fills the buffers.
         pending = self._act(self._policy, self._obs, self._key, explore)
