@@ -169,19 +169,21 @@ class ChannelsLast(gym.ObservationWrapper):
 
 
 def wrap_deepmind(env: gym.Env, *, frame_skip: int = 4, dim: int = 84,
-                  framestack: bool = True) -> gym.Env:
+                  framestack: bool = True, noop_max: int = NOOP_MAX,
+                  fire_reset: bool = True) -> gym.Env:
     """The DeepMind Atari wrappers around an ALE env made with ``frameskip=1`` (see the module
     docstring for the order). Observations: ``(dim, dim, 4)`` uint8, or ``(dim, dim, 1)``
     without ``framestack``."""
     try:
         env = gym.wrappers.AtariPreprocessing(
-            env, noop_max=NOOP_MAX, frame_skip=frame_skip, screen_size=dim,
+            env, noop_max=noop_max, frame_skip=frame_skip, screen_size=dim,
             terminal_on_life_loss=False, grayscale_obs=True, grayscale_newaxis=not framestack,
             scale_obs=False)
     except (ValueError, AssertionError) as e:
         raise EnvError(f"cannot apply the DeepMind Atari wrappers: {e}") from e
     env = EpisodicLifeEnv(env)
-    env = FireResetEnv(env)
+    if fire_reset:
+        env = FireResetEnv(env)
     if framestack:
         env = ChannelsLast(gym.wrappers.FrameStackObservation(env, FRAME_STACK))
     return env

@@ -32,7 +32,7 @@ def _import_envpool() -> Any:
 
 def envpool_task(env_id: str, *, preprocessor_pref: str | None = atari.DEEPMIND,
                  horizon: int | None = None, dim: int = 84, framestack: bool = True,
-                 noop_max: int = atari.NOOP_MAX) -> tuple[str, dict]:
+                 noop_max: int = atari.NOOP_MAX, fire_reset: bool = True) -> tuple[str, dict]:
     """envpool's task id and ``envpool.make`` keywords for a gymnasium id."""
     envpool = _import_envpool()
     known = set(envpool.list_all_envs())
@@ -51,7 +51,7 @@ def envpool_task(env_id: str, *, preprocessor_pref: str | None = atari.DEEPMIND,
         kwargs.update(
             frame_skip=atari.FRAME_STACK if skip == 1 else skip,
             repeat_action_probability=float(spec.kwargs.get("repeat_action_probability", 0.0)),
-            noop_max=noop_max, episodic_life=True, use_fire_reset=True, reward_clip=False,
+            noop_max=max(1, noop_max), episodic_life=True, use_fire_reset=fire_reset, reward_clip=False,
             img_height=dim, img_width=dim, gray_scale=True,
             stack_num=atari.FRAME_STACK if framestack else 1)
         frames = int(spec.kwargs.get("max_num_frames_per_episode", 108_000))

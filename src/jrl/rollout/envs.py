@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -129,14 +130,25 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
 
     try:
         if vectorization == "async":
-            # Creators registered in this process reach the subprocesses through fork, the
-            # default start method on Linux.
-            return gym.vector.AsyncVectorEnv([thunk(i) for i in range(num_envs)],
+            # Spawned, not forked (JAX's threads do not survive a fork); the env's creator
+            # travels with each subprocess's thunk (cloudpickle).
+            creator = _ENV_CREATORS.get(env_id)
+            thunks = [functools.partial(_make_registered, env_id, creator, thunk(i))
+                      for i in range(num_envs)]
+            return gym.vector.AsyncVectorEnv(thunks, context="spawn",
                                              autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         return gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AssertionError, RuntimeError) as e:
         raise EnvError(f"cannot build vector env for '{env_id}': {e}") from e
+
+
+def _make_registered(env_id: str, creator: Callable | None, make: Callable[[], gym.Env]
+                     ) -> gym.Env:
+    """In an ``async`` subprocess: registers the parent's creator for ``env_id``, then makes."""
+    if creator is not None:
+        register_env(env_id, creator)
+    return make()
 
 
 def _envpool_vector_env(env_id: str, num_envs: int, env_config: dict | None,

@@ -174,14 +174,21 @@ class RolloutWorker:
 
     def foreach_env(self, fn) -> list:
         """Calls ``fn(env)`` on each env of this worker (e.g. to set a curriculum phase)."""
+        self._require_local_envs()
         return [fn(_user_env(env)) for env in self.env.envs]
 
     def foreach_env_with_context(self, fn) -> list:
         """Calls ``fn(env, env_context)`` on each env of this worker."""
         from jrl.rollout.envs import EnvContext
 
+        self._require_local_envs()
         return [fn(_user_env(env), EnvContext(self.config.env_config, self.worker_index, i))
                 for i, env in enumerate(self.env.envs)]
+
+    def _require_local_envs(self) -> None:
+        if not hasattr(self.env, "envs"):
+            raise ConfigError(f"foreach_env reaches envs in this process only; vectorization "
+                              f"'{self.config.vectorization}' steps them elsewhere (use sync)")
 
     def _preprocess_batch(self, raw_obs: Any) -> np.ndarray:
         try:
