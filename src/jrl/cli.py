@@ -1,4 +1,4 @@
-"""``jrl`` command line: ``jrl train`` and ``jrl evaluate`` (alias ``jrl rollout``).
+"""``jrl`` command line: ``jrl train``, ``jrl evaluate`` (alias ``jrl rollout``) and ``jrl plot``.
 
 Bad input (config, env, checkpoint) prints one line on stderr and exits with code 2; ``-vv``
 shows the traceback.
@@ -329,6 +329,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.env:
         overrides["env"] = args.env
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
+    if args.run and args.run.upper() != trainer.algo_name.upper():
+        trainer.stop()
+        raise ConfigError(f"--run {args.run} does not match the checkpoint's algorithm "
+                          f"{trainer.algo_name}")
     try:
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
         if args.render:
@@ -420,9 +424,35 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--config", help="config overrides as a JSON object")
         ev.add_argument("--explore", action="store_true", help="sample actions (default greedy)")
         ev.add_argument("--seed", type=int, default=10_000)
+        ev.add_argument("--algo", "--run", dest="run",
+                        help="the checkpoint's algorithm (checked against it), as RLlib's "
+                        "rollout script takes it")
         ev.add_argument("-v", "--verbose", action="count", default=0)
         ev.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="draw learning curves from results directories")
+    plot.add_argument("paths", nargs="+", help="results dirs or experiment dirs holding them")
+    plot.add_argument("--x", default="timesteps_total",
+                      choices=("timesteps_total", "time_total_s", "training_iteration"))
+    plot.add_argument("--y", nargs="+", default=["episode_reward_mean"],
+                      help="result keys to plot, one panel each (nested keys as a/b)")
+    plot.add_argument("--band", default="minmax", choices=("minmax", "stderr", "none"),
+                      help="band around the mean across seeds and trials")
+    plot.add_argument("--title")
+    plot.add_argument("--out", default="curves.png", help="image file to write (png/svg/pdf)")
+    plot.add_argument("-v", "--verbose", action="count", default=0)
+    plot.set_defaults(func=cmd_plot)
     return parser
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from jrl.plot import plot_results
+
+    figure = plot_results(args.paths, x=args.x, y=args.y, out=args.out, band=args.band,
+                          title=args.title)
+    lines = sum(len(ax.get_lines()) for ax in figure.axes)
+    print(f"Wrote {args.out} ({lines} curves)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
