@@ -314,6 +314,9 @@ def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None)
             line += f", greedy evaluation {evaluation['episode_reward_mean']:.2f}"
         print(line)
     print(f"Results:    {trainer.logdir}")
+    output = getattr(trainer.algo_config, "output", None)
+    if output:
+        print(f"Experiences: {os.path.abspath(output)} (SampleBatch JSON lines)")
     if checkpoint:
         print(f"Checkpoint: {checkpoint}")
         print(f"Evaluate:   jrl evaluate {shlex.quote(checkpoint)} --episodes 10")
