@@ -10,18 +10,29 @@ import pytest
 import jrl
 from jrl.cli import main
 from jrl.errors import EnvError
-from jrl.rollout.jax_envs import is_jax_env_id, make_jax_env
+from jrl.rollout.jax_envs import is_jax_env_id, make_jax_env, registered_jax_envs
 
 LINE_PPO = {"num_envs_per_worker": 8, "rollout_fragment_length": 16, "train_batch_size": 128,
             "sgd_minibatch_size": 64, "num_sgd_iter": 2, "lr": 3e-3,
             "timesteps_per_iteration": 128 * 10, "model": {"fcnet_hiddens": [16]}}
 
 
+def test_register_jax_env_builds_the_users_env_with_its_env_config():
+    from line_jax_env import LineEnv
+
+    jrl.register_jax_env("line-v1", lambda env_config: LineEnv(**env_config))
+    assert is_jax_env_id("line-v1") and "line-v1" in registered_jax_envs()
+    env = make_jax_env("line-v1", {"length": 6})
+    assert isinstance(env, LineEnv) and env.spec.obs_shape == (7,)
+    jrl.register_jax_env("line-v2", lambda: LineEnv(limit=3))  # a factory without env_config
+    assert make_jax_env("line-v2").limit == 3
+
+
+@pytest.mark.slow
 def test_register_jax_env_trains_a_users_env_in_the_jitted_loop():
     from line_jax_env import LineEnv
 
     jrl.register_jax_env("line-v0", lambda env_config: LineEnv(**env_config))
-    assert is_jax_env_id("line-v0")
     trainer = jrl.Trainer("PPO", env="line-v0",
                           config={**LINE_PPO, "env_config": {"length": 3}, "num_seeds": 2})
     assert trainer.get_policy().observation_space.shape == (4,)

@@ -20,11 +20,12 @@ def _checkpoint_from(output: str) -> str:
 
 
 def test_rollout_with_run_and_env_as_rllib_prints_them(tmp_path, capsys):
-    assert main(["train", "--run", "DQN", "--env", "CartPole-v1", "--stop",
-                 "timesteps_total=200", "--config",
-                 json.dumps({"timesteps_per_iteration": 100, "learning_starts": 100}),
-                 "--local-dir", str(tmp_path), "-q"]) == 0
-    checkpoint = _checkpoint_from(capsys.readouterr().out)
+    import jrl
+
+    trainer = jrl.Trainer("DQN", env="CartPole-v1", config={"model": {"fcnet_hiddens": [16]}},
+                          local_dir=str(tmp_path))
+    checkpoint = trainer.save()
+    trainer.stop()
     assert main(["rollout", checkpoint, "--run", "DQN", "--env", "CartPole-v1",
                  "--steps", "10000"]) == 0
     out = capsys.readouterr().out
