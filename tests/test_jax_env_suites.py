@@ -49,6 +49,8 @@ def test_register_jax_env_trains_a_users_env_in_the_jitted_loop():
 def test_module_factory_env_from_the_cli(tmp_path, capsys):
     assert is_jax_env_id("line_jax_env:make") and not is_jax_env_id("CartPole-v1")
     assert not is_jax_env_id("my_module:MyEnv-v0")  # gymnasium's module:id form
+    jrl.register_env("team:arena", lambda cfg: None)  # a gymnasium creator's name stays one
+    assert not is_jax_env_id("team:arena")
     assert main(["train", "--run", "PPO", "--env", "line_jax_env:make", "--config",
                  jrl_config(LINE_PPO), "--stop", "training_iteration=1", "--local-dir",
                  str(tmp_path), "-q"]) == 0

@@ -126,9 +126,12 @@ def registered_jax_envs() -> list[str]:
 
 
 def _is_factory_path(env_id: str) -> bool:
-    """``module:factory`` (a gymnasium ``module:Env-v0`` id has a version, not a name)."""
+    """``module:factory`` (a gymnasium ``module:Env-v0`` id has a version, not a name; a name
+    given to ``jrl.register_env`` stays a gymnasium env)."""
+    from jrl.rollout.envs import registered_creator
+
     return bool(_FACTORY_PATH.match(env_id)) and not env_id.startswith(
-        (GYMNAX_PREFIX, MINATAR_PREFIX))
+        (GYMNAX_PREFIX, MINATAR_PREFIX)) and registered_creator(env_id) is None
 
 
 def is_jax_env_id(env_id: str | None) -> bool:
