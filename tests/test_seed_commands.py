@@ -36,8 +36,10 @@ def test_rollout_with_run_and_env_as_rllib_prints_them(tmp_path, capsys):
 
 def test_train_with_debug_traces_output(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # test_cli's small PPO settings: the same compiled programs (compilation cache)
     config = ('{"output": "debug_traces", "output_compress_columns": [], '
-              '"train_batch_size": 200, "sgd_minibatch_size": 100, "num_sgd_iter": 1}')
+              '"train_batch_size": 256, "rollout_fragment_length": 64, "num_envs_per_worker": 4, '
+              '"sgd_minibatch_size": 64, "num_sgd_iter": 2, "model": {"fcnet_hiddens": [16, 16]}}')
     assert main(["train", "--run=PPO", "--env=CartPole-v1", f"--config={config}",
                  "--stop", "training_iteration=1", "--local-dir", str(tmp_path / "res"),
                  "-q"]) == 0

@@ -331,11 +331,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _parse_json(args.config, "--config") if args.config else {}
     if args.env:
         overrides["env"] = args.env
+    if args.run:
+        from jrl import checkpoint as ckpt
+
+        algo = str(ckpt.load_metadata(ckpt.resolve_checkpoint(args.checkpoint)).get("algo"))
+        if args.run.upper() != algo.upper():
+            raise ConfigError(f"--run {args.run} does not match the checkpoint's algorithm "
+                              f"{algo}")
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
-    if args.run and args.run.upper() != trainer.algo_name.upper():
-        trainer.stop()
-        raise ConfigError(f"--run {args.run} does not match the checkpoint's algorithm "
-                          f"{trainer.algo_name}")
     try:
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
         if args.render:
