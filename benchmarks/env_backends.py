@@ -6,7 +6,10 @@ For each env it measures, in one process and run:
 - ``vectorization`` sync / async / envpool: the local ``RolloutWorker`` of a PPO trainer
   (``num_envs_per_worker`` 8; Nature CNN on Pong, fcnet [64, 64] on CartPole) calling
   ``sample()`` after warm-up;
-- 1 and 2 Ray workers x 8 envs (sync vectorization): the remote workers sampling at once.
+- 1 and 2 Ray workers x 8 envs (sync vectorization): the remote workers sampling at once;
+- Pong only, stable-baselines3 (``.[bench]``): ``make_atari_env`` (its DeepMind wrappers) x 8 in
+  a ``DummyVecEnv`` + ``VecFrameStack(4)``, stepped with its ``CnnPolicy`` PPO's ``predict``
+  (CPU, 1 torch thread), the same policy-in-the-loop measurement.
 
     python benchmarks/env_backends.py
     python benchmarks/env_backends.py --envs CartPole-v1 --out benchmarks/RESULTS.md
@@ -81,6 +84,31 @@ def bench_remote(trainer, steps: int) -> float:
     return rounds * per_round / (time.perf_counter() - t0)
 
 
+def bench_sb3(env_id: str, steps: int) -> float | None:
+    try:
+        import torch
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    env = VecFrameStack(make_atari_env(env_id, n_envs=8, seed=0), n_stack=4)
+    model = PPO("CnnPolicy", env, device="cpu", seed=0)
+    obs = env.reset()
+    for _ in range(5):
+        action, _ = model.predict(obs)
+        obs, *_ = env.step(action)
+    rounds = max(1, steps // 8)
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        action, _ = model.predict(obs)
+        obs, *_ = env.step(action)
+    dt = time.perf_counter() - t0
+    env.close()
+    return rounds * 8 / dt
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=list(STEPS))
@@ -111,6 +139,11 @@ def main() -> None:
             row[f"ray{n}"] = bench_remote(trainer, steps)
             trainer.stop()
             print(f"  {n} Ray worker(s): {row[f'ray{n}']:,.0f} steps/s", flush=True)
+        if env_id != "CartPole-v1":
+            sb3 = bench_sb3(env_id.replace("Deterministic", "NoFrameskip"), steps)
+            if sb3 is not None:
+                row["sb3"] = sb3
+                print(f"  stable-baselines3: {sb3:,.0f} steps/s", flush=True)
         rows.append(row)
     total = time.perf_counter() - start
 
@@ -119,9 +152,10 @@ def main() -> None:
 
     table = common.markdown_table(
         ["env", "raw env, random actions (steps/s)", "sync, 8 envs", "async, 8 envs",
-         "envpool, 8 envs", "1 Ray worker x 8 envs", "2 Ray workers x 8 envs"],
+         "envpool, 8 envs", "1 Ray worker x 8 envs", "2 Ray workers x 8 envs",
+         "SB3 PPO, 8 envs (its Atari wrappers)"],
         [[r["env"], f"{r['raw']:,.0f}", *(cell(r, k) for k in
-                                            ("sync", "async", "envpool", "ray1", "ray2"))]
+                                            ("sync", "async", "envpool", "ray1", "ray2", "sb3"))]
          for r in rows])
     body = [*common.section_header(),
             "- PPO acting (explore) in every column but the raw one; local columns are the "
