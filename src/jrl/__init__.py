@@ -25,6 +25,7 @@ from jrl.networks.custom import ModelCatalog
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.jax_envs import JaxEnv, JaxStep, register_jax_env
 from jrl.rollout.policy import Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.trainer import Trainer
@@ -42,9 +43,9 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "ModelCatalog", "NumericError", "Policy",
-    "Trainer", "__version__",
-    "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
+    "EnvContext", "EnvError", "Episode", "JaxEnv", "JaxStep", "JrlError", "ModelCatalog",
+    "NumericError", "Policy", "Trainer", "__version__", "get_filter", "get_preprocessor",
+    "get_trainer_class", "register_algorithm", "register_env", "register_jax_env",
 ]
 
 

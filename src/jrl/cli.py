@@ -1,4 +1,4 @@
-"""``jrl`` command line: ``jrl train`` and ``jrl evaluate`` (alias ``jrl rollout``).
+"""``jrl`` command line: ``jrl train``, ``jrl evaluate`` (alias ``jrl rollout``) and ``jrl plot``.
 
 Bad input (config, env, checkpoint) prints one line on stderr and exits with code 2; ``-vv``
 shows the traceback.
@@ -425,6 +425,9 @@ def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None)
             line += f", greedy evaluation {evaluation['episode_reward_mean']:.2f}"
         print(line)
     print(f"Results:    {trainer.logdir}")
+    output = getattr(trainer.algo_config, "output", None)
+    if output:
+        print(f"Experiences: {os.path.abspath(output)} (SampleBatch JSON lines)")
     if checkpoint:
         print(f"Checkpoint: {checkpoint}")
         print(f"Evaluate:   jrl evaluate {shlex.quote(checkpoint)} --episodes 10")
@@ -445,6 +448,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _parse_json(args.config, "--config") if args.config is not None else {}
     if args.env:
         overrides["env"] = args.env
+    if args.run:
+        from jrl import checkpoint as ckpt
+
+        algo = str(ckpt.load_metadata(ckpt.resolve_checkpoint(args.checkpoint)).get("algo"))
+        if args.run.upper() != algo.upper():
+            raise ConfigError(f"--run {args.run} does not match the checkpoint's algorithm "
+                              f"{algo}")
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
     try:
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
@@ -542,9 +552,35 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--config", help="config overrides as a JSON object")
         ev.add_argument("--explore", action="store_true", help="sample actions (default greedy)")
         ev.add_argument("--seed", type=int, default=10_000)
+        ev.add_argument("--algo", "--run", dest="run",
+                        help="the checkpoint's algorithm (checked against it), as RLlib's "
+                        "rollout script takes it")
         ev.add_argument("-v", "--verbose", action="count", default=0)
         ev.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="draw learning curves from results directories")
+    plot.add_argument("paths", nargs="+", help="results dirs or experiment dirs holding them")
+    plot.add_argument("--x", default="timesteps_total",
+                      choices=("timesteps_total", "time_total_s", "training_iteration"))
+    plot.add_argument("--y", nargs="+", default=["episode_reward_mean"],
+                      help="result keys to plot, one panel each (nested keys as a/b)")
+    plot.add_argument("--band", default="minmax", choices=("minmax", "stderr", "none"),
+                      help="band around the mean across seeds and trials")
+    plot.add_argument("--title")
+    plot.add_argument("--out", default="curves.png", help="image file to write (png/svg/pdf)")
+    plot.add_argument("-v", "--verbose", action="count", default=0)
+    plot.set_defaults(func=cmd_plot)
     return parser
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from jrl.plot import plot_results
+
+    figure = plot_results(args.paths, x=args.x, y=args.y, out=args.out, band=args.band,
+                          title=args.title)
+    lines = sum(len(ax.get_lines()) for ax in figure.axes)
+    print(f"Wrote {args.out} ({lines} curves)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

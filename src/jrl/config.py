@@ -115,6 +115,8 @@ class ModelConfig:
       custom_model_config: keyword arguments for the custom model's constructor.
       custom_preprocessor: name given to ``jrl.ModelCatalog.register_custom_preprocessor``.
       custom_action_dist: name given to ``jrl.ModelCatalog.register_custom_action_dist``.
+      framestack: the DeepMind Atari wrappers stack the last 4 frames (``preprocessor_pref:
+        deepmind``).
     """
 
     fcnet_hiddens: tuple[int, ...] = (256, 256)
@@ -130,6 +132,7 @@ class ModelConfig:
     custom_model_config: dict = _frozen_dict()
     custom_preprocessor: str | None = None
     custom_action_dist: str | None = None
+    framestack: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -189,6 +192,12 @@ class CommonConfig:
         a crashed one (``None``: wait forever).
       store_buffer_in_checkpoints: replay algorithms save the replay buffer in checkpoints, so a
         restored run goes on with the same data.
+      preprocessor_pref: ``deepmind`` wraps Atari envs in the DeepMind wrappers (no-op reset,
+        frame skip with max-pool, episodic life, fire reset, 84x84 gray, 4-frame stack);
+        ``rllib`` (or ``None``) leaves frames to the image preprocessor (resize to ``model.dim``).
+      vectorization: how each worker steps its ``num_envs_per_worker`` envs: ``sync`` (one
+        process), ``async`` (gymnasium's ``AsyncVectorEnv``, a subprocess per env) or
+        ``envpool`` (envpool's C++ thread pool; Atari and classic-control ids).
     """
 
     env: str | None = None
@@ -232,6 +241,8 @@ class CommonConfig:
     restart_failed_sub_environments: bool = False
     sample_timeout_s: float | None = field(None, gt=0.0)
     store_buffer_in_checkpoints: bool = False
+    preprocessor_pref: str | None = field("deepmind", choices=("deepmind", "rllib", None))
+    vectorization: str = field("sync", choices=("sync", "async", "envpool"))
 
 
 INPUT_ESTIMATORS = ("is", "wis")

@@ -154,9 +154,9 @@ def _check_integers(values: np.ndarray, low: np.ndarray, high: np.ndarray, space
 
 
 def is_image_space(space: gym.Space) -> bool:
-    """Whether ``space`` holds image frames: a uint8 Box of shape ``(H, W, 3)`` or ``(H, W, 1)``."""
-    return (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[2] in (1, 3)
-            and space.dtype == np.uint8)
+    """Whether ``space`` holds image frames: a uint8 Box of shape ``(H, W, C)`` (RGB, gray, or
+    stacked frames such as the DeepMind Atari wrappers' ``(84, 84, 4)``)."""
+    return (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +264,9 @@ def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 class ImagePreprocessor(Preprocessor):
-    """Image frames ``(H, W, C)`` uint8 -> ``(dim, dim, C)`` uint8, or ``(dim, dim, 1)`` in gray.
+    """Image frames ``(H, W, C)`` uint8 -> ``(dim, dim, C)`` uint8, or ``(dim, dim, 1)`` in gray
+    (RGB frames only; other channel counts, e.g. stacked gray frames, are kept). Frames already
+    ``dim x dim`` pass through unchanged.
 
     Resizing is separable: a ``[dim, H]`` and a ``[dim, W]`` weight matrix (area when shrinking,
     bilinear when growing) applied as two matrix products over the whole batch. Gray uses the
@@ -277,7 +279,7 @@ class ImagePreprocessor(Preprocessor):
         self._path = path
         height, width, channels = space.shape
         dim = int(self.model_config.dim)
-        self._gray = bool(self.model_config.grayscale)
+        self._gray = bool(self.model_config.grayscale) and channels == 3
         self._weights_h = None if height == dim else _resize_weights(height, dim)
         self._weights_w = None if width == dim else _resize_weights(width, dim)
         self.shape = (dim, dim, 1 if self._gray else channels)
@@ -286,6 +288,8 @@ class ImagePreprocessor(Preprocessor):
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         """``[B, H, W, C]`` -> ``[B, dim, dim, C']`` uint8."""
+        if self._weights_h is None and self._weights_w is None and not self._gray:
+            return np.array(frames, np.uint8)
         x = frames.astype(np.float32)
         if self._gray:
             # Luma is linear, so taking it before resizing gives the same result on fewer channels.

@@ -17,6 +17,7 @@ from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.networks.custom import ModelCatalog
 from jrl.registry import get_algorithm_def, make_algorithm
+from jrl.rollout.atari import default_clip_rewards
 from jrl.rollout.envs import (
     RESTARTED_KEY,
     EpisodeSeeds,
@@ -117,8 +118,14 @@ class RolloutWorker:
         self.fragment_length = config.rollout_fragment_length
         self.env = make_vector_env(env_id, self.num_envs, config.env_config,
                                    horizon=config.horizon, worker_index=worker_index,
-                                   video_dir=video_dir,
+                                   video_dir=video_dir, vectorization=config.vectorization,
+                                   preprocessor_pref=config.preprocessor_pref, model=config.model,
                                    restart_failed=config.restart_failed_sub_environments)
+        if config.nan_policy == "skip_episode" and not hasattr(self.env, "envs"):
+            raise ConfigError(f"nan_policy: skip_episode resets one sub-env in place, which "
+                              f"vectorization: {config.vectorization} cannot; use sync")
+        # RLlib's clip_rewards=None: sign-clip Atari rewards (for training; returns stay raw).
+        self._clip_rewards = default_clip_rewards(env_id, config.clip_rewards)
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
@@ -193,14 +200,21 @@ class RolloutWorker:
 
     def foreach_env(self, fn) -> list:
         """Calls ``fn(env)`` on each env of this worker (e.g. to set a curriculum phase)."""
+        self._require_local_envs()
         return [fn(_user_env(env)) for env in self.env.envs]
 
     def foreach_env_with_context(self, fn) -> list:
         """Calls ``fn(env, env_context)`` on each env of this worker."""
         from jrl.rollout.envs import EnvContext
 
+        self._require_local_envs()
         return [fn(_user_env(env), EnvContext(self.config.env_config, self.worker_index, i))
                 for i, env in enumerate(self.env.envs)]
+
+    def _require_local_envs(self) -> None:
+        if not hasattr(self.env, "envs"):
+            raise ConfigError(f"foreach_env reaches envs in this process only; vectorization "
+                              f"'{self.config.vectorization}' steps them elsewhere (use sync)")
 
     def _preprocess_batch(self, raw_obs: Any) -> np.ndarray:
         try:
@@ -259,7 +273,7 @@ class RolloutWorker:
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
-        clip_rewards = self.config.clip_rewards
+        clip_rewards = self._clip_rewards
         # The policy call for step t+1 is dispatched before step t's bookkeeping, so XLA
         # computes the next action while Python fills the buffers.
         pending = self._act(self._policy, self._obs, self._key, explore)
@@ -386,7 +400,8 @@ class RolloutWorker:
         episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them)."""
         lens = self._episode_lens
         envs = []
-        for i, env in enumerate(self.env.envs):
+        # Sub-envs in other processes (async, envpool) cannot be replayed: they start fresh.
+        for i, env in enumerate(getattr(self.env, "envs", [None] * self.num_envs)):
             n = int(lens[i])
             seeds = env if isinstance(env, EpisodeSeeds) else None
             exact = seeds is not None and n <= len(self._action_log)
@@ -412,7 +427,8 @@ class RolloutWorker:
         self._key = jax.device_put(np.asarray(state["key"], np.uint32))
         self._steps_sampled = int(state["steps_sampled"])
         log_len = 0
-        for i, (env, saved) in enumerate(zip(self.env.envs, envs, strict=True)):
+        local_envs = getattr(self.env, "envs", [None] * self.num_envs)
+        for i, (env, saved) in enumerate(zip(local_envs, envs, strict=True)):
             if not isinstance(env, EpisodeSeeds) or saved["actions"] is None:
                 continue  # this env starts a fresh episode
             raw, _ = env.reset_to(saved["base_seed"], saved["episode"])
@@ -477,7 +493,7 @@ class RolloutWorker:
     @property
     def num_env_restarts(self) -> int:
         """Sub-envs rebuilt after they raised (``restart_failed_sub_environments``)."""
-        return sum(getattr(env, "num_restarts", 0) for env in self.env.envs)
+        return sum(getattr(env, "num_restarts", 0) for env in getattr(self.env, "envs", ()))
 
     @property
     def steps_sampled(self) -> int:
