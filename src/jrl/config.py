@@ -90,6 +90,28 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MultiAgentConfig:
+    """Several policies in one trainer (RLlib's ``multiagent`` dict).
+
+    Attributes:
+      policies: ``{policy_id: (policy_class_or_None, obs_space, act_space, config_overrides)}``
+        or ``{policy_id: {"observation_space": ..., "action_space": ..., "config": {...}}}``
+        (spaces may be None/omitted: inferred from the env's agents mapped to the policy), or
+        a list of policy ids. Empty: one ``default_policy`` for every agent.
+      policy_mapping_fn: ``fn(agent_id, episode, worker, **kwargs) -> policy_id`` (or
+        ``fn(agent_id)``), or its ``"module:function"`` import path.
+      policies_to_train: the policies that learn (``None``: all); the others stay unchanged.
+      count_steps_by: ``env_steps`` (one per env step) or ``agent_steps`` (one per agent
+        action) for ``timesteps_total`` and ``timesteps_per_iteration``.
+    """
+
+    policies: dict | tuple[str, ...] = _frozen_dict()
+    policy_mapping_fn: Any = None
+    policies_to_train: tuple[str, ...] | None = None
+    count_steps_by: str = field("env_steps", choices=("env_steps", "agent_steps"))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CommonConfig:
     """Keys every algorithm understands; names follow RLlib's where users know them.
 
@@ -137,6 +159,8 @@ class CommonConfig:
         ``gymnax:CartPole-v1``).
       monitor: record videos of the first env's training episodes into ``<logdir>/videos``
         (needs moviepy: ``pip install 'jrl[video]'``).
+      multiagent: policies, agent -> policy mapping and which policies learn, see
+        ``MultiAgentConfig``.
     """
 
     env: str | None = None
@@ -176,6 +200,7 @@ class CommonConfig:
     output_max_file_size: int = field(64 * 1024 * 1024, min=1)
     monitor: bool = False
     num_seeds: int = field(1, min=1)
+    multiagent: MultiAgentConfig = dataclasses.field(default_factory=MultiAgentConfig)
 
 
 INPUT_ESTIMATORS = ("is", "wis")

@@ -57,7 +57,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _remote_worker_class(config: Any):
+def _remote_worker_class(config: Any, worker_class: type = RolloutWorker):
     import ray
 
     resources = dict(config.custom_resources_per_worker)
@@ -67,7 +67,7 @@ def _remote_worker_class(config: Any):
     return ray.remote(
         num_cpus=config.num_cpus_per_worker, num_gpus=config.num_gpus_per_worker,
         resources=resources or None, max_restarts=0,
-        runtime_env={"env_vars": env_vars})(RolloutWorker)
+        runtime_env={"env_vars": env_vars})(worker_class)
 
 
 class WorkerSet:
@@ -98,12 +98,14 @@ class WorkerSet:
 
     @classmethod
     def create(cls, env_id: str, config: Any, definition: AlgorithmDef, *,
-               video_dir: str | None = None, address: str | None = None) -> WorkerSet:
-        local = RolloutWorker(env_id, config, definition, worker_index=0, video_dir=video_dir)
+               video_dir: str | None = None, address: str | None = None,
+               worker_class: type = RolloutWorker) -> WorkerSet:
+        """Workers of ``worker_class`` (``RolloutWorker``, or the multi-agent one)."""
+        local = worker_class(env_id, config, definition, worker_index=0, video_dir=video_dir)
         if config.num_workers == 0:
             return cls(local)
         init_ray(address)
-        remote_cls = _remote_worker_class(config)
+        remote_cls = _remote_worker_class(config, worker_class)
         # Envs registered in this process travel with the worker (Ray serializes the creator).
         creator = registered_creator(env_id)
 
@@ -208,6 +210,9 @@ class WorkerSet:
         if not batches:
             raise RuntimeError("every rollout worker failed; nothing to train on")
         ordered = [batches[i] for i in sorted(batches)]
+        concat = getattr(type(ordered[0]), "concat", None)  # multi-agent batches
+        if concat is not None:
+            return concat(ordered)
         return SampleBatch({k: np.concatenate([b[k] for b in ordered], axis=1)
                             for k in ordered[0]})
 
