@@ -48,17 +48,24 @@ class _Sampler:
         self.queues: dict[str, list] = {pid: [] for pid in trained}
         self.versions = {pid: 0 for pid in trained}
         self.fresh_only = fresh_only
-        self.actings: dict[str, Any] = {}
+        self.actings: dict[str, Any] = {}  # every policy's acting pytree, as the workers have it
+        self.dirty = False
         self.env_steps = 0
         self.agent_steps = 0
 
     def set_acting(self, pid: str, acting: Any) -> None:
         self.actings[pid] = acting
+        self.dirty = True
+
+    def broadcast(self, actings: dict[str, Any]) -> None:
+        """Sends every policy's acting pytree to the workers (one ``ray.put``)."""
+        self.actings = dict(actings)
+        self.workers.set_policy(self.actings)
+        self.dirty = False
 
     def round(self) -> None:
-        if self.actings:
-            self.workers.set_policy(self.actings)
-            self.actings = {}
+        if self.dirty:
+            self.broadcast(self.actings)
         batch = self.workers.sample()
         self.env_steps += batch.env_steps
         self.agent_steps += batch.agent_steps
@@ -144,6 +151,8 @@ class MultiAgentBackend:
         ma = config.multiagent
         self.policies_to_train = list(ma.policies_to_train if ma.policies_to_train is not None
                                       else self.policy_map)
+        self.sampler = _Sampler(self.workers, self.policies_to_train,
+                                fresh_only=definition.plan == "on_policy")
         base_key = jax.random.PRNGKey(config.seed)
         self.states: dict[str, Any] = {}
         self._acting_fns: dict[str, Any] = {}
@@ -153,8 +162,6 @@ class MultiAgentBackend:
             self._acting_fns[pid] = jax.jit(policy.algorithm.policy)
             policy.bind_learner(lambda pid=pid: self.states[pid],
                                 lambda state, pid=pid: self._set_policy_state(pid, state))
-        self.sampler = _Sampler(self.workers, self.policies_to_train,
-                                fresh_only=definition.plan == "on_policy")
         plan_class = registry.plan_class(definition.plan)
         self.plans = {}
         for pid in self.policies_to_train:
@@ -180,7 +187,7 @@ class MultiAgentBackend:
         return {pid: self._acting_fns[pid](s) for pid, s in self.states.items()}
 
     def _broadcast(self) -> None:
-        self.workers.set_policy(self._acting())
+        self.sampler.broadcast(self._acting())
 
     def _set_policy_state(self, pid: str, state: Any) -> None:
         # A policy's set_weights: every worker acts with the new weights from now on.
