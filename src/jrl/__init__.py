@@ -17,7 +17,7 @@ from jrl.errors import CheckpointError, ConfigError, DataError, EnvError, JrlErr
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
-from jrl.rollout.multi_agent import PolicySpec
+from jrl.rollout.multi_agent import HeuristicPolicy, PolicySpec
 from jrl.rollout.multi_agent_env import MultiAgentEnv, make_multi_agent
 from jrl.rollout.policy import Policy
 from jrl.rollout.preprocessors import get_preprocessor
@@ -36,8 +36,8 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "MultiAgentEnv", "Policy", "PolicySpec",
-    "Trainer", "__version__", "get_filter", "get_preprocessor", "get_trainer_class",
+    "EnvContext", "EnvError", "Episode", "HeuristicPolicy", "JrlError", "MultiAgentEnv", "Policy",
+    "PolicySpec", "Trainer", "__version__", "get_filter", "get_preprocessor", "get_trainer_class",
     "make_multi_agent", "register_algorithm", "register_env",
 ]
 

@@ -20,6 +20,7 @@ from jrl import registry
 from jrl.backends import Iteration, jit_init
 from jrl.errors import ConfigError
 from jrl.rollout.multi_agent import MultiAgentRolloutWorker, run_multi_agent_episodes
+from jrl.rollout.policy import Policy
 from jrl.rollout.multi_agent_env import is_multi_agent_env_id
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
@@ -145,18 +146,27 @@ class MultiAgentBackend:
         self.policy_map = local.policy_map
         self.mapping = local.mapping
         self.callbacks = local.callbacks
-        first = next(iter(self.policy_map.values()))
+        learnable = [pid for pid, p in self.policy_map.items() if isinstance(p, Policy)]
+        if not learnable:
+            raise ConfigError("multiagent.policies holds only heuristic policies; at least one "
+                              "must be learned by the trainer's algorithm (policy class None)")
+        first = self.policy_map[learnable[0]]
         self.spec, self.algorithm = first.spec, first.algorithm
         self.observation_space, self.action_space = first.observation_space, first.action_space
         ma = config.multiagent
         self.policies_to_train = list(ma.policies_to_train if ma.policies_to_train is not None
-                                      else self.policy_map)
+                                      else learnable)
+        for pid in self.policies_to_train:
+            if pid not in learnable:
+                raise ConfigError(f"multiagent.policies_to_train names '{pid}', a heuristic "
+                                  f"policy that cannot learn")
         self.sampler = _Sampler(self.workers, self.policies_to_train,
                                 fresh_only=definition.plan == "on_policy")
         base_key = jax.random.PRNGKey(config.seed)
         self.states: dict[str, Any] = {}
         self._acting_fns: dict[str, Any] = {}
-        for i, (pid, policy) in enumerate(self.policy_map.items()):
+        for i, pid in enumerate(learnable):
+            policy = self.policy_map[pid]
             key = base_key if i == 0 else jax.random.fold_in(base_key, i)
             self.states[pid] = jit_init(policy.algorithm.init)(key)
             self._acting_fns[pid] = jax.jit(policy.algorithm.policy)
@@ -250,7 +260,8 @@ class MultiAgentBackend:
         (inferred from the env again on restore)."""
         ma = dict(config.get("multiagent") or {})
         specs = self.workers.local_worker().policy_specs
-        ma["policies"] = {pid: {"config": dict(spec.config)} for pid, spec in specs.items()}
+        ma["policies"] = {pid: {"policy_class": spec.policy_class, "config": dict(spec.config)}
+                          for pid, spec in specs.items()}
         return {**config, "multiagent": ma}
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from jrl.callbacks import Episode, make_callbacks
-from jrl.config import merge, resolve_import
+from jrl.config import merge, resolve_import, to_dict
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
 from jrl.rollout.envs import env_spec, register_env
@@ -82,10 +82,60 @@ def parse_policies(policies: Mapping | tuple | list) -> dict[str, PolicySpec]:
                 raise ConfigError(f"config key '{where}.{kind}' must be a gymnasium space or "
                                   f"null (inferred from the env), got {type(space).__name__}")
         if spec.policy_class is not None:
-            raise ConfigError(f"config key '{where}': jrl builds every policy from the "
-                              f"trainer's algorithm; give None as its policy class")
+            cls = spec.policy_class
+            if isinstance(cls, str):
+                cls = resolve_import(cls, f"{where} policy class")
+            if not (isinstance(cls, type) and issubclass(cls, HeuristicPolicy)):
+                raise ConfigError(f"config key '{where}': a policy class must subclass "
+                                  f"jrl.HeuristicPolicy (None: the trainer's algorithm "
+                                  f"learns it), got {cls!r}")
+            spec = spec._replace(policy_class=cls)
         out[str(pid)] = spec
     return out
+
+
+class HeuristicPolicy:
+    """A fixed, hand-written policy for multi-agent envs (an opponent, a scripted teammate).
+
+    As is, it acts uniformly at random (RLlib's ``RandomPolicy``). Subclass it and override
+    ``compute_actions`` for a heuristic; give the class as the policy class in
+    ``multiagent.policies`` (``(MyHeuristic, None, None, {})``, or its ``"module:Class"`` path in
+    YAML). It acts on raw observations, never learns (it cannot be in ``policies_to_train``)
+    and has no weights.
+
+    Args:
+      observation_space: the raw observation space of its agents.
+      action_space: their action space.
+      config: the trainer's config with the policy's overrides, as a dict.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: dict):
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+
+    def compute_actions(self, obs_batch: list, state_batches: Any = None, **kwargs: Any
+                        ) -> tuple[np.ndarray, list, dict]:
+        """``(actions, state_outs, extras)`` for a batch of raw observations (here: uniform
+        random actions)."""
+        return np.stack([self.action_space.sample() for _ in obs_batch]), [], {}
+
+    def compute_single_action(self, obs: Any, state: Any = None, **kwargs: Any
+                              ) -> tuple[Any, list, dict]:
+        actions, state_out, extras = self.compute_actions([obs], **kwargs)
+        return actions[0], state_out, {k: v[0] for k, v in extras.items()}
+
+    def get_weights(self) -> dict:
+        return {}
+
+    def set_weights(self, weights: Any) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        return {"weights": {}}
+
+    def set_state(self, state: Any) -> None:
+        pass
 
 
 class PolicyMapping:
@@ -274,10 +324,14 @@ class MultiAgentRolloutWorker:
         self.policy_configs: dict[str, Any] = {}
         for i, (pid, spec) in enumerate(specs.items()):
             cfg = policy_config(config, spec.config)
+            self.policy_configs[pid] = cfg
+            if spec.policy_class is not None:
+                self.policy_map[pid] = spec.policy_class(
+                    spec.observation_space, spec.action_space, to_dict(cfg))
+                continue
             pre = get_preprocessor(spec.observation_space, cfg.model)
             espec = env_spec(pre.shape, pre.dtype, spec.action_space)
             algo = make_algorithm(self.definition, cfg, espec)
-            self.policy_configs[pid] = cfg
             self.policy_map[pid] = Policy(self.definition, algo, cfg, espec, pre,
                                           spec.observation_space, spec.action_space,
                                           seed=seed + 101 * i)
@@ -314,7 +368,7 @@ class MultiAgentRolloutWorker:
             self.get_policy(pid).set_weights(w)
 
     def get_spec(self) -> dict:
-        return {pid: p.spec for pid, p in self.policy_map.items()}
+        return {pid: p.spec for pid, p in self.policy_map.items() if isinstance(p, Policy)}
 
     @property
     def spec(self) -> dict:
@@ -375,11 +429,18 @@ class MultiAgentRolloutWorker:
                 if agent_id in slot.done:
                     continue
                 pid = self._policy_of(slot, agent_id)
-                groups.setdefault(pid, []).append((i, agent_id,
-                                                   self._preprocess(pid, agent_id, raw)))
+                fixed = not isinstance(self.policy_map[pid], Policy)
+                groups.setdefault(pid, []).append(
+                    (i, agent_id, raw if fixed else self._preprocess(pid, agent_id, raw)))
         actions: dict = {}
         for pid, members in groups.items():
             policy = self.policy_map[pid]
+            if not isinstance(policy, Policy):  # a HeuristicPolicy: raw obs, nothing recorded
+                action = np.asarray(policy.compute_actions([m[2] for m in members],
+                                                           explore=explore)[0])
+                for j, (i, agent_id, _) in enumerate(members):
+                    actions[(i, agent_id)] = (pid, None, action[j], 0.0)
+                continue
             obs = np.stack([m[2] for m in members])
             n = len(obs)
             size = 1 << (n - 1).bit_length()
@@ -399,6 +460,8 @@ class MultiAgentRolloutWorker:
     def _emit(self, slot: _Slot, agent_id: Any, next_obs: np.ndarray, terminated: bool,
               truncated: bool) -> None:
         obs, action, logp, reward, pid = slot.pending.pop(agent_id)
+        if obs is None:
+            return  # a heuristic policy's agent: nothing to learn from
         stream = slot.streams.get(agent_id)
         if stream is None or stream["pid"] != pid:
             if stream is not None:
@@ -501,8 +564,9 @@ class MultiAgentRolloutWorker:
             if agent_id not in obs and not (term or trunc):
                 continue  # not its turn: the transition goes on (rewards keep adding up)
             pid = slot.pending[agent_id][4]
-            next_obs = (self._preprocess(pid, agent_id, obs[agent_id]) if agent_id in obs
-                        else slot.pending[agent_id][0])
+            fixed = slot.pending[agent_id][0] is None
+            next_obs = (self._preprocess(pid, agent_id, obs[agent_id])
+                        if agent_id in obs and not fixed else slot.pending[agent_id][0])
             self._emit(slot, agent_id, next_obs, term, trunc)
             if term or trunc:
                 slot.done.add(agent_id)
@@ -520,9 +584,7 @@ class MultiAgentRolloutWorker:
     def _end_episode(self, index: int, slot: _Slot) -> None:
         episode = slot.episode
         for agent_id in list(slot.pending):  # agents still waiting for their turn
-            pid = slot.pending[agent_id][4]
             self._emit(slot, agent_id, slot.pending[agent_id][0], False, True)
-            del pid
         self.callbacks.on_episode_end(worker=self, base_env=slot.env, policies=self.policy_map,
                                       episode=episode, env_index=index)
         self._completed.append({

@@ -15,7 +15,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from jrl.errors import EnvError
+from jrl.config import resolve_import
+from jrl.errors import ConfigError, EnvError
 from jrl.rollout.envs import EnvContext, make_env, registered_creator
 
 ALL = "__all__"
@@ -211,14 +212,27 @@ def make_pettingzoo_env(env_id: str, env_config: dict | None = None) -> Parallel
                        ) from None
 
 
+def _creator(env_id: str) -> Callable | None:
+    """A registered creator, or the class/function an import path ``"module:attr"`` names."""
+    creator = registered_creator(env_id)
+    if creator is None and ":" in env_id and not env_id.startswith(PETTINGZOO_PREFIX) \
+            and not env_id.startswith("gymnax:"):
+        try:
+            creator = resolve_import(env_id, "env")
+        except ConfigError as e:
+            raise EnvError(str(e)) from None
+    return creator
+
+
 def is_multi_agent_env_id(env_id: str | None, env_config: dict | None = None) -> bool:
     """Whether ``env_id`` makes a ``MultiAgentEnv``: ``pettingzoo:`` ids, and registered
-    creators returning one (a ``MultiAgentEnv`` class, or else one env built to look)."""
+    creators or ``"module:Class"`` paths returning one (a ``MultiAgentEnv`` class, or else one
+    env built to look)."""
     if not env_id:
         return False
     if env_id.startswith(PETTINGZOO_PREFIX):
         return True
-    creator = registered_creator(env_id)
+    creator = _creator(env_id)
     if creator is None:
         return False
     if isinstance(creator, type):
@@ -237,13 +251,14 @@ def is_multi_agent_env_id(env_id: str | None, env_config: dict | None = None) ->
 
 def make_multi_agent_env(env_id: str, env_config: dict | None = None, *, worker_index: int = 0,
                          vector_index: int = 0) -> MultiAgentEnv:
-    """One multi-agent env: a ``pettingzoo:<module>`` id or a registered creator."""
+    """One multi-agent env: a ``pettingzoo:<module>`` id, a registered creator, or a
+    ``"module:Class"`` import path of a ``MultiAgentEnv`` (built with the ``EnvContext``)."""
     if env_id.startswith(PETTINGZOO_PREFIX):
         return make_pettingzoo_env(env_id, env_config)
-    creator = registered_creator(env_id)
+    creator = _creator(env_id)
     if creator is None:
-        raise EnvError(f"unknown multi-agent env '{env_id}' (register it with jrl.register_env "
-                       f"or use 'pettingzoo:<module>')")
+        raise EnvError(f"unknown multi-agent env '{env_id}' (register it with jrl.register_env, "
+                       f"give a 'module:Class' path, or use 'pettingzoo:<module>')")
     ctx = EnvContext(env_config, worker_index=worker_index, vector_index=vector_index)
     try:
         env = creator(ctx)
