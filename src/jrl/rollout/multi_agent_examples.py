@@ -74,12 +74,11 @@ class RockPaperScissors(MultiAgentEnv):
 
 
 class AlwaysSameHeuristic(HeuristicPolicy):
-    """Plays one move for a whole episode: rock, paper or scissors by
-    ``config["always_same_move"]`` (default rock)."""
+    """Always plays rock (works on this module's RockPaperScissors and PettingZoo's
+    ``rps_v2``, where rock is action 0 too)."""
 
     def compute_actions(self, obs_batch: list, state_batches: Any = None, **kwargs: Any):
-        move = int(self.config.get("env_config", {}).get("always_same_move", ROCK))
-        return np.full(len(obs_batch), move, np.int64), [], {}
+        return np.full(len(obs_batch), ROCK, np.int64), [], {}
 
 
 class BeatLastHeuristic(HeuristicPolicy):
