@@ -155,6 +155,9 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
+        if is_jax_env_id(self.env_id) and self.algo_config.multiagent.policies:
+            raise ConfigError("multiagent policies need a jrl.MultiAgentEnv; the fully-jitted "
+                              f"loop of '{self.env_id}' trains one policy")
         backend = JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
         self.backend = backend(self.definition, self.algo_config, self.env_id,
