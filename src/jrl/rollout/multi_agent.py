@@ -339,6 +339,7 @@ class MultiAgentRolloutWorker:
         self._keys = {pid: jax.random.PRNGKey(seed + 7 * i) for i, pid in
                       enumerate(self.policy_map)}
         self._has_policy = False
+        self._act_sizes: dict[str, int] = {}
         self._completed: list[dict] = []
         self._env_steps = 0
         self._agent_steps = 0
@@ -443,7 +444,9 @@ class MultiAgentRolloutWorker:
                 continue
             obs = np.stack([m[2] for m in members])
             n = len(obs)
-            size = 1 << (n - 1).bit_length()
+            # One shape per policy while its agent count stays below the largest seen.
+            size = max(self._act_sizes.get(pid, 0), 1 << (n - 1).bit_length())
+            self._act_sizes[pid] = size
             if size > n:
                 obs_in = np.concatenate([obs, np.repeat(obs[:1], size - n, axis=0)])
             else:
@@ -634,48 +637,66 @@ def _clip(reward: float, clip: Any) -> float:
 def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable, env_id: str,
                              config: Any, num_episodes: int, *, explore: bool = False,
                              seed: int = 10_000, max_steps: int | None = None) -> list[dict]:
-    """Episodes outside training, one after another on a fresh env; each is
-    ``{"episode_reward" (sum over agents), "episode_len", "policy_reward", "agent_rewards"}``."""
-    env = make_multi_agent_env(env_id, config.env_config)
-    results = []
+    """Episodes outside training, up to 16 envs at a time (each policy acts on all of its
+    agents in one call per step); each is ``{"episode_reward" (sum over agents),
+    "episode_len", "policy_reward", "agent_rewards"}``."""
+    results: list[dict] = []
+    sizes: dict[str, int] = {}
     steps_left = max_steps if max_steps is not None else np.inf
-    try:
-        while len(results) < num_episodes and steps_left > 0:
-            obs, _ = env.reset(seed=seed + len(results))
-            agent_policy: dict = {}
-            agent_rewards: dict = {}
-            total, length, done = 0.0, 0, set()
-            while steps_left > 0:
-                action_dict = {}
-                for agent_id, raw in obs.items():
-                    if agent_id in done:
-                        continue
-                    pid = agent_policy.setdefault(agent_id, mapping(agent_id, None, None))
-                    action, _, _ = policy_map[pid].compute_single_action(raw, explore=explore)
-                    if isinstance(policy_map[pid].action_space, gym.spaces.Discrete):
-                        action = int(action)
-                    action_dict[agent_id] = action
-                obs, rewards, terms, truncs, _ = env.step(action_dict)
-                length += 1
-                steps_left -= 1
-                for agent_id, r in rewards.items():
-                    pid = agent_policy.setdefault(agent_id, mapping(agent_id, None, None))
-                    agent_rewards[(agent_id, pid)] = agent_rewards.get((agent_id, pid), 0.0) + r
-                    total += float(r)
-                for agent_id in obs:
-                    if terms.get(agent_id, False) or truncs.get(agent_id, False):
-                        done.add(agent_id)
-                obs = {a: o for a, o in obs.items() if a not in done}
-                if terms.get(ALL, False) or truncs.get(ALL, False) or not obs:
-                    policy_reward: dict = {}
-                    for (_, pid), r in agent_rewards.items():
-                        policy_reward[pid] = policy_reward.get(pid, 0.0) + float(r)
-                    results.append({
-                        "episode_reward": total, "episode_len": length,
-                        "policy_reward": policy_reward,
-                        "agent_rewards": {f"{a}/{p}": float(r)
-                                          for (a, p), r in agent_rewards.items()}})
-                    break
-    finally:
-        env.close()
+    while len(results) < num_episodes and steps_left > 0:
+        n = min(num_episodes - len(results), 16)
+        envs = [make_multi_agent_env(env_id, config.env_config, vector_index=i)
+                for i in range(n)]
+        try:
+            obs = [env.reset(seed=seed + len(results) + i)[0] for i, env in enumerate(envs)]
+            live = [{"policy": {}, "rewards": {}, "total": 0.0, "length": 0, "done": set()}
+                    for _ in envs]
+            active = set(range(n))
+            while active and steps_left > 0:
+                groups: dict[str, list] = {}
+                for i in sorted(active):
+                    for agent_id, raw in obs[i].items():
+                        if agent_id in live[i]["done"]:
+                            continue
+                        pid = live[i]["policy"].setdefault(agent_id,
+                                                           mapping(agent_id, None, None))
+                        groups.setdefault(pid, []).append((i, agent_id, raw))
+                action_dicts: dict[int, dict] = {i: {} for i in active}
+                for pid, members in groups.items():
+                    policy = policy_map[pid]
+                    # Padded to a fixed size, so agents finishing early compile nothing new.
+                    size = max(sizes.get(pid, 0), len(members))
+                    sizes[pid] = size
+                    padded = [m[2] for m in members] + [members[0][2]] * (size - len(members))
+                    actions = policy.compute_actions(padded, explore=explore)[0]
+                    discrete = isinstance(policy.action_space, gym.spaces.Discrete)
+                    for (i, agent_id, _), a in zip(members, actions, strict=False):
+                        action_dicts[i][agent_id] = int(a) if discrete else a
+                for i in sorted(active):
+                    ep = live[i]
+                    obs[i], rewards, terms, truncs, _ = envs[i].step(action_dicts[i])
+                    ep["length"] += 1
+                    steps_left -= 1
+                    for agent_id, r in rewards.items():
+                        pid = ep["policy"].setdefault(agent_id, mapping(agent_id, None, None))
+                        key = (agent_id, pid)
+                        ep["rewards"][key] = ep["rewards"].get(key, 0.0) + float(r)
+                        ep["total"] += float(r)
+                    for agent_id in obs[i]:
+                        if terms.get(agent_id, False) or truncs.get(agent_id, False):
+                            ep["done"].add(agent_id)
+                    obs[i] = {a: o for a, o in obs[i].items() if a not in ep["done"]}
+                    if terms.get(ALL, False) or truncs.get(ALL, False) or not obs[i]:
+                        active.discard(i)
+                        policy_reward: dict = {}
+                        for (_, pid), r in ep["rewards"].items():
+                            policy_reward[pid] = policy_reward.get(pid, 0.0) + r
+                        results.append({
+                            "episode_reward": ep["total"], "episode_len": ep["length"],
+                            "policy_reward": policy_reward,
+                            "agent_rewards": {f"{a}/{p}": r
+                                              for (a, p), r in ep["rewards"].items()}})
+        finally:
+            for env in envs:
+                env.close()
     return results
