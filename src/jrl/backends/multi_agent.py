@@ -20,8 +20,8 @@ from jrl import registry
 from jrl.backends import Iteration, jit_init
 from jrl.errors import ConfigError
 from jrl.rollout.multi_agent import MultiAgentRolloutWorker, run_multi_agent_episodes
-from jrl.rollout.policy import Policy
 from jrl.rollout.multi_agent_env import is_multi_agent_env_id
+from jrl.rollout.policy import Policy
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef

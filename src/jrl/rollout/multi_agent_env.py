@@ -9,7 +9,6 @@ whose ``terminateds[agent_id]`` is True is done for the rest of the episode).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -198,13 +197,9 @@ def make_pettingzoo_env(env_id: str, env_config: dict | None = None) -> Parallel
         raise EnvError(f"env '{env_id}' needs PettingZoo: pip install 'jrl[pettingzoo]'"
                        ) from None
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise EnvError(f"env '{env_id}': cannot import PettingZoo module '{module_name}': {e}"
-                       ) from None
-    factory = getattr(module, "parallel_env", None)
-    if factory is None:
-        raise EnvError(f"env '{env_id}': module '{module_name}' has no parallel_env()")
+        factory = resolve_import(f"{module_name}:parallel_env", "PettingZoo env")
+    except ConfigError as e:
+        raise EnvError(f"env '{env_id}': {e}") from None
     try:
         return ParallelPettingZooEnv(factory(**dict(env_config or {})))
     except TypeError as e:
