@@ -29,6 +29,7 @@ from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, make_logdir
 from jrl.rollout.jax_envs import is_jax_env_id
+from jrl.rollout.multi_agent_env import MultiAgentEnvFound
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
@@ -160,9 +161,14 @@ class Trainer:
                               f"loop of '{self.env_id}' trains one policy")
         backend = JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
-        self.backend = backend(self.definition, self.algo_config, self.env_id,
-                               eval_config=self._eval_config, video_dir=video_dir,
-                               address=address, logdir=self.logdir, log_to_disk=log_to_disk)
+        backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
+                            logdir=self.logdir, log_to_disk=log_to_disk)
+        try:
+            self.backend = backend(self.definition, self.algo_config, self.env_id,
+                                   **backend_args)
+        except MultiAgentEnvFound:  # a registered creator returned a jrl.MultiAgentEnv
+            self.backend = MultiAgentBackend(self.definition, self.algo_config, self.env_id,
+                                             **backend_args)
         self.spec = self.backend.spec
         self.algorithm = self.backend.algorithm
         self.callbacks = self.backend.callbacks

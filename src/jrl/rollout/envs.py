@@ -78,6 +78,11 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
         if not isinstance(env, gym.Env):
             raise EnvError(f"env creator for '{env_id}' must return a gymnasium.Env, "
                            f"got {type(env).__name__}")
+        from jrl.rollout.multi_agent_env import MultiAgentEnv, MultiAgentEnvFound
+
+        if isinstance(env, MultiAgentEnv):  # the trainer switches to multi-agent sampling
+            env.close()
+            raise MultiAgentEnvFound(f"env '{env_id}' is a jrl.MultiAgentEnv")
         if horizon is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
         return env

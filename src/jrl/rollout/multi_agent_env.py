@@ -22,6 +22,11 @@ ALL = "__all__"
 PETTINGZOO_PREFIX = "pettingzoo:"
 
 
+class MultiAgentEnvFound(EnvError):
+    """A single-agent code path met a ``MultiAgentEnv`` (the trainer then samples it with
+    multi-agent workers)."""
+
+
 class MultiAgentEnv(gym.Env):
     """Base class of multi-agent envs (RLlib's ``MultiAgentEnv``).
 
@@ -220,9 +225,8 @@ def _creator(env_id: str) -> Callable | None:
 
 
 def is_multi_agent_env_id(env_id: str | None, env_config: dict | None = None) -> bool:
-    """Whether ``env_id`` makes a ``MultiAgentEnv``: ``pettingzoo:`` ids, and registered
-    creators or ``"module:Class"`` paths returning one (a ``MultiAgentEnv`` class, or else one
-    env built to look)."""
+    """Whether ``env_id`` surely makes a ``MultiAgentEnv``: ``pettingzoo:`` ids, and
+    ``MultiAgentEnv`` classes registered or named by a ``"module:Class"`` path."""
     if not env_id:
         return False
     if env_id.startswith(PETTINGZOO_PREFIX):
@@ -230,18 +234,9 @@ def is_multi_agent_env_id(env_id: str | None, env_config: dict | None = None) ->
     creator = _creator(env_id)
     if creator is None:
         return False
-    if isinstance(creator, type):
-        return issubclass(creator, MultiAgentEnv)
-    try:
-        env = creator(EnvContext(env_config))
-    except Exception:  # the single-agent path reports the creator's error properly
-        return False
-    multi = isinstance(env, MultiAgentEnv)
-    try:
-        env.close()
-    except Exception:  # a half-built probe env may not close cleanly
-        pass
-    return multi
+    # A creator function is not called here (it may count its calls): the single-agent path
+    # raises MultiAgentEnvFound when it returns a MultiAgentEnv.
+    return isinstance(creator, type) and issubclass(creator, MultiAgentEnv)
 
 
 def make_multi_agent_env(env_id: str, env_config: dict | None = None, *, worker_index: int = 0,
