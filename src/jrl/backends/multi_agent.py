@@ -29,6 +29,7 @@ from jrl.types import AlgorithmDef
 MULTI_AGENT_PLANS = ("on_policy", "off_policy")
 # Sampling rounds without a single step for a policy that needs some before giving up.
 _MAX_EMPTY_ROUNDS = 200
+_MAX_QUEUED_FRAGMENTS = 4
 
 
 def is_multi_agent(config: Any) -> bool:
@@ -94,7 +95,11 @@ class _Sampler:
                                   f"multiagent.policy_mapping_fn and policies_to_train")
         parts = self.queues[pid]
         flat = {k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]}
-        rest = {k: v[need:] for k, v in flat.items()}
+        # Off-policy plans keep what they do not take yet, but at most a few fragments' worth
+        # (the oldest go first), so a policy whose agents step more does not pile up steps.
+        keep = len(flat["rewards"]) - need if self.fresh_only else min(
+            len(flat["rewards"]) - need, _MAX_QUEUED_FRAGMENTS * need)
+        rest = {k: v[len(v) - keep:] for k, v in flat.items()}
         self.queues[pid] = [(self.versions[pid], rest)] if len(rest["rewards"]) else []
         cols = {k: v[:need].reshape(B, T, *v.shape[1:]).swapaxes(0, 1) for k, v in flat.items()}
         truncated = cols["truncateds"].copy()
