@@ -51,6 +51,28 @@ def jrl_child(name: str, seed: int, max_steps: int) -> dict:
                              eval_every=8192 if env == MA_ENV else 2048, threshold=threshold)
 
 
+def throughput_child(name: str, seed: int, iterations: int) -> dict:
+    """Env (and agent) steps/s of ``train()`` after 5 warm-up iterations (compiled)."""
+    import jrl
+
+    rel, env, _ = RUNS[name]
+    config = tuned_config(rel, "PPO")
+    config.update(evaluation_interval=None, seed=seed, log_level="ERROR")
+    trainer = jrl.Trainer("PPO", env=env, config=config, log_to_disk=False)
+    for _ in range(5):
+        result = trainer.train()
+    steps0, agents0 = result["timesteps_total"], result.get("num_agent_steps_sampled", 0)
+    start = time.time()
+    for _ in range(iterations):
+        result = trainer.train()
+    elapsed = time.time() - start
+    trainer.stop()
+    env_steps = result["timesteps_total"] - steps0
+    agent_steps = (result.get("num_agent_steps_sampled", 0) - agents0) or env_steps
+    return {"env_steps_per_s": env_steps / elapsed, "agent_steps_per_s": agent_steps / elapsed,
+            "iterations": iterations, "time_s": elapsed}
+
+
 def rllib_child(seed: int, cap_s: float) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -99,13 +121,31 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300_000)
     parser.add_argument("--rllib-cap-s", type=float, default=480.0)
     parser.add_argument("--out", help="markdown file to write the section into")
+    parser.add_argument("--throughput-iterations", type=int, default=40)
+    parser.add_argument("--only", choices=("solve", "throughput"),
+                        help="run only the time-to-solve runs or only the throughput runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        record = (rllib_child(args.seed, args.rllib_cap_s) if args.child == "rllib"
-                  else jrl_child(args.child, args.seed, args.max_steps))
+        if args.child == "rllib":
+            record = rllib_child(args.seed, args.rllib_cap_s)
+        elif args.child.startswith("throughput:"):
+            record = throughput_child(args.child.split(":", 1)[1], args.seed,
+                                      args.throughput_iterations)
+        else:
+            record = jrl_child(args.child, args.seed, args.max_steps)
         print("RECORD " + json.dumps(record, default=str))
         return
+    body = "\n".join(section_header()) + "\n- one run each, seed " + str(args.seed) + \
+        "; the machine is shared and noisy: compare within this run only\n"
+    if args.only != "throughput":
+        body += solve_table(args)
+    if args.only != "solve":
+        body += throughput_table(args)
+    publish(args.out, "Multi-agent CartPole (2 agents, PPO): jrl vs RLlib", body)
+
+
+def solve_table(args: argparse.Namespace) -> str:
     rows, records = [], {}
     for name in ("two policies", "shared", "single", "rllib"):
         child = ["--child", name, "--seed", str(args.seed), "--max-steps", str(args.max_steps),
@@ -122,10 +162,21 @@ def main() -> None:
     if ma["solved"] and ref.get("time_s"):
         word = "" if ref["solved"] else " (RLlib unsolved at its cap: an upper bound)"
         ratio = f"- jrl / RLlib time: {ma['time_s'] / ref['time_s']:.2f}x{word}\n"
-    body = "\n".join(section_header()) + "\n- one run each, seed " + str(args.seed) + \
-        "; the machine is shared and noisy: compare within this run only\n" + ratio + "\n" + \
-        markdown_table(["system", "solved", "time s", "env steps", "env steps/s"], rows)
-    publish(args.out, "Multi-agent CartPole (2 agents, PPO): jrl vs RLlib", body)
+    return "\n### Time to solve\n\n" + ratio + "\n" + markdown_table(
+        ["system", "solved", "time s", "env steps", "env steps/s (incl. build)"], rows) + "\n"
+
+
+def throughput_table(args: argparse.Namespace) -> str:
+    rows = []
+    for name in ("two policies", "shared", "single"):
+        r = run(["--child", f"throughput:{name}", "--seed", str(args.seed),
+                 "--throughput-iterations", str(args.throughput_iterations)], timeout=1200)
+        print(name, r, flush=True)
+        rows.append([f"jrl PPO, {name}", f"{r.get('env_steps_per_s', float('nan')):.0f}",
+                     f"{r.get('agent_steps_per_s', float('nan')):.0f}"])
+    return (f"\n### Throughput\n\n`train()` after 5 warm-up iterations, "
+            f"{args.throughput_iterations} iterations (sampling and learning):\n\n"
+            + markdown_table(["run", "env steps/s", "agent steps/s"], rows) + "\n")
 
 
 if __name__ == "__main__":
