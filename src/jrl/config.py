@@ -97,7 +97,7 @@ class MultiAgentConfig:
       policies: ``{policy_id: (policy_class_or_None, obs_space, act_space, config_overrides)}``
         or ``{policy_id: {"observation_space": ..., "action_space": ..., "config": {...}}}``
         (spaces may be None/omitted: inferred from the env's agents mapped to the policy), or
-        a list of policy ids. Empty: one ``default_policy`` for every agent.
+        a list or set of policy ids. Empty: one ``default_policy`` for every agent.
       policy_mapping_fn: ``fn(agent_id, episode, worker, **kwargs) -> policy_id`` (or
         ``fn(agent_id)``), or its ``"module:function"`` import path.
       policies_to_train: the policies that learn (``None``: all); the others stay unchanged.
@@ -105,10 +105,15 @@ class MultiAgentConfig:
         action) for ``timesteps_total`` and ``timesteps_per_iteration``.
     """
 
-    policies: dict | tuple[str, ...] = _frozen_dict()
+    policies: Any = _frozen_dict()
     policy_mapping_fn: Any = None
     policies_to_train: tuple[str, ...] | None = None
     count_steps_by: str = field("env_steps", choices=("env_steps", "agent_steps"))
+
+    def validate(self) -> None:
+        if not isinstance(self.policies, (Mapping, list, tuple, set, frozenset)):
+            raise ConfigError("config key 'multiagent.policies' must be a mapping of policy ids "
+                              f"or a list/set of them, got {_describe(self.policies)}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -439,6 +444,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=str)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, type) or callable(value):

@@ -53,7 +53,9 @@ class PolicySpec(NamedTuple):
 
 def parse_policies(policies: Mapping | tuple | list) -> dict[str, PolicySpec]:
     """``multiagent.policies`` in any of its forms as ``{policy_id: PolicySpec}``."""
-    if isinstance(policies, (list, tuple, set)):
+    if isinstance(policies, (set, frozenset)):  # RLlib's {"p0", "p1"}: a stable order
+        policies = sorted(policies, key=str)
+    if isinstance(policies, (list, tuple)):
         return {str(pid): PolicySpec() for pid in policies}
     out = {}
     for pid, value in policies.items():
