@@ -95,8 +95,9 @@ def _leaves_equal(a, b) -> bool:
 
 def test_late_joining_and_early_leaving_agents_get_their_own_transitions():
     trainer = _trainer("jrl-test-late-join", multiagent={
-        "policies": ["pa", "pb"], "policy_mapping_fn": lambda agent_id: f"p{agent_id}"})
+        "policies": {"pb", "pa"}, "policy_mapping_fn": lambda agent_id: f"p{agent_id}"})
     try:
+        assert list(trainer.policy_map) == ["pa", "pb"]
         worker = trainer.workers.local_worker()
         batch = worker.sample()  # 4 env steps: exactly one episode
         a, b = batch["pa"], batch["pb"]
