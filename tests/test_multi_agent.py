@@ -318,3 +318,19 @@ def test_tuned_multi_agent_examples_solve(name, check, tmp_path):
     with open(results) as f:
         last = [json.loads(line) for line in f][-1]
     assert check(last)
+
+
+def test_impala_trains_each_policy_in_process():
+    trainer = jrl.Trainer("IMPALA", env=CARTPOLE, log_to_disk=False, config={
+        "rollout_fragment_length": 16, "train_batch_size": 32, "num_envs_per_worker": 2,
+        "model": {"fcnet_hiddens": [16]},
+        "multiagent": {"policies": ["p0", "p1"], "policy_mapping_fn": OWN_POLICY}})
+    try:
+        result = trainer.train()
+        assert set(result["info"]["learner"]) == {"p0", "p1"}
+    finally:
+        trainer.stop()
+    with pytest.raises(jrl.ConfigError, match="IMPALA uses the 'async_samples' plan with Ray"):
+        jrl.Trainer("IMPALA", env=CARTPOLE, log_to_disk=False, config={
+            "num_workers": 1, "multiagent": {"policies": ["p0", "p1"],
+                                             "policy_mapping_fn": OWN_POLICY}})

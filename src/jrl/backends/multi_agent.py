@@ -124,6 +124,14 @@ class PolicyWorkers:
     def sample(self) -> SampleBatch:
         return self._sampler.take(self.policy_id, self.fragment_length, self.num_envs)
 
+    # The async-samples plan (IMPALA, APPO) samples in-process through these without remote
+    # workers.
+    def local_worker(self) -> PolicyWorkers:
+        return self
+
+    def remote_workers(self) -> list:
+        return []
+
 
 class MultiAgentBackend:
     """Multi-agent rollout workers, one learner state and plan per trained policy.
@@ -138,10 +146,14 @@ class MultiAgentBackend:
                  video_dir: str | None = None, address: str | None = None, **_: Any):
         if config.num_seeds > 1:
             raise ConfigError("num_seeds > 1 needs a JAX env; multi-agent envs train one seed")
-        if definition.plan not in MULTI_AGENT_PLANS:
+        in_process = definition.plan == "async_samples" and config.num_workers == 0
+        if definition.plan not in MULTI_AGENT_PLANS and not in_process:
             raise ConfigError(f"multi-agent training runs algorithms with an on-policy or "
-                              f"off-policy plan (PPO, PG, A2C, DQN, SAC, DDPG, TD3); "
-                              f"{definition.name} uses the '{definition.plan}' plan")
+                              f"off-policy plan (PPO, PG, A2C, DQN, SAC, DDPG, TD3), and IMPALA/"
+                              f"APPO with num_workers=0; {definition.name} uses the "
+                              f"'{definition.plan}' plan"
+                              + (" with Ray workers" if definition.plan == "async_samples"
+                                 else ""))
         self.definition = definition
         self.config = config
         self.eval_config = eval_config
@@ -166,7 +178,7 @@ class MultiAgentBackend:
                 raise ConfigError(f"multiagent.policies_to_train names '{pid}', a heuristic "
                                   f"policy that cannot learn")
         self.sampler = _Sampler(self.workers, self.policies_to_train,
-                                fresh_only=definition.plan == "on_policy")
+                                fresh_only=definition.plan != "off_policy")
         base_key = jax.random.PRNGKey(config.seed)
         self.states: dict[str, Any] = {}
         self._acting_fns: dict[str, Any] = {}
