@@ -28,8 +28,8 @@ from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, make_logdir
+from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import is_jax_env_id
-from jrl.rollout.multi_agent_env import MultiAgentEnvFound
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef

@@ -22,11 +22,6 @@ ALL = "__all__"
 PETTINGZOO_PREFIX = "pettingzoo:"
 
 
-class MultiAgentEnvFound(EnvError):
-    """A single-agent code path met a ``MultiAgentEnv`` (the trainer then samples it with
-    multi-agent workers)."""
-
-
 class MultiAgentEnv(gym.Env):
     """Base class of multi-agent envs (RLlib's ``MultiAgentEnv``).
 
@@ -39,6 +34,9 @@ class MultiAgentEnv(gym.Env):
 
     possible_agents: list = []
     agents: list = []
+    # How jrl.rollout.envs tells a multi-agent env from a single-agent one without importing
+    # this module.
+    jrl_multi_agent = True
 
     def get_agent_ids(self) -> set:
         """Every agent id that may appear (``possible_agents``, or the keys of Dict spaces)."""
