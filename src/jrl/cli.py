@@ -476,6 +476,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         trainer.stop()
     for i, ep in enumerate(episodes):
         print(f"episode {i}: return {ep['episode_reward']:.2f}, length {ep['episode_len']}")
+        for key, r in ep.get("agent_rewards", {}).items():  # multi-agent: "agent/policy"
+            agent, _, pid = key.rpartition("/")
+            print(f"  agent {agent} ({pid}): return {r:.2f}")
     if not episodes:
         print("no episode finished within --steps")
         return 0

@@ -136,6 +136,33 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MultiAgentConfig:
+    """Several policies in one trainer (RLlib's ``multiagent`` dict).
+
+    Attributes:
+      policies: ``{policy_id: (policy_class_or_None, obs_space, act_space, config_overrides)}``
+        or ``{policy_id: {"observation_space": ..., "action_space": ..., "config": {...}}}``
+        (spaces may be None/omitted: inferred from the env's agents mapped to the policy), or
+        a list or set of policy ids. Empty: one ``default_policy`` for every agent.
+      policy_mapping_fn: ``fn(agent_id, episode, worker, **kwargs) -> policy_id`` (or
+        ``fn(agent_id)``), or its ``"module:function"`` import path.
+      policies_to_train: the policies that learn (``None``: all); the others stay unchanged.
+      count_steps_by: ``env_steps`` (one per env step) or ``agent_steps`` (one per agent
+        action) for ``timesteps_total`` and ``timesteps_per_iteration``.
+    """
+
+    policies: Any = _frozen_dict()
+    policy_mapping_fn: Any = None
+    policies_to_train: tuple[str, ...] | None = None
+    count_steps_by: str = field("env_steps", choices=("env_steps", "agent_steps"))
+
+    def validate(self) -> None:
+        if not isinstance(self.policies, (Mapping, list, tuple, set, frozenset)):
+            raise ConfigError("config key 'multiagent.policies' must be a mapping of policy ids "
+                              f"or a list/set of them, got {_describe(self.policies)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CommonConfig:
     """Keys every algorithm understands; names follow RLlib's where users know them.
 
@@ -198,6 +225,8 @@ class CommonConfig:
       vectorization: how each worker steps its ``num_envs_per_worker`` envs: ``sync`` (one
         process), ``async`` (gymnasium's ``AsyncVectorEnv``, a subprocess per env) or
         ``envpool`` (envpool's C++ thread pool; Atari and classic-control ids).
+      multiagent: policies, agent -> policy mapping and which policies learn, see
+        ``MultiAgentConfig``.
     """
 
     env: str | None = None
@@ -243,6 +272,7 @@ class CommonConfig:
     store_buffer_in_checkpoints: bool = False
     preprocessor_pref: str | None = field("deepmind", choices=("deepmind", "rllib", None))
     vectorization: str = field("sync", choices=("sync", "async", "envpool"))
+    multiagent: MultiAgentConfig = dataclasses.field(default_factory=MultiAgentConfig)
 
 
 INPUT_ESTIMATORS = ("is", "wis")
@@ -575,6 +605,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=str)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, type) or callable(value):

@@ -21,6 +21,11 @@ _ENV_CREATORS: dict[str, Callable[[EnvContext], gym.Env]] = {}
 example_envs.register()
 
 
+class MultiAgentEnvFound(EnvError):
+    """A single-agent code path met a ``jrl.MultiAgentEnv`` (the trainer then samples it with
+    multi-agent workers)."""
+
+
 class EnvContext(dict):
     """The ``env_config`` dict handed to env creators, with the env's place in the sampler.
 
@@ -75,6 +80,9 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
         if not isinstance(env, gym.Env):
             raise EnvError(f"env creator for '{env_id}' must return a gymnasium.Env, "
                            f"got {type(env).__name__}")
+        if getattr(type(env), "jrl_multi_agent", False):  # a jrl.MultiAgentEnv
+            env.close()
+            raise MultiAgentEnvFound(f"env '{env_id}' is a jrl.MultiAgentEnv")
         if horizon is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
         return env
