@@ -272,6 +272,42 @@ class MultiAgentBackend:
         self.states.update({pid: state[pid] for pid in self.states})
         self._broadcast()
 
+    @property
+    def replay_buffer_size(self) -> int | None:
+        sizes = [getattr(plan, "replay_buffer_size", None) for plan in self.plans.values()]
+        sizes = [int(size) for size in sizes if size is not None]
+        return sum(sizes) if sizes else None
+
+    def checkpoint_parts(self, *, include_replay: bool | None = None) -> dict[str, Any]:
+        """``algo`` (every policy's learner state) and, with ``store_buffer_in_checkpoints``
+        (or ``include_replay``), ``replay`` (each trained policy's buffer)."""
+        parts: dict[str, Any] = {"algo": dict(self.states)}
+        keep = self.config.store_buffer_in_checkpoints if include_replay is None else include_replay
+        replays = {pid: plan.replay for pid, plan in self.plans.items()
+                   if getattr(plan, "replay", None) is not None}
+        if keep and replays:
+            parts["replay"] = replays
+        return parts
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """JSON-able resume state: each trained policy's plan counters (multi-agent envs start
+        fresh episodes after a restore)."""
+        return {"plan": {pid: plan.get_state() for pid, plan in self.plans.items()
+                         if hasattr(plan, "get_state")}}
+
+    def load_checkpoint(self, parts: dict[str, Any], extra: dict[str, Any]) -> None:
+        self.load_checkpoint_state(parts["algo"])
+        for pid, replay in (parts.get("replay") or {}).items():
+            if pid in self.plans:
+                self.plans[pid].replay = replay
+        plans = extra.get("plan")
+        if isinstance(plans, dict):
+            for pid, plan_state in plans.items():
+                plan = self.plans.get(pid)
+                if plan is not None and isinstance(plan_state, dict) and \
+                        hasattr(plan, "set_state"):
+                    plan.set_state(plan_state)
+
     def metadata_config(self, config: dict) -> dict:
         """The config for checkpoint metadata: policies in dict form without their spaces
         (inferred from the env again on restore)."""

@@ -130,8 +130,25 @@ def _is_factory_path(env_id: str) -> bool:
     given to ``jrl.register_env`` stays a gymnasium env)."""
     from jrl.rollout.envs import registered_creator
 
-    return bool(_FACTORY_PATH.match(env_id)) and not env_id.startswith(
-        (GYMNAX_PREFIX, MINATAR_PREFIX)) and registered_creator(env_id) is None
+    if not (_FACTORY_PATH.match(env_id) and registered_creator(env_id) is None
+            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, "pettingzoo:"))):
+        return False
+    return not _names_gymnasium_or_multi_agent_class(env_id)
+
+
+def _names_gymnasium_or_multi_agent_class(env_id: str) -> bool:
+    """Whether the ``module:attr`` path names a ``gymnasium.Env`` or ``jrl.MultiAgentEnv``
+    class (built by the worker path, not the jitted loop)."""
+    import gymnasium as gym
+
+    from jrl.config import resolve_import
+    from jrl.rollout.multi_agent_env import MultiAgentEnv
+
+    try:
+        target = resolve_import(env_id, "env")
+    except ConfigError:
+        return False  # the JAX path reports the import error
+    return isinstance(target, type) and issubclass(target, (gym.Env, MultiAgentEnv))
 
 
 def is_jax_env_id(env_id: str | None) -> bool:
