@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from jrl.errors import EnvError
+from jrl.rollout.external_env import ExternalEnv, ExternalEnvRunner
 from jrl.types import EnvSpec
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ def _maybe_register_ale(env_id: str) -> None:
 
 
 def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None = None,
-             worker_index: int = 0, vector_index: int = 0, render_mode: str | None = None
-             ) -> gym.Env:
-    """Builds one env: a registered creator or a gymnasium id; ``horizon`` adds a time limit."""
+             worker_index: int = 0, vector_index: int = 0, render_mode: str | None = None,
+             allow_external: bool = False) -> gym.Env:
+    """Builds one env: a registered creator or a gymnasium id; ``horizon`` adds a time limit.
+    With ``allow_external`` a creator may also return an ``ExternalEnv``."""
     if not env_id:
         raise EnvError("no env given: pass env=... (or --env) with a gymnasium id or a registered name")
     ctx = EnvContext(env_config, worker_index=worker_index, vector_index=vector_index)
@@ -75,6 +77,11 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
             raise
         except Exception as e:  # the user's creator failed: say which env and why
             raise EnvError(f"env creator for '{env_id}' failed: {type(e).__name__}: {e}") from e
+        if isinstance(env, ExternalEnv):
+            if allow_external:
+                return env
+            raise EnvError(f"env '{env_id}' is an ExternalEnv: it can train, but evaluation "
+                           "and rollouts need a gymnasium.Env")
         if not isinstance(env, gym.Env):
             raise EnvError(f"env creator for '{env_id}' must return a gymnasium.Env, "
                            f"got {type(env).__name__}")
@@ -102,11 +109,20 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
 
 def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, *,
                     horizon: int | None = None, worker_index: int = 0,
-                    video_dir: str | None = None) -> gym.vector.SyncVectorEnv:
+                    video_dir: str | None = None) -> gym.vector.SyncVectorEnv | ExternalEnvRunner:
     """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in
-    info). With ``video_dir`` the first env records videos of its episodes there."""
+    info). With ``video_dir`` the first env records videos of its episodes there. A creator that
+    returns an ``ExternalEnv`` gives one ``ExternalEnvRunner`` instead (the env drives itself)."""
+    first = None
+    if env_id in _ENV_CREATORS and video_dir is None:
+        first = make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                         allow_external=True)
+        if isinstance(first, ExternalEnv):
+            return ExternalEnvRunner(first)
 
     def thunk(i: int) -> Callable[[], gym.Env]:
+        if i == 0 and first is not None:
+            return lambda: first
         if video_dir is not None and i == 0:
             return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir)
         return lambda: make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,

@@ -17,6 +17,7 @@ from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
 from jrl.rollout.envs import env_spec, make_vector_env
+from jrl.rollout.external_env import ExternalEnvRunner
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef, Transition
@@ -117,15 +118,21 @@ class RolloutWorker:
             self.definition, self.algorithm, config, self.spec, self.preprocessor,
             single_obs_space, self.action_space, seed=seed)}
         self._key = jax.random.PRNGKey(seed)
-        raw_obs, _ = self.env.reset(seed=seed)
-        self.action_space.seed(seed)
-        self._raw_obs = raw_obs
-        self._obs = self._preprocess_batch(raw_obs)
-        self._episode_ids = np.zeros(self.num_envs, np.int64)
-        self._episode_lens = np.zeros(self.num_envs, np.int64)
-        self._episode_returns = np.zeros(self.num_envs, np.float64)
-        self._step_hook = _overrides(self.callbacks, "on_episode_step")
-        self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
+        # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
+        self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
+        if self._external is not None:
+            self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
+                                jax.random.PRNGKey(seed + 1), bool(config.explore))
+        else:
+            raw_obs, _ = self.env.reset(seed=seed)
+            self.action_space.seed(seed)
+            self._raw_obs = raw_obs
+            self._obs = self._preprocess_batch(raw_obs)
+            self._episode_ids = np.zeros(self.num_envs, np.int64)
+            self._episode_lens = np.zeros(self.num_envs, np.int64)
+            self._episode_returns = np.zeros(self.num_envs, np.float64)
+            self._step_hook = _overrides(self.callbacks, "on_episode_step")
+            self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
         self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
@@ -149,6 +156,8 @@ class RolloutWorker:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
         self._policy = policy
         self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
+        if self._external is not None:
+            self._external.set_acting(policy)
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
         """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
@@ -223,6 +232,8 @@ class RolloutWorker:
         if self._policy is None:
             raise RuntimeError("RolloutWorker.sample() called before set_policy()")
         T, B = self.fragment_length, self.num_envs
+        if self._external is not None:
+            return self._sample_external(T, B)
         obs_buf = np.empty((T, B, *self.spec.obs_shape), self.preprocessor.dtype)
         next_buf = np.empty_like(obs_buf)
         rew_buf = np.empty((T, B), np.float32)
@@ -303,6 +314,16 @@ class RolloutWorker:
         self.callbacks.on_sample_end(worker=self, samples=batch)
         if self._writer is not None:
             self._writer.write(batch, infos)
+        return batch
+
+    def _sample_external(self, T: int, B: int) -> SampleBatch:
+        """``T * B`` steps the ExternalEnv's episodes completed (waits for them)."""
+        batch = SampleBatch(self._external.sample(T, B))
+        self._completed.extend(self._external.pop_episodes())
+        self._steps_sampled += T * B
+        self.callbacks.on_sample_end(worker=self, samples=batch)
+        if self._writer is not None:
+            self._writer.write(batch, None)
         return batch
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
