@@ -17,6 +17,7 @@ from jrl.errors import CheckpointError, ConfigError, DataError, EnvError, JrlErr
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.external_env import ExternalEnv
 from jrl.rollout.policy import Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.trainer import Trainer
@@ -34,7 +35,7 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "Policy", "Trainer", "__version__",
+    "EnvContext", "EnvError", "Episode", "ExternalEnv", "JrlError", "Policy", "Trainer", "__version__",
     "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
 ]
 

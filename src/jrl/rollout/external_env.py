@@ -454,7 +454,8 @@ class ExternalEnvRunner:
             with self.external_env._lock:
                 episode.act(value, None if logp is None else float(logp[i]), logged=False)
                 episode.pending = None
-            future.set_result(value)
+            if not future.done():  # (closed meanwhile)
+                future.set_result(value)
 
     # -- sampling -------------------------------------------------------------------------------
 
