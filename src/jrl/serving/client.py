@@ -173,19 +173,27 @@ class PolicyClient:
         """Ships the buffered steps (local mode)."""
         with self._lock:
             commands, self._buffer = self._buffer, []
-            while commands:
-                try:
-                    self._request("POST", f"{PREFIX}/batch", {"commands": commands},
-                                  request_id=self._next_id())
-                    return
-                except ServerError as e:
-                    episode_id = _episode_of(commands, e.index)
-                    if e.status != 404 or episode_id not in self._episodes:
-                        raise
-                    # The server restarted: start the episode again, resend from there.
-                    commands = [{"command": "start_episode", "episode_id": episode_id,
-                                 "training_enabled": self._episodes[episode_id]},
-                                *commands[e.index:]]
+            self._send_commands(commands)
+
+    def _send_commands(self, commands: list[dict[str, Any]]) -> None:
+        while commands:
+            try:
+                self._request("POST", f"{PREFIX}/batch", {"commands": commands},
+                              request_id=self._next_id())
+                return
+            except ServerError as e:
+                if e.status == 413 and len(commands) > 1:  # over the server's body cap: halve
+                    half = len(commands) // 2
+                    self._send_commands(commands[:half])
+                    commands = commands[half:]
+                    continue
+                episode_id = _episode_of(commands, e.index)
+                if e.status != 404 or episode_id not in self._episodes:
+                    raise
+                # The server restarted: start the episode again, resend from there.
+                commands = [{"command": "start_episode", "episode_id": episode_id,
+                             "training_enabled": self._episodes[episode_id]},
+                            *commands[e.index:]]
 
     def close(self) -> None:
         """Ships what is buffered and closes the connection."""

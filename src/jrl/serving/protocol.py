@@ -91,7 +91,7 @@ def jsonable(value: Any) -> Any:
 
 def encode_array(array: Any) -> dict[str, Any]:
     """``{"dtype", "shape", "data"}``: the raw little-endian bytes, base64."""
-    a = np.ascontiguousarray(np.asarray(array))
+    a = np.asarray(array, order="C")
     if a.dtype.kind not in _ARRAY_KINDS:
         raise ProtocolError(f"cannot encode arrays of dtype {a.dtype}", status=500)
     a = a.astype(a.dtype.newbyteorder("<"), copy=False)
