@@ -17,8 +17,13 @@ import jrl
 from jrl import registry
 from jrl.algorithms.marwil import discounted_returns_of, marwil_loss, update_sqd_adv_norm
 from jrl.errors import ConfigError, DataError
-from jrl.execution.offline import OfflinePlan, dataset_transitions, fit_epochs
-from jrl.ops.estimators import off_policy_estimates, wis_init
+from jrl.execution.offline import (
+    OfflinePlan,
+    OffPolicyEstimation,
+    dataset_transitions,
+    fit_epochs,
+)
+from jrl.ops.estimators import episode_bounds, episode_estimates, wis_init
 from jrl.rollout.offline import (
     COLUMNS,
     BatchAssembler,
@@ -88,22 +93,15 @@ def test_returns_bootstrap_at_truncation_and_batch_end_but_not_termination():
 # -- IS / WIS by hand ---------------------------------------------------------------------------
 
 
-def _two_episodes(one_lane: bool):
-    # Episode A: mu = [.5, .5], pi = [.8, .25], r = [1, 2] -> p = [1.6, 1.6 * .5 = 0.8].
-    # Episode B: mu = [.5, .5], pi = [.2, .75], r = [1, 0] -> p = [0.4, 0.6].
-    mu = np.log([[0.5, 0.5], [0.5, 0.5]]).T
-    pi = np.log([[0.8, 0.25], [0.2, 0.75]]).T
-    r = np.array([[1.0, 2.0], [1.0, 0.0]]).T
-    start = np.array([[True, False], [True, False]]).T
-    if one_lane:  # the same two episodes one after the other in one lane
-        mu, pi, r, start = (x.T.reshape(4, 1) for x in (mu, pi, r, start))
-    return (jnp.asarray(r, jnp.float32), jnp.asarray(mu, jnp.float32),
-            jnp.asarray(pi, jnp.float32), jnp.asarray(start))
+# Episode A: mu = [.5, .5], pi = [.8, .25], r = [1, 2] -> p = [1.6, 1.6 * .5 = 0.8].
+# Episode B: mu = [.5, .5], pi = [.2, .75], r = [1, 0] -> p = [0.4, 0.6].
+EPISODE_A = dict(r=[1.0, 2.0], mu=np.log([0.5, 0.5]), pi=np.log([0.8, 0.25]))
+EPISODE_B = dict(r=[1.0, 0.0], mu=np.log([0.5, 0.5]), pi=np.log([0.2, 0.75]))
 
 
 def test_is_and_wis_on_one_two_step_episode_by_hand():
-    r, mu, pi, start = (x[:, :1] for x in _two_episodes(one_lane=False))
-    est, state = off_policy_estimates(r, mu, pi, start, 0.9, wis_init(2))
+    a = EPISODE_A
+    est, state = episode_estimates(a["r"], a["mu"], a["pi"], 0.9, wis_init())
     np.testing.assert_allclose(est["is"]["V_prev"], 1 + 0.9 * 2, rtol=1e-6)
     np.testing.assert_allclose(est["is"]["V_step_IS"], 1.6 * 1 + 0.9 * 0.8 * 2, rtol=1e-6)
     np.testing.assert_allclose(est["is"]["V_gain_est"], (1.6 + 1.44) / 2.8, rtol=1e-6)
@@ -113,30 +111,66 @@ def test_is_and_wis_on_one_two_step_episode_by_hand():
     np.testing.assert_allclose(state.count, [1, 1])
 
 
-@pytest.mark.parametrize("one_lane", [False, True], ids=["two-lanes", "one-lane"])
-def test_is_and_wis_average_over_episodes_split_by_lane_or_start_flag(one_lane):
-    r, mu, pi, start = _two_episodes(one_lane)
-    est, state = jax.jit(off_policy_estimates, static_argnums=4)(
-        r, mu, pi, start, 0.9, wis_init(r.shape[0]))
-    np.testing.assert_allclose(est["is"]["V_prev"], (2.8 + 1.0) / 2, rtol=1e-6)
-    np.testing.assert_allclose(est["is"]["V_step_IS"], (3.04 + 0.4) / 2, rtol=1e-6)
-    # w_0 = (1.6 + .4) / 2 = 1, w_1 = (.8 + .6) / 2 = .7:
-    # A: 1.6 / 1 * 1 + .9 * .8 / .7 * 2; B: .4 / 1 * 1 + 0.
-    wis_a = 1.6 + 0.9 * 0.8 / 0.7 * 2
-    np.testing.assert_allclose(est["wis"]["V_step_WIS"], (wis_a + 0.4) / 2, rtol=1e-6)
-    np.testing.assert_allclose(est["wis"]["V_gain_est"], (wis_a / 2.8 + 0.4 / 1.0) / 2,
-                               rtol=1e-6)
-    np.testing.assert_allclose(state.p_sum[:2], [2.0, 1.4], rtol=1e-6)
-    np.testing.assert_allclose(state.count[:2], [2, 2])
-
-
-def test_wis_weights_carry_over_batches():
-    r, mu, pi, start = (x[:, :1] for x in _two_episodes(one_lane=False))
-    _, state = off_policy_estimates(r, mu, pi, start, 0.9, wis_init(2))
-    r2, mu2, pi2, start2 = (x[:, 1:] for x in _two_episodes(one_lane=False))
-    est, _ = off_policy_estimates(r2, mu2, pi2, start2, 0.9, state)
-    # Episode B with the weights of A and B: w = [1, .7] -> .4 / 1 * 1 + 0.
+def test_wis_weights_run_over_the_episodes_seen_so_far_episode_by_episode():
+    a, b = EPISODE_A, EPISODE_B
+    _, state = episode_estimates(a["r"], a["mu"], a["pi"], 0.9, wis_init())
+    est, state = episode_estimates(b["r"], b["mu"], b["pi"], 0.9, state)
+    # w_0 = (1.6 + .4) / 2 = 1, w_1 = (.8 + .6) / 2 = .7: B gives .4 / 1 * 1 + 0.
     np.testing.assert_allclose(est["wis"]["V_step_WIS"], 0.4, rtol=1e-6)
+    np.testing.assert_allclose(est["is"]["V_step_IS"], 0.4, rtol=1e-6)
+    np.testing.assert_allclose(state.p_sum, [2.0, 1.4], rtol=1e-6)
+    np.testing.assert_allclose(state.count, [2, 2])
+    # A longer episode extends the weights; a shorter one leaves the tail alone.
+    est, state = episode_estimates([1.0, 1.0, 1.0], np.zeros(3), np.zeros(3), 0.9, state)
+    np.testing.assert_allclose(state.count, [3, 3, 1])
+    np.testing.assert_allclose(est["wis"]["V_step_WIS"], 1 / (3 / 3) + 0.9 / (2.4 / 3)
+                               + 0.81 / 1.0, rtol=1e-6)
+
+
+def test_episode_bounds_follow_eps_id_t_and_termination():
+    eps_id = np.array([7, 7, 7, 8, 8, 8, 8, 9])
+    t = np.array([3, 4, 5, 0, 1, 5, 6, 0])
+    terminated = np.array([0, 1, 0, 0, 0, 0, 0, 0], bool)
+    # 0 starts; 2 follows a terminal step; 3 new eps_id; 5 t jumps; 7 new eps_id.
+    np.testing.assert_array_equal(episode_bounds(eps_id, t, terminated), [0, 2, 3, 5, 7])
+
+
+def _lane_batch(steps: list[dict], T: int, B: int) -> dict[str, np.ndarray]:
+    """A [T, B] batch laid lane after lane (as BatchAssembler lays rows) from step dicts; the
+    target log-probability rides in obs[:, 0] for the fake policy below."""
+    cols = {k: np.array([s[k] for s in steps]) for k in steps[0]}
+    batch = {k: np.swapaxes(v.reshape(B, T, *v.shape[1:]), 0, 1) for k, v in cols.items()}
+    batch["obs"] = batch.pop("pi")[..., None].astype(np.float32)
+    batch["actions"] = np.zeros((T, B), np.int32)
+    return batch
+
+
+def _steps(episode: dict, eps_id: int, terminated_at_end: bool = True) -> list[dict]:
+    n = len(episode["r"])
+    return [dict(rewards=episode["r"][i], action_logp=episode["mu"][i], pi=episode["pi"][i],
+                 eps_id=eps_id, t=i, terminateds=terminated_at_end and i == n - 1)
+            for i in range(n)]
+
+
+def test_estimation_stitches_episodes_across_lanes_and_batches():
+    estimation = OffPolicyEstimation(lambda policy, obs, actions: obs[:, 0], ("is", "wis"), 0.9)
+    long_episode = dict(r=[1.0] * 5, mu=np.log([0.5] * 5), pi=np.log([0.6, 0.4, 0.5, 0.7, 0.5]))
+    # Batch 1 (T=3, B=2): A's two steps, then the long episode's first 4 steps over 2 lanes;
+    # batch 2 (T=3, B=1): its last step, then B.
+    stream = _steps(EPISODE_A, 0) + _steps(long_episode, 1) + _steps(EPISODE_B, 2)
+    estimation.add(None, _lane_batch(stream[:6], 3, 2))
+    first = estimation.pop()["off_policy_estimator"]
+    np.testing.assert_allclose(first["is"]["V_step_IS"], 1.6 + 0.9 * 0.8 * 2, rtol=1e-5)
+    estimation.add(None, _lane_batch(stream[6:], 3, 1))
+    second = estimation.pop()["off_policy_estimator"]
+    expected, state = [], wis_init()
+    for episode in (EPISODE_A, long_episode, EPISODE_B):
+        est, state = episode_estimates(episode["r"], episode["mu"], episode["pi"], 0.9, state)
+        expected.append(est)
+    for name, metric in (("is", "V_step_IS"), ("wis", "V_step_WIS"), ("is", "V_prev")):
+        want = np.mean([e[name][metric] for e in expected[1:]])
+        np.testing.assert_allclose(second[name][metric], want, rtol=1e-5)
+    assert estimation.pop() == {}
 
 
 # -- the format ---------------------------------------------------------------------------------
@@ -516,3 +550,18 @@ def test_marwil_two_device_update_equals_one_device_update(tmp_path):
                           text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_dqn_records_its_epsilon_greedy_behaviour_probability():
+    from jrl.types import EnvSpec
+
+    spec = EnvSpec(obs_shape=(3,), action_kind="discrete", num_actions=4)
+    algo = registry.make_algorithm("DQN", registry.parse_config("DQN"), spec)
+    policy = algo.policy(algo.init(jax.random.PRNGKey(0)))._replace(epsilon=jnp.float32(0.4))
+    obs = jnp.ones((512, 3))
+    greedy, _ = algo.act(policy, obs, jax.random.PRNGKey(1), False)
+    action, extras = jax.jit(algo.act, static_argnums=3)(policy, obs, jax.random.PRNGKey(2), True)
+    prob = np.exp(np.asarray(extras["action_logp"]))
+    # eps / n = 0.1 on every action, plus 1 - eps = 0.6 on the greedy one.
+    np.testing.assert_allclose(prob, np.where(action == greedy, 0.7, 0.1), rtol=1e-6)
+    assert 0 < (action != greedy).sum() < 512

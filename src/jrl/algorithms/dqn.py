@@ -179,7 +179,13 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
         u = jax.random.uniform(key, (2, *greedy.shape))
         random_action = jnp.minimum((u[1] * spec.num_actions).astype(jnp.int32),
                                     spec.num_actions - 1)
-        return jnp.where(u[0] < policy.epsilon, random_action, greedy), {"q_values": q}
+        action = jnp.where(u[0] < policy.epsilon, random_action, greedy)
+        # The behaviour probability of the action taken (recorded as ``action_prob`` /
+        # ``action_logp`` in offline data): epsilon-greedy puts 1 - eps + eps / n on the greedy
+        # action and eps / n on each other one.
+        uniform = policy.epsilon / spec.num_actions
+        prob = jnp.where(action == greedy, 1.0 - policy.epsilon + uniform, uniform)
+        return action, {"q_values": q, "action_logp": jnp.log(prob).astype(jnp.float32)}
 
     def loss_fn(params, state: DQNState, batch: ReplayBatch):
         q_tm1 = q_values(params, state.obs_filter, batch.obs)

@@ -29,7 +29,7 @@ import numpy as np
 
 from jrl.errors import ConfigError
 from jrl.execution.learner import Learner
-from jrl.ops.estimators import off_policy_estimates, wis_init
+from jrl.ops.estimators import episode_bounds, episode_estimates, wis_init
 from jrl.rollout.offline import BatchAssembler, JsonReader, MixedInput
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
@@ -80,39 +80,70 @@ class OfflinePlan:
 
 
 class OffPolicyEstimation:
-    """Runs ``input_evaluation``'s estimators on batches read from files and averages them
-    over an iteration.
+    """Runs ``input_evaluation``'s estimators on the episodes of batches read from files and
+    averages them over an iteration.
+
+    Batches from ``BatchAssembler`` lay rows end to end, lane after lane, so read lane by lane
+    they are one stream of steps; episodes are cut from it by ``eps_id``, ``t`` and termination
+    (``episode_bounds``), and an episode still open at a batch's end continues in the next
+    batch. Each episode is estimated when it is complete (RLlib's per-episode estimates, WIS
+    weights running over every episode seen), with ``pi``'s log-probabilities computed by the
+    policy current when each of its steps was read.
 
     Args:
       logp: ``logp(policy, obs [N], actions [N]) -> [N]`` of the policy being learned.
       estimators: names out of ``("is", "wis")``.
       gamma: discount.
-      T: lane length of the batches (the WIS weights' length).
     """
 
-    def __init__(self, logp: Callable, estimators: tuple[str, ...], gamma: float, T: int):
+    def __init__(self, logp: Callable, estimators: tuple[str, ...], gamma: float):
         self.estimators = estimators
-        self._estimate = jax.jit(lambda policy, batch, wis: off_policy_estimates(
-            batch["rewards"], batch["action_logp"],
-            logp(policy, _flat(batch["obs"]), _flat(batch["actions"])).reshape(
-                batch["rewards"].shape),
-            batch["episode_start"], gamma, wis))
-        self._wis = wis_init(T)
+        self.gamma = gamma
+        self._logp = jax.jit(logp)
+        self._wis = wis_init()
+        self._open: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._last: tuple[int, int, bool] | None = None  # eps_id, t, terminated of the open end
         self._estimates: list[dict] = []
 
     def add(self, policy: Any, batch: dict[str, np.ndarray]) -> None:
-        columns = {k: batch[k] for k in ("obs", "actions", "rewards", "action_logp",
-                                         "episode_start")}
-        estimates, self._wis = self._estimate(policy, columns, self._wis)
+        """Estimates the episodes ``batch`` completes (``[T, B]`` columns ``obs``, ``actions``,
+        ``rewards``, ``action_logp``, ``eps_id``, ``t``, ``terminateds``)."""
+        T, B = batch["rewards"].shape
+
+        def stream(x):
+            x = np.asarray(x)
+            return np.swapaxes(x, 0, 1).reshape(T * B, *x.shape[2:])
+
+        obs, actions = stream(batch["obs"]), stream(batch["actions"])
+        target = np.asarray(self._logp(policy, obs, actions)).reshape(-1)
+        rewards, behaviour = stream(batch["rewards"]), stream(batch["action_logp"])
+        eps_id, t = stream(batch["eps_id"]), stream(batch["t"])
+        terminated = stream(batch["terminateds"]).astype(bool)
+        starts = [*episode_bounds(eps_id, t, terminated), T * B]
+        for begin, end in zip(starts[:-1], starts[1:], strict=True):
+            continues = (begin == 0 and self._last is not None and not self._last[2]
+                         and int(eps_id[0]) == self._last[0] and int(t[0]) == self._last[1] + 1)
+            if not continues:
+                self._close()
+            self._open.append((rewards[begin:end], behaviour[begin:end], target[begin:end]))
+            self._last = (int(eps_id[end - 1]), int(t[end - 1]), bool(terminated[end - 1]))
+        if self._last is not None and self._last[2]:
+            self._close()
+
+    def _close(self) -> None:
+        if not self._open:
+            return
+        r, mu, pi = (np.concatenate(parts) for parts in zip(*self._open, strict=True))
+        self._open, self._last = [], None
+        estimates, self._wis = episode_estimates(r, mu, pi, self.gamma, self._wis)
         self._estimates.append({k: estimates[k] for k in self.estimators})
 
     def pop(self) -> dict[str, Any]:
-        """``{"off_policy_estimator": {name: {metric: mean}}}`` since the last call ({} when
-        no batch came from files)."""
+        """``{"off_policy_estimator": {name: {metric: mean over episodes}}}`` of the episodes
+        completed since the last call ({} when none was)."""
         if not self._estimates:
             return {}
-        estimates = jax.tree.map(lambda *xs: float(np.mean([np.asarray(x) for x in xs])),
-                                 *self._estimates)
+        estimates = jax.tree.map(lambda *xs: float(np.mean(xs)), *self._estimates)
         self._estimates = []
         return {"off_policy_estimator": estimates}
 
@@ -136,12 +167,8 @@ def make_input(definition: AlgorithmDef, config: Any, spec: Any, T: int, B: int,
     estimation = None
     if config.input_evaluation and any(name != SAMPLER for name in sources):
         logp = definition.require("action_logp")(config, spec)
-        estimation = OffPolicyEstimation(logp, tuple(config.input_evaluation), config.gamma, T)
+        estimation = OffPolicyEstimation(logp, tuple(config.input_evaluation), config.gamma)
     return MixedInput(sources, readers, seed=config.seed), estimation
-
-
-def _flat(x: jax.Array) -> jax.Array:
-    return x.reshape((-1, *x.shape[2:]))
 
 
 def fit_epochs(algorithm: Algorithm, num_epochs: int) -> Callable:
