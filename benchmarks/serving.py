@@ -1,7 +1,7 @@
 """PolicyServer get_action throughput and latency: 1 and 16 clients, remote vs local inference.
 
 The server (a PPO policy for CartPole's spaces with RLlib's default 256x256 network, weights
-fixed, no training) runs in a child process; the clients are threads in this process, each with
+fixed, no training) runs in a child process; each client is a process of its own, with
 its own ``PolicyClient`` and one long episode (``training_enabled=False``), calling
 ``get_action`` in a loop for ``--seconds`` after a warm-up. Remote: every action is an HTTP
 round trip, answered in batches by the server's inference thread. Local: the client acts with
@@ -52,47 +52,52 @@ def serve(port: int) -> None:
     threading.Event().wait()
 
 
-def load(port: int, clients: int, mode: str, seconds: float, warmup: float) -> dict:
+def _client(port: int, mode: str, index: int, ready, measure, stop, out) -> None:
+    """One client process: one PolicyClient, one long episode, get_action in a loop."""
     from jrl.serving import PolicyClient
 
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    start_measuring = threading.Event()
-    stop = threading.Event()
-    errors: list[Exception] = []
+    client = PolicyClient(f"http://127.0.0.1:{port}", inference_mode=mode, update_interval=10.0)
+    eid = client.start_episode(training_enabled=False)
+    rng = np.random.default_rng(index)
+    obs = rng.uniform(-0.05, 0.05, 4).astype(np.float32)
+    client.get_action(eid, obs)
+    ready.release()
+    latencies = []
+    while not stop.is_set():
+        t = time.perf_counter()
+        client.get_action(eid, obs)
+        dt = time.perf_counter() - t
+        if measure.is_set():
+            latencies.append(dt)
+        obs = rng.uniform(-0.05, 0.05, 4).astype(np.float32)
+    client.end_episode(eid, obs)
+    client.close()
+    out.put(latencies)
 
-    def run(i: int) -> None:
-        try:
-            client = PolicyClient(f"http://127.0.0.1:{port}", inference_mode=mode,
-                                  update_interval=10.0)
-            eid = client.start_episode(training_enabled=False)
-            rng = np.random.default_rng(i)
-            obs = rng.uniform(-0.05, 0.05, 4).astype(np.float32)
-            while not stop.is_set():
-                t = time.perf_counter()
-                client.get_action(eid, obs)
-                dt = time.perf_counter() - t
-                if start_measuring.is_set():
-                    latencies[i].append(dt)
-                obs = rng.uniform(-0.05, 0.05, 4).astype(np.float32)
-            client.end_episode(eid, obs)
-            client.close()
-        except Exception as e:
-            errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
+def load(port: int, clients: int, mode: str, seconds: float, warmup: float) -> dict:
+    """``clients`` client processes (each simulator is its own process, as in production)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # this process has not imported jax: forking is safe
+    ready, measure, stop, out = ctx.Semaphore(0), ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_client, args=(port, mode, i, ready, measure, stop, out),
+                         daemon=True) for i in range(clients)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        if not ready.acquire(timeout=300):
+            raise RuntimeError("a client did not start")
     time.sleep(warmup)
-    start_measuring.set()
+    measure.set()
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     elapsed = time.perf_counter() - t0
-    for t in threads:
-        t.join(timeout=60)
-    if errors:
-        raise errors[0]
-    all_lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000.0
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    all_lat = np.concatenate([np.asarray(x) for x in results]) * 1000.0
     return {"mode": mode, "clients": clients, "requests": len(all_lat),
             "rps": len(all_lat) / elapsed, "p50": float(np.percentile(all_lat, 50)),
             "p99": float(np.percentile(all_lat, 99))}
@@ -126,8 +131,8 @@ def main() -> None:
     body = "\n".join([
         *header,
         "- server: PolicyServer (aiohttp) in a child process, PPO policy with the default "
-        "256x256 network, fixed weights; clients: threads in this process (one PolicyClient "
-        "each, one long episode, `training_enabled=False`), sharing the same CPUs",
+        "256x256 network, fixed weights; clients: one process each (one PolicyClient, one "
+        "long episode, `training_enabled=False`), on the same CPUs as the server",
         f"- {args.seconds:.0f} s measured per row after {args.warmup:.0f} s warm-up; the "
         "machine is shared with other work, so compare rows of one run",
         "", table, "",

@@ -18,7 +18,7 @@ import pytest
 
 import jrl
 from jrl.errors import ConfigError, EnvError
-from jrl.rollout.external_env import UnknownEpisodeError
+from jrl.rollout.external_env import ExternalEnvClosed, UnknownEpisodeError
 from jrl.serving import PolicyClient, PolicyServer, ServerError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,12 @@ class CartPoleSim(jrl.ExternalEnv):
         self.env, self.off_policy, self.disabled_every = env, off_policy, disabled_every
 
     def run(self):
+        try:
+            self._episodes_forever()
+        except ExternalEnvClosed:  # the trainer stopped
+            pass
+
+    def _episodes_forever(self):
         n = 0
         while True:
             n += 1
@@ -138,10 +144,10 @@ def test_ppo_trains_on_an_external_env_and_skips_disabled_episodes():
     trainer = jrl.Trainer("PPO", env="sim-disabled",
                           config={**PPO_SMALL, "callbacks": Batches}, log_to_disk=False)
     try:
-        results = [trainer.train() for _ in range(3)]
+        results = [trainer.train() for _ in range(2)]
     finally:
         trainer.stop()
-    assert results[-1]["timesteps_total"] == 300
+    assert results[-1]["timesteps_total"] == 200
     assert results[-1]["episodes_total"] > 0
     for batch in Batches.seen:
         assert batch["obs"].shape == (50, 2, 4)
@@ -158,22 +164,16 @@ def test_ppo_trains_on_an_external_env_and_skips_disabled_episodes():
 def test_dqn_trains_on_logged_off_policy_actions():
     jrl.register_env("sim-off", lambda ctx: CartPoleSim(off_policy=True))
     trainer = jrl.Trainer("DQN", env="sim-off", config={
-        "num_workers": 0, "learning_starts": 50, "timesteps_per_iteration": 100,
+        "num_workers": 0, "learning_starts": 32, "timesteps_per_iteration": 64,
         "rollout_fragment_length": 4, "train_batch_size": 32, "model": {"fcnet_hiddens": [16]}},
         log_to_disk=False)
     try:
         result = trainer.train()
     finally:
         trainer.stop()
-    assert result["timesteps_total"] >= 100 and result["episodes_total"] > 0
-    assert "info/learner" in result or any("loss" in k for k in _flat_keys(result))
-
-
-def _flat_keys(d, prefix=""):
-    for k, v in d.items():
-        yield prefix + k
-        if isinstance(v, dict):
-            yield from _flat_keys(v, prefix + k + "/")
+    assert result["timesteps_total"] >= 64 and result["episodes_total"] > 0
+    assert result["info"]["num_steps_trained"] > 0
+    assert np.isfinite(result["info"]["learner"]["default_policy"]["loss"])
 
 
 def test_external_env_rejects_bad_calls(served):
@@ -444,7 +444,6 @@ def test_jrl_serve_answers_actions(tmp_path, make_trainer):
     from jrl.serving.inference import serve_checkpoint
 
     trainer = make_trainer("PPO")
-    trainer.train()
     checkpoint = trainer.save(str(tmp_path))
     server = serve_checkpoint(checkpoint, "127.0.0.1", 0, TOKEN).start()
     try:

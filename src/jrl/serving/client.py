@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -243,7 +244,12 @@ class PolicyClient:
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._scheme == "https" else \
                 http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            conn.connect()
+            # Headers and body go out in two sends: without NODELAY, Nagle's algorithm would
+            # hold the body until the server's (delayed) ACK of the headers.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn = conn
         return self._conn
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,

@@ -93,7 +93,7 @@ class JsonHttpServer:
         self.request_timeout = float(request_timeout)
         self._inflight = 0
         self._max_inflight = int(max_inflight)
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         self._app = web.Application(client_max_size=self.max_body_bytes,
                                     middlewares=[self._middleware])
         self._app.router.add_get("/healthz", self._healthz)
@@ -211,3 +211,12 @@ class JsonHttpServer:
                 self._inflight -= 1
 
         return middleware
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (about twice as fast per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
