@@ -176,6 +176,18 @@ def test_dqn_trains_on_logged_off_policy_actions():
     assert np.isfinite(result["info"]["learner"]["default_policy"]["loss"])
 
 
+@pytest.mark.slow
+def test_ppo_trains_on_external_envs_in_ray_workers(ray_cluster):
+    jrl.register_env("sim-ray", lambda ctx: CartPoleSim())
+    trainer = jrl.Trainer("PPO", env="sim-ray", config={**PPO_SMALL, "num_workers": 2},
+                          log_to_disk=False)
+    try:
+        result = trainer.train()
+    finally:
+        trainer.stop()
+    assert result["timesteps_total"] == 200 and result["episodes_total"] > 0
+
+
 def test_external_env_rejects_bad_calls(served):
     env, _ = served
     eid = env.start_episode()

@@ -448,14 +448,19 @@ class ExternalEnvRunner:
         action, logp, self._key = self._act(self._acting, obs, self._key, self._explore)
         action = np.asarray(action)[:n]
         logp = None if logp is None else np.asarray(logp)[:n]
+        space = self.single_action_space
+        discrete = isinstance(space, gym.spaces.Discrete)
+        # The env gets actions inside the Box with clip_actions; the batch keeps the sampled ones.
+        env_action = action
+        if not discrete and self.policy.algo_config.clip_actions:
+            env_action = np.clip(action, space.low, space.high)
         for i, (episode, _, future) in enumerate(requests):
-            a = action[i]
-            value = int(a) if isinstance(self.single_action_space, gym.spaces.Discrete) else a
+            value = int(action[i]) if discrete else action[i]
             with self.external_env._lock:
                 episode.act(value, None if logp is None else float(logp[i]), logged=False)
                 episode.pending = None
             if not future.done():  # (closed meanwhile)
-                future.set_result(value)
+                future.set_result(value if discrete else env_action[i])
 
     # -- sampling -------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class InferenceServer(JsonHttpServer):
                  **limits: Any):
         self.policy = policy
         self.describe = dict(describe or {})
+        self.trainer: Any = None  # the trainer behind the policy (serve_checkpoint sets it)
         # One thread computes, so the policy's key and jitted calls are never shared.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "jrl-serve-act")
         super().__init__(address, port, token, **limits)
