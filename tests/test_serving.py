@@ -479,6 +479,7 @@ def test_jrl_serve_answers_actions(tmp_path, make_trainer):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("run,mode", [("PPO", "local"), ("DQN", "remote")])
 def test_cartpole_examples_train_to_475(run, mode):
     port = _free_port()
@@ -487,7 +488,7 @@ def test_cartpole_examples_train_to_475(run, mode):
     try:
         client = _python("examples/serving/cartpole_client.py", "--port", str(port),
                          "--stop-at-reward", "475", "--inference-mode", mode)
-        out, _ = client.communicate(timeout=1500)
+        out, _ = client.communicate(timeout=1400)
     finally:
         for p in (server, client):
             if p is not None and p.poll() is None:

@@ -37,11 +37,13 @@ class CartpoleServing(ExternalEnv):
 
 CONFIGS = {
     # RLlib's example settings, sized so CartPole solves within a few minutes on 2 CPUs.
-    "DQN": {"num_workers": 0, "learning_starts": 500, "timesteps_per_iteration": 1000,
+    "DQN": {"num_workers": 0, "learning_starts": 1000, "timesteps_per_iteration": 1000,
             "exploration_config": {"initial_epsilon": 1.0, "final_epsilon": 0.02,
-                                   "epsilon_timesteps": 10_000},
-            "target_network_update_freq": 500, "n_step": 3, "lr": 5e-4,
-            "rollout_fragment_length": 4},
+                                   "epsilon_timesteps": 5000},
+            "n_step": 3, "dueling": True, "double_q": True, "hiddens": [64], "lr": 1e-3,
+            "rollout_fragment_length": 4, "train_batch_size": 128, "training_intensity": 16,
+            "buffer_size": 50_000, "target_network_update_freq": 500,
+            "model": {"fcnet_hiddens": [64, 64]}},
     "PPO": {"num_workers": 0, "rollout_fragment_length": 1000, "train_batch_size": 4000,
             "sgd_minibatch_size": 256, "num_sgd_iter": 10, "lr": 1e-3, "gamma": 0.99,
             "model": {"fcnet_hiddens": [64, 64]}},

@@ -323,13 +323,18 @@ class ExternalEnvRunner:
         self._key: Any = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self.max_ahead_steps = 10_000
 
     # -- setup ----------------------------------------------------------------------------------
 
-    def bind(self, policy: Any, act: Callable, key: Any, explore: bool) -> None:
+    def bind(self, policy: Any, act: Callable, key: Any, explore: bool,
+             max_ahead_steps: int = 10_000) -> None:
         """Sets how observations become actions: ``act(acting, obs [N, ...], key, explore) ->
         (action, logp or None, key)``. ``policy`` (a ``jrl.Policy``) preprocesses observations,
-        scores logged actions and describes itself to local-inference clients."""
+        scores logged actions and describes itself to local-inference clients. While
+        ``max_ahead_steps`` completed steps wait for the learner, training episodes' actions
+        wait too (so the data stays close to the learner's policy and its replay ratio)."""
+        self.max_ahead_steps = int(max_ahead_steps)
         self.policy, self._preprocessor = policy, policy.preprocessor
         self._act, self._key, self._explore = act, key, explore
         self._score = logp_scorer(policy)
@@ -424,12 +429,12 @@ class ExternalEnvRunner:
     def _serve_actions(self) -> None:
         while True:
             with self._cond:
-                while not self._requests and not self._stopped:
+                requests = self._take_requests()
+                while not requests and not self._stopped:
                     self._cond.wait()
+                    requests = self._take_requests()
                 if self._stopped:
                     return
-                requests = list(self._requests)
-                self._requests.clear()
             try:
                 self._answer(requests)
             except Exception as e:  # fail these requests, keep serving the next ones
@@ -438,6 +443,19 @@ class ExternalEnvRunner:
                     episode.pending = None
                     if not future.done():
                         future.set_exception(e)
+
+    def _take_requests(self) -> list:
+        """The pending requests to answer now (lock held): all of them, or only those of
+        episodes that do not train while the learner is ``max_ahead_steps`` behind."""
+        if self._num_ready < self.max_ahead_steps:
+            requests = list(self._requests)
+            self._requests.clear()
+            return requests
+        requests = [r for r in self._requests if not r[0].training_enabled]
+        if requests:
+            self._requests = collections.deque(
+                r for r in self._requests if r[0].training_enabled)
+        return requests
 
     def _answer(self, requests: list) -> None:
         n = len(requests)
@@ -481,6 +499,7 @@ class ExternalEnvRunner:
                     logger.info("external env: waiting for experiences (%d of %d steps after "
                                 "%.0f s)", self._num_ready, need, now - waited_since)
             steps = self._take(need)
+            self._cond.notify_all()  # actions held back for the learner may go now
         return self._columns(steps, T, B)
 
     def _take(self, need: int) -> list[tuple[int, _Step]]:

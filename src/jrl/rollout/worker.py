@@ -122,7 +122,9 @@ class RolloutWorker:
         self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
         if self._external is not None:
             self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
-                                jax.random.PRNGKey(seed + 1), bool(config.explore))
+                                jax.random.PRNGKey(seed + 1), bool(config.explore),
+                                max(2 * self.fragment_length * self.num_envs,
+                                    getattr(config, "train_batch_size", 0)))
         else:
             raw_obs, _ = self.env.reset(seed=seed)
             self.action_space.seed(seed)
