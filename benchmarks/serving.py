@@ -123,6 +123,7 @@ def main() -> None:
                    for mode in ("remote", "local") for n in (1, 16)]
     finally:
         server.kill()
+    load_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = [(r["mode"], r["clients"], f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
              r["requests"]) for r in results]
     table = markdown_table(("inference", "clients", "get_action/s", "p50 ms", "p99 ms",
@@ -135,6 +136,7 @@ def main() -> None:
         "long episode, `training_enabled=False`), on the same CPUs as the server",
         f"- {args.seconds:.0f} s measured per row after {args.warmup:.0f} s warm-up; the "
         "machine is shared with other work, so compare rows of one run",
+        f"- load average at the end (1/5/15 min): {load_end}",
         "", table, "",
         f"Goal (16 clients, remote): >= 2,000 actions/s and p99 < 20 ms; measured "
         f"{remote16['rps']:,.0f}/s, p99 {remote16['p99']:.1f} ms.",
