@@ -59,12 +59,13 @@ class PolicyClient:
         does, with weights pulled every ``update_interval`` seconds).
       update_interval: seconds between weight pulls in local mode (None: only once).
       timeout: seconds one HTTP request may take.
-      retry_timeout: how long to keep reconnecting to a server that went away.
+      retry_timeout: how long to keep repeating a request while the server is unreachable
+        or answers 503 (restarting, busy, or holding actions back while the learner trains).
     """
 
     def __init__(self, address: str, token: str | None = None, inference_mode: str = "remote",
                  update_interval: float | None = 10.0, *, timeout: float = 60.0,
-                 retry_timeout: float = 60.0):
+                 retry_timeout: float = 120.0):
         if inference_mode not in ("remote", "local"):
             raise ConfigError(f"inference_mode must be 'remote' or 'local', got "
                               f"{inference_mode!r}")

@@ -87,27 +87,21 @@ class PolicyServer(JsonHttpServer):
         return handle
 
     async def _once(self, request_id: Any, run: Any) -> Any:
-        """Runs ``run()`` once per ``request_id`` (None: always); repeats get its answer."""
-        if request_id is None:
-            return await run()
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+        """Runs ``run()`` once per ``request_id`` (None: always). A repeated id (a retry after a
+        lost answer or a timeout) waits for the same run and gets its answer; the run goes on
+        when a request times out, so a retry never applies anything twice."""
+        if request_id is not None and (not isinstance(request_id, str)
+                                       or not 0 < len(request_id) <= 128):
             raise ProtocolError("request_id must be a string of 1 to 128 characters")
-        if request_id in self._recent:
-            return await asyncio.shield(self._recent[request_id])
-        future = asyncio.get_running_loop().create_future()
-        self._recent[request_id] = future
-        while len(self._recent) > _REMEMBERED_REQUESTS:
-            self._recent.popitem(last=False)
-        try:
-            result = await run()
-        except BaseException as e:
-            # A failed request may be retried: forget it, and wake any waiting duplicate.
-            self._recent.pop(request_id, None)
-            future.set_exception(e)
-            future.exception()  # mark retrieved
-            raise
-        future.set_result(result)
-        return result
+        task = self._recent.get(request_id) if request_id is not None else None
+        if task is None:
+            task = asyncio.ensure_future(run())
+            task.add_done_callback(_retrieve)
+            if request_id is not None:
+                self._recent[request_id] = task
+                while len(self._recent) > _REMEMBERED_REQUESTS:
+                    self._recent.popitem(last=False)
+        return await asyncio.wait_for(asyncio.shield(task), self.request_timeout)
 
     async def _run(self, name: str, body: Any) -> dict[str, Any]:
         required, optional = _COMMANDS[name]
@@ -115,8 +109,7 @@ class PolicyServer(JsonHttpServer):
         env = self.external_env
         if name == "get_action":
             future = env.get_action_async(_episode_id(args), args["observation"])
-            action = await asyncio.wait_for(asyncio.wrap_future(future), self.request_timeout)
-            return {"action": jsonable(action)}
+            return {"action": jsonable(await asyncio.wrap_future(future))}
         if name == "start_episode":
             enabled = args.get("training_enabled", True)
             if not isinstance(enabled, bool):
@@ -178,6 +171,12 @@ class PolicyServer(JsonHttpServer):
         loop = asyncio.get_running_loop()
         payload = await loop.run_in_executor(None, _policy_payload, runner)
         return self.json_response(payload)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Marks a finished run's exception as seen (its requests may all have timed out)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _episode_id(args: dict[str, Any]) -> str:
