@@ -317,6 +317,40 @@ def test_repeated_request_id_is_applied_once(served):
     assert status == 409
 
 
+def test_held_back_action_times_out_and_its_retry_gets_it():
+    """Training episodes' actions wait while the learner is a batch behind; the 503 retry with
+    the same request_id gets the action once the learner catches up."""
+    jrl.register_env("serving-held", lambda ctx: ServingEnv(request_timeout=1.0))
+    trainer = jrl.Trainer("PPO", env="serving-held", config=PPO_SMALL, log_to_disk=False)
+    try:
+        trainer.workers.set_policy(trainer.get_policy().acting)
+        runner = trainer.workers.local_worker().env
+        runner.start()  # serving, but nobody trains yet
+        env = runner.external_env
+        assert env.ready.wait(60)
+        port = env.server.port
+        env.get_action(env.start_episode(training_enabled=False), np.zeros(4))  # compiles act
+        eid = _started(port)
+        step = {"episode_id": eid, "observation": [0, 0, 0, 0]}
+        for i in range(runner.max_ahead_steps):  # the last one fills the allowance
+            status = 503
+            for _ in range(20):  # (a loaded machine: repeat on 503, as the client does)
+                status, _ = _post(port, "/v1/get_action", {**step, "request_id": f"a{i}"})
+                if status != 503:
+                    break
+            assert status == 200
+        held = {**step, "request_id": "held"}
+        status, payload = _post(port, "/v1/get_action", held)
+        assert status == 503 and "timed out" in json.loads(payload)["error"]
+        assert trainer.train()["timesteps_total"] == 20  # the learner takes a batch
+        status, payload = _post(port, "/v1/get_action", held)
+        assert status == 200 and json.loads(payload)["action"] in (0, 1)
+        status, _ = _post(port, "/v1/get_action", {**step, "request_id": "next"})
+        assert status == 200  # one action per step: the held one was applied once
+    finally:
+        trainer.stop()
+
+
 def test_sixteen_concurrent_clients(served):
     env, _ = served
     errors, actions = [], []
