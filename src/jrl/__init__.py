@@ -25,6 +25,7 @@ from jrl.networks.custom import ModelCatalog
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.external_env import ExternalEnv
 from jrl.rollout.jax_envs import JaxEnv, JaxStep, register_jax_env
 from jrl.rollout.multi_agent import HeuristicPolicy, PolicySpec
 from jrl.rollout.multi_agent_env import MultiAgentEnv, make_multi_agent
@@ -45,8 +46,8 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "HeuristicPolicy", "JaxEnv", "JaxStep", "JrlError",
-    "ModelCatalog", "MultiAgentEnv", "NumericError", "Policy", "PolicySpec", "Trainer",
+    "EnvContext", "EnvError", "Episode", "ExternalEnv", "HeuristicPolicy", "JaxEnv", "JaxStep",
+    "JrlError", "ModelCatalog", "MultiAgentEnv", "NumericError", "Policy", "PolicySpec", "Trainer",
     "__version__", "get_filter", "get_preprocessor", "get_trainer_class", "make_multi_agent",
     "register_algorithm", "register_env", "register_jax_env",
 ]

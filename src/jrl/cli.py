@@ -495,6 +495,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jrl.serving.inference import serve_checkpoint
+
+    overrides = _parse_json(args.config, "--config") if args.config else {}
+    token = args.token or os.environ.get("JRL_SERVE_TOKEN")
+    server = serve_checkpoint(args.checkpoint, args.host, args.port, token, overrides,
+                              max_body_bytes=args.max_body_bytes)
+    print(f"Serving {server.describe['algo']} ({server.describe['env']}) on {server.url}: "
+          f"POST /v1/actions, GET /healthz (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.trainer.stop()
+    return 0
+
+
 def _require_moviepy() -> None:
     try:
         import moviepy  # noqa: F401
@@ -573,6 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="curves.png", help="image file to write (png/svg/pdf)")
     plot.add_argument("-v", "--verbose", action="count", default=0)
     plot.set_defaults(func=cmd_plot)
+    serve = sub.add_parser("serve", help="serve a checkpointed policy over HTTP (JSON)")
+    serve.add_argument("checkpoint", help="checkpoint dir (or a results dir: latest checkpoint)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind (default loopback; others need --token)")
+    serve.add_argument("--port", type=int, default=9900)
+    serve.add_argument("--token", help="bearer token clients must send (or $JRL_SERVE_TOKEN)")
+    serve.add_argument("--max-body-bytes", type=int, default=4 << 20)
+    serve.add_argument("--config", help="config overrides as a JSON object")
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

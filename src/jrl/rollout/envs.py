@@ -13,6 +13,7 @@ import numpy as np
 
 from jrl.errors import EnvError
 from jrl.rollout import atari, example_envs
+from jrl.rollout.external_env import ExternalEnv, ExternalEnvRunner
 from jrl.types import EnvSpec
 
 logger = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ def registered_envs() -> list[str]:
 
 def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None = None,
              worker_index: int = 0, vector_index: int = 0, render_mode: str | None = None,
-             preprocessor_pref: str | None = None, model: Any = None) -> gym.Env:
+             preprocessor_pref: str | None = None, model: Any = None,
+             allow_external: bool = False) -> gym.Env:
     """Builds one env: a registered creator or a gymnasium id; ``horizon`` adds a time limit.
 
     ALE ids get the DeepMind wrappers with ``preprocessor_pref="deepmind"`` (``model`` gives
-    ``dim`` and ``framestack``; see ``jrl.rollout.atari``).
+    ``dim`` and ``framestack``; see ``jrl.rollout.atari``). With ``allow_external`` a creator
+    may also return an ``ExternalEnv``.
     """
     if not env_id:
         raise EnvError("no env given: pass env=... (or --env) with a gymnasium id or a registered name")
@@ -77,6 +80,11 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
             raise
         except Exception as e:  # the user's creator failed: say which env and why
             raise EnvError(f"env creator for '{env_id}' failed: {type(e).__name__}: {e}") from e
+        if isinstance(env, ExternalEnv):
+            if allow_external:
+                return env
+            raise EnvError(f"env '{env_id}' is an ExternalEnv: it can train, but evaluation "
+                           "and rollouts need a gymnasium.Env")
         if not isinstance(env, gym.Env):
             raise EnvError(f"env creator for '{env_id}' must return a gymnasium.Env, "
                            f"got {type(env).__name__}")
@@ -118,10 +126,12 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
                     horizon: int | None = None, worker_index: int = 0,
                     video_dir: str | None = None, vectorization: str = "sync",
                     preprocessor_pref: str | None = None, model: Any = None,
-                    restart_failed: bool = False) -> gym.vector.VectorEnv:
+                    restart_failed: bool = False) -> gym.vector.VectorEnv | ExternalEnvRunner:
     """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in
     info). With ``video_dir`` the first env records videos of its episodes there; with
-    ``restart_failed`` an env that raises is rebuilt in place (``RestartingEnv``).
+    ``restart_failed`` an env that raises is rebuilt in place (``RestartingEnv``). A creator
+    that returns an ``ExternalEnv`` gives one ``ExternalEnvRunner`` instead (the env drives
+    itself).
 
     ``vectorization``: ``sync`` steps the envs in this process, ``async`` in one subprocess each
     (gymnasium's ``AsyncVectorEnv``), ``envpool`` in envpool's thread pool (gymnasium ids of
@@ -133,13 +143,31 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
             raise EnvError("restart_failed_sub_environments rebuilds gymnasium envs; envpool's "
                            "pool cannot rebuild one env (use vectorization: sync or async)")
         return _envpool_vector_env(env_id, num_envs, env_config, horizon, video_dir, wrap)
+    # A registered creator may return an ExternalEnv: build the first env to find out (it is
+    # then used as sub-env 0, once; async sub-envs are built in their own processes).
+    spare: list[gym.Env] = []
+    if env_id in _ENV_CREATORS and video_dir is None:
+        first = make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                         allow_external=True, **wrap)
+        if isinstance(first, ExternalEnv):
+            return ExternalEnvRunner(first)
+        if vectorization == "async":
+            first.close()
+        else:
+            spare.append(first)
 
     def build(i: int) -> Callable[[], gym.Env]:
         if video_dir is not None and i == 0:
             return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir,
                                           wrap)
-        return lambda: make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
-                                vector_index=i, **wrap)
+
+        def make() -> gym.Env:
+            if i == 0 and spare:  # handed out once: a rebuilt env is a new one
+                return spare.pop()
+            return make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                            vector_index=i, **wrap)
+
+        return make
 
     def thunk(i: int) -> Callable[[], gym.Env]:
         if not restart_failed:

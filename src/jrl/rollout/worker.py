@@ -25,6 +25,7 @@ from jrl.rollout.envs import (
     env_spec,
     make_vector_env,
 )
+from jrl.rollout.external_env import ExternalEnvRunner
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
@@ -142,15 +143,23 @@ class RolloutWorker:
             self.definition, self.algorithm, config, self.spec, self.preprocessor,
             single_obs_space, self.action_space, seed=seed)}
         self._key = jax.random.PRNGKey(seed)
-        raw_obs, _ = self.env.reset(seed=seed)
-        self.action_space.seed(seed)
-        self._raw_obs = raw_obs
-        self._obs = self._preprocess_batch(raw_obs)
-        self._episode_ids = np.zeros(self.num_envs, np.int64)
-        self._episode_lens = np.zeros(self.num_envs, np.int64)
-        self._episode_returns = np.zeros(self.num_envs, np.float64)
-        self._step_hook = _overrides(self.callbacks, "on_episode_step")
-        self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
+        # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
+        self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
+        if self._external is not None:
+            self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
+                                jax.random.PRNGKey(seed + 1), bool(config.explore),
+                                max(2 * self.fragment_length * self.num_envs,
+                                    getattr(config, "train_batch_size", 0)))
+        else:
+            raw_obs, _ = self.env.reset(seed=seed)
+            self.action_space.seed(seed)
+            self._raw_obs = raw_obs
+            self._obs = self._preprocess_batch(raw_obs)
+            self._episode_ids = np.zeros(self.num_envs, np.int64)
+            self._episode_lens = np.zeros(self.num_envs, np.int64)
+            self._episode_returns = np.zeros(self.num_envs, np.float64)
+            self._step_hook = _overrides(self.callbacks, "on_episode_step")
+            self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
         self._action_log: list[np.ndarray] = []  # env actions of the running episodes' steps
@@ -179,6 +188,8 @@ class RolloutWorker:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
         self._policy = policy
         self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
+        if self._external is not None:
+            self._external.set_acting(policy)
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
         """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
@@ -260,6 +271,8 @@ class RolloutWorker:
         if self._policy is None:
             raise RuntimeError("RolloutWorker.sample() called before set_policy()")
         T, B = self.fragment_length, self.num_envs
+        if self._external is not None:
+            return self._sample_external(T, B)
         obs_buf = np.empty((T, B, *self.spec.obs_shape), self.preprocessor.dtype)
         next_buf = np.empty_like(obs_buf)
         rew_buf = np.empty((T, B), np.float32)
@@ -397,7 +410,10 @@ class RolloutWorker:
     def get_sampler_state(self) -> dict[str, Any]:
         """What sampling needs to go on exactly after a restore, as JSON-able values: the
         acting key, the counters, each env's episode seed and the actions of its running
-        episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them)."""
+        episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them).
+        An ExternalEnv's episodes belong to its clients: only the counter is kept."""
+        if self._external is not None:
+            return {"steps_sampled": self._steps_sampled, "envs": []}
         lens = self._episode_lens
         envs = []
         # Sub-envs in other processes (async, envpool) cannot be replayed: they start fresh.
@@ -420,6 +436,9 @@ class RolloutWorker:
         """Continues from ``get_sampler_state``'s output: each env is reset into its running
         episode's seed and steps through that episode's actions again."""
         envs = state.get("envs") or []
+        if self._external is not None:
+            self._steps_sampled = int(state.get("steps_sampled", self._steps_sampled))
+            return
         if len(envs) != self.num_envs:
             logger.warning("checkpoint sampler has %d envs, this worker %d: envs start fresh",
                            len(envs), self.num_envs)
@@ -445,6 +464,15 @@ class RolloutWorker:
                                       t >= log_len - len(e["actions"]) else self._no_action
                                       for e in envs])
                             for t in range(log_len)]
+    def _sample_external(self, T: int, B: int) -> SampleBatch:
+        """``T * B`` steps the ExternalEnv's episodes completed (waits for them)."""
+        batch = SampleBatch(self._external.sample(T, B))
+        self._completed.extend(self._external.pop_episodes())
+        self._steps_sampled += T * B
+        self.callbacks.on_sample_end(worker=self, samples=batch)
+        if self._writer is not None:
+            self._writer.write(batch, None)
+        return batch
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory
