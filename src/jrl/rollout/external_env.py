@@ -565,7 +565,7 @@ def _short(value: Any) -> str:
 def logp_scorer(policy: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``score(obs [N, ...], actions [N]) -> logp [N]`` under ``policy``'s current weights
     (preprocessed observations), or None when the policy has no action distribution."""
-    if policy.dist_class is None:
+    if policy.model.dist_class is None:  # Q-value or deterministic policies
         return None
     import jax
 
@@ -578,7 +578,8 @@ def logp_scorer(policy: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] |
     @jax.jit
     def logp(params, filter_state, obs, actions):
         dist_params, _ = network.apply(params, obs_filter.apply(filter_state, obs))
-        return catalog.make_distribution(spec, dist_params).log_prob(actions)
+        return catalog.make_distribution(spec, dist_params, policy.algo_config.model
+                                         ).log_prob(actions)
 
     def score(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         acting = policy.acting
