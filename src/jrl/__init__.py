@@ -21,9 +21,14 @@ from jrl.errors import (
     JrlError,
     NumericError,
 )
+from jrl.networks.custom import ModelCatalog
 from jrl.ops.filters import get_filter
 from jrl.registry import get_trainer_class, register_algorithm
 from jrl.rollout.envs import EnvContext, register_env
+from jrl.rollout.external_env import ExternalEnv
+from jrl.rollout.jax_envs import JaxEnv, JaxStep, register_jax_env
+from jrl.rollout.multi_agent import HeuristicPolicy, PolicySpec
+from jrl.rollout.multi_agent_env import MultiAgentEnv, make_multi_agent
 from jrl.rollout.policy import Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.trainer import Trainer
@@ -41,9 +46,10 @@ tune = _tune
 
 __all__ = [
     "Algorithm", "AlgorithmDef", "CheckpointError", "ConfigError", "DataError", "DefaultCallbacks",
-    "EnvContext", "EnvError", "Episode", "JrlError", "NumericError", "Policy", "Trainer",
-    "__version__",
-    "get_filter", "get_preprocessor", "get_trainer_class", "register_algorithm", "register_env",
+    "EnvContext", "EnvError", "Episode", "ExternalEnv", "HeuristicPolicy", "JaxEnv", "JaxStep",
+    "JrlError", "ModelCatalog", "MultiAgentEnv", "NumericError", "Policy", "PolicySpec", "Trainer",
+    "__version__", "get_filter", "get_preprocessor", "get_trainer_class", "make_multi_agent",
+    "register_algorithm", "register_env", "register_jax_env",
 ]
 
 

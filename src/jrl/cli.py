@@ -1,4 +1,4 @@
-"""``jrl`` command line: ``jrl train`` and ``jrl evaluate`` (alias ``jrl rollout``).
+"""``jrl`` command line: ``jrl train``, ``jrl evaluate`` (alias ``jrl rollout``) and ``jrl plot``.
 
 Bad input (config, env, checkpoint) prints one line on stderr and exits with code 2; ``-vv``
 shows the traceback.
@@ -425,6 +425,9 @@ def _print_summary(trainer: Any, result: Mapping | None, checkpoint: str | None)
             line += f", greedy evaluation {evaluation['episode_reward_mean']:.2f}"
         print(line)
     print(f"Results:    {trainer.logdir}")
+    output = getattr(trainer.algo_config, "output", None)
+    if output:
+        print(f"Experiences: {os.path.abspath(output)} (SampleBatch JSON lines)")
     if checkpoint:
         print(f"Checkpoint: {checkpoint}")
         print(f"Evaluate:   jrl evaluate {shlex.quote(checkpoint)} --episodes 10")
@@ -445,6 +448,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _parse_json(args.config, "--config") if args.config is not None else {}
     if args.env:
         overrides["env"] = args.env
+    if args.run:
+        from jrl import checkpoint as ckpt
+
+        algo = str(ckpt.load_metadata(ckpt.resolve_checkpoint(args.checkpoint)).get("algo"))
+        if args.run.upper() != algo.upper():
+            raise ConfigError(f"--run {args.run} does not match the checkpoint's algorithm "
+                              f"{algo}")
     trainer = Trainer.from_checkpoint(args.checkpoint, config=overrides, log_to_disk=False)
     try:
         common = dict(explore=args.explore, seed=args.seed, max_steps=args.steps)
@@ -466,6 +476,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         trainer.stop()
     for i, ep in enumerate(episodes):
         print(f"episode {i}: return {ep['episode_reward']:.2f}, length {ep['episode_len']}")
+        for key, r in ep.get("agent_rewards", {}).items():  # multi-agent: "agent/policy"
+            agent, _, pid = key.rpartition("/")
+            print(f"  agent {agent} ({pid}): return {r:.2f}")
     if not episodes:
         print("no episode finished within --steps")
         return 0
@@ -479,6 +492,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_episodes(args.out, episodes, trainer.algo_config.output_compress_columns)
         print(f"Episodes written to {args.out} (SampleBatch JSON lines; train on them with "
               f"input: {json.dumps(args.out)})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jrl.serving.inference import serve_checkpoint
+
+    overrides = _parse_json(args.config, "--config") if args.config else {}
+    token = args.token or os.environ.get("JRL_SERVE_TOKEN")
+    server = serve_checkpoint(args.checkpoint, args.host, args.port, token, overrides,
+                              max_body_bytes=args.max_body_bytes)
+    print(f"Serving {server.describe['algo']} ({server.describe['env']}) on {server.url}: "
+          f"POST /v1/actions, GET /healthz (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.trainer.stop()
     return 0
 
 
@@ -542,9 +573,45 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--config", help="config overrides as a JSON object")
         ev.add_argument("--explore", action="store_true", help="sample actions (default greedy)")
         ev.add_argument("--seed", type=int, default=10_000)
+        ev.add_argument("--algo", "--run", dest="run",
+                        help="the checkpoint's algorithm (checked against it), as RLlib's "
+                        "rollout script takes it")
         ev.add_argument("-v", "--verbose", action="count", default=0)
         ev.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="draw learning curves from results directories")
+    plot.add_argument("paths", nargs="+", help="results dirs or experiment dirs holding them")
+    plot.add_argument("--x", default="timesteps_total",
+                      choices=("timesteps_total", "time_total_s", "training_iteration"))
+    plot.add_argument("--y", nargs="+", default=["episode_reward_mean"],
+                      help="result keys to plot, one panel each (nested keys as a/b)")
+    plot.add_argument("--band", default="minmax", choices=("minmax", "stderr", "none"),
+                      help="band around the mean across seeds and trials")
+    plot.add_argument("--title")
+    plot.add_argument("--out", default="curves.png", help="image file to write (png/svg/pdf)")
+    plot.add_argument("-v", "--verbose", action="count", default=0)
+    plot.set_defaults(func=cmd_plot)
+    serve = sub.add_parser("serve", help="serve a checkpointed policy over HTTP (JSON)")
+    serve.add_argument("checkpoint", help="checkpoint dir (or a results dir: latest checkpoint)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind (default loopback; others need --token)")
+    serve.add_argument("--port", type=int, default=9900)
+    serve.add_argument("--token", help="bearer token clients must send (or $JRL_SERVE_TOKEN)")
+    serve.add_argument("--max-body-bytes", type=int, default=4 << 20)
+    serve.add_argument("--config", help="config overrides as a JSON object")
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+    serve.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from jrl.plot import plot_results
+
+    figure = plot_results(args.paths, x=args.x, y=args.y, out=args.out, band=args.band,
+                          title=args.title)
+    lines = sum(len(ax.get_lines()) for ax in figure.axes)
+    print(f"Wrote {args.out} ({lines} curves)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

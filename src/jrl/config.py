@@ -110,6 +110,13 @@ class ModelConfig:
       dueling: override the algorithm's dueling setting for Q networks (``None``: keep it).
       grayscale: image observations are converted to one channel.
       dim: side of the square image after resizing.
+      custom_model: name given to ``jrl.ModelCatalog.register_custom_model`` (``None``: the
+        built-in network).
+      custom_model_config: keyword arguments for the custom model's constructor.
+      custom_preprocessor: name given to ``jrl.ModelCatalog.register_custom_preprocessor``.
+      custom_action_dist: name given to ``jrl.ModelCatalog.register_custom_action_dist``.
+      framestack: the DeepMind Atari wrappers stack the last 4 frames (``preprocessor_pref:
+        deepmind``).
     """
 
     fcnet_hiddens: tuple[int, ...] = (256, 256)
@@ -121,6 +128,38 @@ class ModelConfig:
     dueling: bool | None = None
     grayscale: bool = False
     dim: int = field(84, min=8)
+    custom_model: str | None = None
+    custom_model_config: dict = _frozen_dict()
+    custom_preprocessor: str | None = None
+    custom_action_dist: str | None = None
+    framestack: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MultiAgentConfig:
+    """Several policies in one trainer (RLlib's ``multiagent`` dict).
+
+    Attributes:
+      policies: ``{policy_id: (policy_class_or_None, obs_space, act_space, config_overrides)}``
+        or ``{policy_id: {"observation_space": ..., "action_space": ..., "config": {...}}}``
+        (spaces may be None/omitted: inferred from the env's agents mapped to the policy), or
+        a list or set of policy ids. Empty: one ``default_policy`` for every agent.
+      policy_mapping_fn: ``fn(agent_id, episode, worker, **kwargs) -> policy_id`` (or
+        ``fn(agent_id)``), or its ``"module:function"`` import path.
+      policies_to_train: the policies that learn (``None``: all); the others stay unchanged.
+      count_steps_by: ``env_steps`` (one per env step) or ``agent_steps`` (one per agent
+        action) for ``timesteps_total`` and ``timesteps_per_iteration``.
+    """
+
+    policies: Any = _frozen_dict()
+    policy_mapping_fn: Any = None
+    policies_to_train: tuple[str, ...] | None = None
+    count_steps_by: str = field("env_steps", choices=("env_steps", "agent_steps"))
+
+    def validate(self) -> None:
+        if not isinstance(self.policies, (Mapping, list, tuple, set, frozenset)):
+            raise ConfigError("config key 'multiagent.policies' must be a mapping of policy ids "
+                              f"or a list/set of them, got {_describe(self.policies)}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -180,6 +219,14 @@ class CommonConfig:
         a crashed one (``None``: wait forever).
       store_buffer_in_checkpoints: replay algorithms save the replay buffer in checkpoints, so a
         restored run goes on with the same data.
+      preprocessor_pref: ``deepmind`` wraps Atari envs in the DeepMind wrappers (no-op reset,
+        frame skip with max-pool, episodic life, fire reset, 84x84 gray, 4-frame stack);
+        ``rllib`` (or ``None``) leaves frames to the image preprocessor (resize to ``model.dim``).
+      vectorization: how each worker steps its ``num_envs_per_worker`` envs: ``sync`` (one
+        process), ``async`` (gymnasium's ``AsyncVectorEnv``, a subprocess per env) or
+        ``envpool`` (envpool's C++ thread pool; Atari and classic-control ids).
+      multiagent: policies, agent -> policy mapping and which policies learn, see
+        ``MultiAgentConfig``.
     """
 
     env: str | None = None
@@ -223,6 +270,9 @@ class CommonConfig:
     restart_failed_sub_environments: bool = False
     sample_timeout_s: float | None = field(None, gt=0.0)
     store_buffer_in_checkpoints: bool = False
+    preprocessor_pref: str | None = field("deepmind", choices=("deepmind", "rllib", None))
+    vectorization: str = field("sync", choices=("sync", "async", "envpool"))
+    multiagent: MultiAgentConfig = dataclasses.field(default_factory=MultiAgentConfig)
 
 
 INPUT_ESTIMATORS = ("is", "wis")
@@ -555,6 +605,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=str)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, type) or callable(value):

@@ -22,10 +22,12 @@ import numpy as np
 from jrl import checkpoint as ckpt
 from jrl import registry
 from jrl.backends.jax_env import JaxEnvBackend
+from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, flatten_result, make_logdir
+from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import is_jax_env_id
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
@@ -87,6 +89,15 @@ def _summarize_episodes(episodes: list[dict]) -> dict[str, Any]:
         result["custom_metrics"][f"{k}_min"] = float(np.min(values))
         result["custom_metrics"][f"{k}_max"] = float(np.max(values))
     result["hist_stats"] = hist
+    policy_rewards: dict[str, list[float]] = collections.defaultdict(list)
+    for e in episodes:  # multi-agent episodes: summed rewards of each policy's agents
+        for pid, r in e.get("policy_reward", {}).items():
+            policy_rewards[pid].append(float(r))
+    if policy_rewards:
+        for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+            result[f"policy_reward_{stat}"] = {p: float(fn(r)) for p, r in policy_rewards.items()}
+        for pid, r in policy_rewards.items():
+            hist[f"policy_{pid}_reward"] = r
     return result
 
 
@@ -144,10 +155,19 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
-        backend = JaxEnvBackend if is_jax_env_id(self.env_id) else WorkerBackend
-        self.backend = backend(self.definition, self.algo_config, self.env_id,
-                               eval_config=self._eval_config, video_dir=video_dir,
-                               address=address, logdir=self.logdir, log_to_disk=log_to_disk)
+        if is_jax_env_id(self.env_id) and self.algo_config.multiagent.policies:
+            raise ConfigError("multiagent policies need a jrl.MultiAgentEnv; the fully-jitted "
+                              f"loop of '{self.env_id}' trains one policy")
+        backend = JaxEnvBackend if is_jax_env_id(self.env_id) else (
+            MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
+        backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
+                            logdir=self.logdir, log_to_disk=log_to_disk)
+        try:
+            self.backend = backend(self.definition, self.algo_config, self.env_id,
+                                   **backend_args)
+        except MultiAgentEnvFound:  # a registered creator returned a jrl.MultiAgentEnv
+            self.backend = MultiAgentBackend(self.definition, self.algo_config, self.env_id,
+                                             **backend_args)
         self.spec = self.backend.spec
         self.algorithm = self.backend.algorithm
         self.callbacks = self.backend.callbacks
@@ -242,9 +262,10 @@ class Trainer:
             training_iteration=self.iteration,
             time_this_iter_s=time_this_iter,
             time_total_s=self.time_total_s,
-            info={"learner": {"default_policy": learner},
+            info={"learner": learner if getattr(self.backend, "learner_per_policy", False)
+                  else {DEFAULT_POLICY_ID: learner},
                   "num_steps_sampled": self.timesteps_total,
-                  "num_steps_trained": int(self.state.num_updates)},
+                  "num_steps_trained": _num_updates(self.state)},
             num_workers=cfg.num_workers,
             done=False,
             experiment_id=self.experiment_id,
@@ -338,7 +359,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
 
     def _metadata(self) -> dict[str, Any]:
-        return {"algo": self.algo_name, "env": self.env_id, "config": jsonable(self.config),
+        config = getattr(self.backend, "metadata_config", lambda c: c)(self.config)
+        return {"algo": self.algo_name, "env": self.env_id, "config": jsonable(config),
                 "timesteps_total": self.timesteps_total, "episodes_total": self.episodes_total,
                 "time_total_s": self.time_total_s, "training_iteration": self.iteration,
                 "python": platform.python_version(), "jax_version": jax.__version__}
@@ -423,6 +445,13 @@ def _restorable_callbacks(spec: Any) -> Any:
         except ConfigError as e:
             logger.warning("not restoring callbacks: %s", e)
     return None
+
+
+def _num_updates(state: Any) -> int:
+    """Learner updates so far (summed over a multi-agent trainer's policies)."""
+    if isinstance(state, Mapping):
+        return sum(int(s.num_updates) for s in state.values())
+    return int(state.num_updates)
 
 
 def _set_log_level(level: str) -> None:

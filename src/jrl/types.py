@@ -26,14 +26,19 @@ class EnvSpec:
     Attributes:
       obs_shape: shape of one preprocessed observation.
       obs_dtype: numpy dtype name of the preprocessed observation.
-      action_kind: ``"discrete"`` or ``"continuous"``.
+      action_kind: ``"discrete"``, ``"continuous"``, ``"multi_discrete"`` (MultiDiscrete) or
+        ``"multi_binary"`` (MultiBinary).
       num_actions: number of discrete actions (0 for continuous).
-      action_shape: shape of one action (``()`` for discrete).
+      action_shape: shape of one action (``()`` for discrete, ``(K,)`` for multi-discrete and
+        multi-binary).
+      action_nvec: values of each component of a multi-discrete action (``None`` otherwise).
       action_low: lower bounds of a Box action space (``None`` for discrete).
       action_high: upper bounds of a Box action space (``None`` for discrete).
       max_episode_steps: the time limit, set only when the env truncates episodes there and
         nowhere else (learners then reuse ``V(obs[t + 1])`` for ``V(next_obs[t])``, see
         ``jrl.ops.bootstrap``); ``None`` when unknown.
+      action_mask: ``(start, stop)`` of the ``action_mask`` entry of Dict observations in the
+        flattened observation (1 allows an action, 0 forbids it); ``None`` without a mask.
     """
 
     obs_shape: tuple[int, ...]
@@ -43,15 +48,21 @@ class EnvSpec:
     action_shape: tuple[int, ...] = ()
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
+    action_nvec: tuple[int, ...] | None = None
     max_episode_steps: int | None = None
+    action_mask: tuple[int, int] | None = None
 
     @property
     def discrete(self) -> bool:
         return self.action_kind == "discrete"
 
     @property
+    def continuous(self) -> bool:
+        return self.action_kind == "continuous"
+
+    @property
     def action_dtype(self) -> str:
-        return "int32" if self.discrete else "float32"
+        return "float32" if self.continuous else "int32"
 
 
 class Transition(NamedTuple):

@@ -30,6 +30,7 @@ from jrl.algorithms.replay_ac import (
     weighted_critic_loss,
 )
 from jrl.config import field, to_dict
+from jrl.networks import catalog
 from jrl.networks.continuous import DeterministicActor, QEnsemble, action_bounds
 from jrl.ops.filters import FilterState, get_filter
 from jrl.ops.losses import huber_loss, l2_loss
@@ -163,6 +164,7 @@ def make_ddpg(config: DDPGConfig, networks: Any = None, spec: EnvSpec | None = N
     the update averages gradients and metrics over that ``pmap`` axis.
     """
     spec = require_continuous(spec, name)
+    catalog.reject_custom_model(config.model, name)
     actor, critic = networks if networks is not None else make_networks(config, spec)
     low, high = action_bounds(spec)
     obs_filter = get_filter(config.observation_filter)

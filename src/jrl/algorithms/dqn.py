@@ -157,6 +157,11 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
     def q_values(params, filter_state, obs):
         return net.apply(params, obs_filter.apply(filter_state, obs))
 
+    def masked(q, obs):
+        # Forbidden actions (an ``action_mask`` in the observation) are never greedy and never
+        # bootstrapped from.
+        return catalog.mask_logits(q, catalog.action_mask(spec, obs))
+
     def init(key: jax.Array) -> DQNState:
         key, init_key = jax.random.split(key)
         params = net.init(init_key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
@@ -171,9 +176,15 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
 
     def act(policy: DQNPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):
         q = q_values(policy.params, policy.obs_filter, obs)
-        greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
+        greedy = jnp.argmax(masked(q, obs), axis=-1).astype(jnp.int32)
         if not explore:
             return greedy, {"q_values": q}
+        if spec.action_mask is not None:
+            explore_key, action_key = jax.random.split(key)
+            random_action = jax.random.categorical(
+                action_key, masked(jnp.zeros_like(q), obs), axis=-1).astype(jnp.int32)
+            u = jax.random.uniform(explore_key, greedy.shape)
+            return jnp.where(u < policy.epsilon, random_action, greedy), {"q_values": q}
         # One uniform draw decides both "explore?" and the random action: a single RNG op
         # keeps this per-step call cheap (several draws cost ~3x the dispatch on CPU).
         u = jax.random.uniform(key, (2, *greedy.shape))
@@ -189,11 +200,13 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
 
     def loss_fn(params, state: DQNState, batch: ReplayBatch):
         q_tm1 = q_values(params, state.obs_filter, batch.obs)
-        q_t = q_values(state.target_params, state.obs_filter, batch.next_obs)
+        q_t = masked(q_values(state.target_params, state.obs_filter, batch.next_obs),
+                     batch.next_obs)
         transitions = (q_tm1, batch.action, batch.reward, batch.discount, q_t)
         if config.double_q:
             # The online network picks the bootstrap action, the target network values it.
-            q_t_selector = q_values(params, state.obs_filter, batch.next_obs)
+            q_t_selector = masked(q_values(params, state.obs_filter, batch.next_obs),
+                                  batch.next_obs)
             td = jax.vmap(double_q_learning)(*transitions, q_t_selector)
         else:
             td = jax.vmap(q_learning)(*transitions)

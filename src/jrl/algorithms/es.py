@@ -190,6 +190,10 @@ def make_es(config: ESConfig, networks: Any = None, spec: EnvSpec | None = None,
         spec, config.model)
     obs_filter = get_filter(config.observation_filter)
     optimizer = toolkit.make_optimizer(config.stepsize)
+    catalog.reject_action_mask(spec, "ES")
+    if not (spec.discrete or spec.continuous):
+        raise ConfigError(f"ES needs a Discrete or Box action space, got a {spec.action_kind} "
+                          "one; use PPO, A2C, PG, IMPALA or APPO")
     if not spec.discrete:
         low = jnp.reshape(jnp.asarray(spec.action_low, jnp.float32), spec.action_shape)
         high = jnp.reshape(jnp.asarray(spec.action_high, jnp.float32), spec.action_shape)

@@ -29,6 +29,10 @@ def random_fragment(spec: EnvSpec, T: int, B: int, key: jax.Array) -> Transition
         next_obs = jax.random.normal(k_next, obs_shape).astype(spec.obs_dtype)
     if spec.discrete:
         action = jax.random.randint(k_act, (T, B), 0, spec.num_actions).astype(jnp.int32)
+    elif not spec.continuous:
+        high = (jnp.asarray(spec.action_nvec) if spec.action_kind == "multi_discrete"
+                else jnp.full(spec.action_shape, 2))
+        action = jax.random.randint(k_act, (T, B, *spec.action_shape), 0, high).astype(jnp.int32)
     else:
         low = jnp.reshape(jnp.asarray(spec.action_low, jnp.float32), spec.action_shape)
         high = jnp.reshape(jnp.asarray(spec.action_high, jnp.float32), spec.action_shape)

@@ -118,6 +118,9 @@ def require_continuous(spec: EnvSpec | None, algo: str) -> EnvSpec:
         raise ConfigError(f"{algo} needs a continuous (Box) action space, got a discrete one "
                           f"with {spec.num_actions} actions; use SAC, DQN or PPO for discrete "
                           "actions")
+    if not spec.continuous:
+        raise ConfigError(f"{algo} needs a continuous (Box) action space, got a "
+                          f"{spec.action_kind} one; use PPO, A2C, PG, IMPALA or APPO")
     return spec
 
 

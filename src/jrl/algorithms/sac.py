@@ -32,6 +32,7 @@ from jrl.algorithms.replay_ac import (
 )
 from jrl.config import ModelConfig, field, to_dict
 from jrl.errors import ConfigError
+from jrl.networks import catalog
 from jrl.networks.continuous import GaussianActor, QEnsemble, action_bounds
 from jrl.networks.distributions import Categorical, SquashedGaussian
 from jrl.ops.filters import FilterState, get_filter
@@ -180,6 +181,11 @@ def make_sac(config: SACConfig, networks: Any = None, spec: EnvSpec | None = Non
     """
     if spec is None:
         raise ConfigError("make_sac needs the env spec")
+    catalog.reject_custom_model(config.model, "SAC")
+    catalog.reject_action_mask(spec, "SAC")
+    if not (spec.discrete or spec.continuous):
+        raise ConfigError(f"SAC needs a Discrete or Box action space, got a {spec.action_kind} "
+                          "one; use PPO, A2C, PG, IMPALA or APPO")
     actor, critic = networks if networks is not None else make_networks(config, spec)
     discrete = spec.discrete
     obs_filter = get_filter(config.observation_filter)

@@ -194,14 +194,21 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
 
     def forward(params, filter_state, obs):
         dist_params, value = net.apply(params, obs_filter.apply(filter_state, obs))
-        return catalog.make_distribution(spec, dist_params), value
+        if spec.action_mask is not None:
+            # The mask is read from the unfiltered observation.
+            dist_params = catalog.mask_logits(dist_params, catalog.action_mask(spec, obs))
+        return catalog.make_distribution(spec, dist_params, model), value
 
     def evaluate(params, filter_state, batch: Transition):
         T, B = batch.reward.shape
         flat = lambda x: x.reshape((T * B, *x.shape[2:]))  # noqa: E731
         obs = jnp.concatenate([flat(batch.obs), flat(batch.next_obs)])
         dist_params, values = net.apply(params, obs_filter.apply(filter_state, obs))
-        dist = catalog.make_distribution(spec, jax.tree.map(lambda x: x[: T * B], dist_params))
+        dist_params = jax.tree.map(lambda x: x[: T * B], dist_params)
+        if spec.action_mask is not None:
+            dist_params = catalog.mask_logits(dist_params,
+                                              catalog.action_mask(spec, flat(batch.obs)))
+        dist = catalog.make_distribution(spec, dist_params, model)
         return dist, values[: T * B].reshape(T, B), values[T * B:].reshape(T, B)
 
     def act(policy: NetworkPolicy, obs: jax.Array, key: jax.Array, explore: bool = True):

@@ -69,7 +69,8 @@ class JaxEnvBackend:
     Args:
       definition: the algorithm record (on-policy or off-policy plan).
       config: the algorithm's frozen config.
-      env_id: a JAX env id (``gymnax:CartPole-v1``).
+      env_id: a JAX env id (``gymnax:CartPole-v1``, ``minatar:Breakout``, a name given to
+        ``register_jax_env``, or ``module:factory``).
       eval_config: unused (evaluation runs in the compiled ``evaluate_jax``).
       logdir: with ``log_to_disk`` and several seeds, each seed also logs to ``seed_<i>/``.
     """
@@ -89,7 +90,7 @@ class JaxEnvBackend:
         self.definition = definition
         self.config = cfg
         self.env_id = env_id
-        self.jax_env = make_jax_env(env_id)
+        self.jax_env = make_jax_env(env_id, cfg.env_config)
         self.spec = spec = self.jax_env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.

@@ -58,7 +58,8 @@ class PerturbationRunner:
         while len(self._envs) <= i:
             self._envs.append(make_env(self.worker.env_id, cfg.env_config, horizon=cfg.horizon,
                                        worker_index=self.worker.worker_index,
-                                       vector_index=len(self._envs)))
+                                       vector_index=len(self._envs),
+                                       preprocessor_pref=cfg.preprocessor_pref, model=cfg.model))
         return self._envs[i]
 
     def _build(self, params: Any) -> None:

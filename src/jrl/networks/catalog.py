@@ -7,9 +7,17 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jrl.config import ModelConfig
 from jrl.errors import ConfigError
+from jrl.networks.custom import (
+    CustomActorCritic,
+    CustomPolicyOutput,
+    CustomTorso,
+    ModelCatalog,
+    actor_critic_outputs,
+)
 from jrl.networks.heads import POLICY_INIT_SCALE, PolicyHead, QHead, ValueHead
 from jrl.networks.init import orthogonal
 from jrl.networks.torsos import make_torso
@@ -41,8 +49,10 @@ class ActorCritic(nn.Module):
         else:
             policy_features = make_torso(self.spec, self.model, name="policy_torso")(obs)
             value_features = make_torso(self.spec, self.model, name="value_torso")(obs)
-        dist_params = PolicyHead(self.spec, self.model.free_log_std, name="policy_head")(
-            policy_features)
+        num_outputs = (actor_critic_outputs(self.spec, self.model)
+                       if self.model.custom_action_dist else None)
+        dist_params = PolicyHead(self.spec, self.model.free_log_std, num_outputs,
+                                 name="policy_head")(policy_features)
         value = ValueHead(name="value_head")(value_features)
         return dist_params, value
 
@@ -75,19 +85,29 @@ class QNetwork(nn.Module):
         """``obs`` ``[B, *obs_shape]`` -> Q-values ``[B, A]``."""
         _check_discrete(self.spec)
         dueling = self.dueling if self.model.dueling is None else self.model.dueling
-        features = make_torso(self.spec, self.model, name="torso")(obs)
+        if self.model.custom_model:
+            width = int(self.model.fcnet_hiddens[-1]) if self.model.fcnet_hiddens else 256
+            features = CustomTorso(self.model, width, name="torso")(obs)
+        else:
+            features = make_torso(self.spec, self.model, name="torso")(obs)
         return QHead(self.spec.num_actions, dueling, tuple(self.hiddens), name="q_head")(features)
 
 
-def make_actor_critic(spec: EnvSpec, model: ModelConfig | None = None) -> ActorCritic:
-    """The actor-critic network for ``spec`` (``model`` defaults to ``ModelConfig()``)."""
-    return ActorCritic(spec=spec, model=ModelConfig() if model is None else model)
+def make_actor_critic(spec: EnvSpec, model: ModelConfig | None = None) -> nn.Module:
+    """The actor-critic network for ``spec`` (``model`` defaults to ``ModelConfig()``):
+    ``obs [B, ...] -> (dist_params, value [B])``; ``model.custom_model`` replaces it with the
+    registered module (``CustomActorCritic``)."""
+    model = ModelConfig() if model is None else model
+    if model.custom_model:
+        return CustomActorCritic(spec=spec, model=model)
+    return ActorCritic(spec=spec, model=model)
 
 
 def make_q_network(spec: EnvSpec, model: ModelConfig | None = None, dueling: bool = True,
                    hiddens: tuple[int, ...] = (256,)) -> QNetwork:
     """The Q network for ``spec``; raises ``ConfigError`` for continuous action spaces."""
     _check_discrete(spec)
+    _no_custom_dist(model, "Q networks act greedily on Q-values")
     return QNetwork(spec=spec, model=ModelConfig() if model is None else model, dueling=dueling,
                     hiddens=tuple(int(h) for h in hiddens))
 
@@ -113,23 +133,86 @@ class DeterministicPolicy(nn.Module):
         return out.reshape((features.shape[0], *shape))
 
 
-def make_deterministic_policy(spec: EnvSpec, model: ModelConfig | None = None
-                              ) -> DeterministicPolicy:
-    """The deterministic policy network for ``spec`` (``model`` defaults to ``ModelConfig()``)."""
-    return DeterministicPolicy(spec=spec, model=ModelConfig() if model is None else model)
+def make_deterministic_policy(spec: EnvSpec, model: ModelConfig | None = None) -> nn.Module:
+    """The deterministic policy network for ``spec`` (``model`` defaults to ``ModelConfig()``;
+    ``model.custom_model`` replaces it with the registered module)."""
+    model = ModelConfig() if model is None else model
+    _no_custom_dist(model, "a deterministic policy samples nothing")
+    if model.custom_model:
+        return CustomPolicyOutput(spec=spec, model=model)
+    return DeterministicPolicy(spec=spec, model=model)
 
 
-def make_distribution(spec: EnvSpec, dist_params: DistParams) -> Any:
-    """``Categorical(logits)`` for discrete specs, ``DiagGaussian(mean, log_std)`` otherwise."""
-    from jrl.networks.distributions import Categorical, DiagGaussian
+def reject_custom_model(model: ModelConfig, algo: str) -> None:
+    """A ``ConfigError`` when ``model.custom_model`` is set for an algorithm whose networks
+    (an actor plus critics) take no custom model."""
+    _no_custom_dist(model, f"{algo} builds its own distributions")
+    if model.custom_model:
+        raise ConfigError(f"{algo} builds its own actor and critic networks and takes no "
+                          f"model.custom_model ('{model.custom_model}'); use PPO, A2C, PG, "
+                          "IMPALA, APPO, MARWIL, DQN or ES with a custom model")
+
+
+def _no_custom_dist(model: ModelConfig | None, why: str) -> None:
+    if model is not None and model.custom_action_dist:
+        raise ConfigError(f"model.custom_action_dist ('{model.custom_action_dist}') is for the "
+                          f"actor-critic algorithms: {why}")
+
+
+# A masked action's logit: exp(-1e9 - logsumexp) is 0 in float32, and unlike -inf it keeps
+# 0 * log p (entropy, KL) finite.
+MASKED_LOGIT = -1e9
+
+
+def reject_action_mask(spec: EnvSpec, algo: str) -> None:
+    """A ``ConfigError`` when ``spec``'s observations carry an ``action_mask`` that ``algo``
+    would not apply (better than silently taking forbidden actions)."""
+    if spec.action_mask is not None:
+        raise ConfigError(f"{algo} does not apply the observation's 'action_mask'; use PPO, "
+                          "A2C, A3C, PG, IMPALA, APPO, MARWIL, DQN or APEX for masked actions")
+
+
+def action_mask(spec: EnvSpec, obs: jax.Array) -> jax.Array | None:
+    """The ``action_mask`` entry of a batch of preprocessed (unfiltered) observations ``[B,
+    ...]`` as booleans ``[B, A]`` (True: allowed), or ``None`` when ``spec`` has no mask."""
+    if spec.action_mask is None:
+        return None
+    start, stop = spec.action_mask
+    return jnp.reshape(obs, (obs.shape[0], -1))[:, start:stop] > 0.5
+
+
+def mask_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``logits`` ``[B, A]`` with every action ``mask`` forbids set to ``MASKED_LOGIT`` (no
+    gradient reaches them); ``mask=None`` returns ``logits`` unchanged."""
+    if mask is None:
+        return logits
+    # A row that allows nothing (e.g. a final observation) allows everything instead.
+    mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+    return jnp.where(mask, logits, MASKED_LOGIT)
+
+
+def make_distribution(spec: EnvSpec, dist_params: DistParams, model: ModelConfig | None = None
+                      ) -> Any:
+    """``model.custom_action_dist``'s class of ``dist_params``, else ``Categorical(logits)`` for
+    discrete specs, ``MultiCategorical`` (multi-discrete), ``Bernoulli`` (multi-binary),
+    ``DiagGaussian(mean, log_std)`` for boxes."""
+    from jrl.networks.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+
+    if model is not None and model.custom_action_dist:
+        return ModelCatalog.get_custom_action_dist(model.custom_action_dist)(dist_params)
 
     if spec.discrete:
         return Categorical(dist_params)
+    if spec.action_kind == "multi_discrete":
+        return MultiCategorical(dist_params, spec.action_nvec)
+    if spec.action_kind == "multi_binary":
+        return Bernoulli(dist_params)
     mean, log_std = dist_params
     return DiagGaussian(mean, log_std)
 
 
-def _path_name(path: tuple) -> str:
+def path_name(path: tuple) -> str:
+    """A pytree path as ``"params/torso/Dense_0/kernel"``."""
     parts = []
     for key in path:
         for attr in ("key", "name", "idx"):
@@ -148,7 +231,7 @@ def count_params(params: Any) -> int:
 
 def param_summary(params: Any) -> str:
     """A table of each parameter's path, shape and size, ending with the total count."""
-    rows = [(_path_name(path), str(tuple(leaf.shape)), f"{math.prod(leaf.shape):,}")
+    rows = [(path_name(path), str(tuple(leaf.shape)), f"{math.prod(leaf.shape):,}")
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
     total = f"{count_params(params):,}"
     header = ("parameter", "shape", "size")
@@ -161,3 +244,66 @@ def param_summary(params: Any) -> str:
     rule = "-" * (sum(widths) + 4)
     return "\n".join([line(header), rule, *(line(r) for r in rows), rule,
                       line(footer)])
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(["None", *map(str, shape[1:])]) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _own_params(params: Any, path: tuple[str, ...]) -> int:
+    """Scalars of the params stored directly at ``path`` (not in its submodules)."""
+    node = params.get("params", params) if hasattr(params, "get") else params
+    for part in path:
+        if not hasattr(node, "get") or part not in node:
+            return 0
+        node = node[part]
+    if not hasattr(node, "values"):
+        return 0
+    return sum(math.prod(jnp.shape(v)) for v in node.values() if not hasattr(v, "values"))
+
+
+def layer_summary(module: nn.Module, params: Any, obs_shape: tuple[int, ...], obs_dtype: Any,
+                  title: str = "model", only: tuple[str, ...] | None = None,
+                  input_name: str = "observations") -> str:
+    """A Keras-like table of ``module``: its input, then each layer holding parameters with its
+    type, output shape (``None``: the batch) and parameter count; totals at the end. With
+    ``only``, just the layers whose path starts with one of those prefixes (and their total).
+
+    The forward pass is traced with ``jax.eval_shape`` on a batch of one, so nothing runs.
+    """
+    rows: list[tuple[str, str, int]] = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            path = tuple(context.module.path)
+            own = _own_params(params, path)
+            if own and (only is None or "/".join(path).startswith(only)):
+                shapes = [_dims(tuple(x.shape)) for x in jax.tree_util.tree_leaves(out)]
+                name = "/".join(path) or title
+                rows.append((f"{name} ({type(context.module).__name__})", ", ".join(shapes),
+                             own))
+        return out
+
+    def run(p, x):
+        with nn.intercept_methods(record):
+            return module.apply(p, x, mutable=["intermediates"])
+
+    jax.eval_shape(run, params, jax.ShapeDtypeStruct((1, *obs_shape), obs_dtype))
+    total = count_params(params) if only is None else sum(n for _, _, n in rows)
+    table = [(f"{input_name} (InputLayer)", _dims((1, *obs_shape)), "0")]
+    table += [(name, shape, f"{n:,}") for name, shape, n in rows]
+    header = ("Layer (type)", "Output Shape", "Param #")
+    widths = [max(len(r[i]) for r in [header, *table]) + 2 for i in range(3)]
+    width = sum(widths)
+
+    def line(row: tuple[str, str, str]) -> str:
+        return "".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
+
+    out = [f'Model: "{title}"', "_" * width, line(header), "=" * width]
+    for i, row in enumerate(table):
+        out.append(line(row))
+        out.append(("=" if i == len(table) - 1 else "_") * width)
+    out += [f"Total params: {total:,}", f"Trainable params: {total:,}",
+            "Non-trainable params: 0", "_" * width]
+    return "\n".join(out)

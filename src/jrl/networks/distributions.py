@@ -189,3 +189,99 @@ class SquashedGaussian:
     def mode(self) -> jax.Array:
         """The squashed mean (the deterministic action)."""
         return self._squash(jnp.asarray(self.mean))
+
+
+@jax.tree_util.register_pytree_node_class
+class MultiCategorical:
+    """Independent categoricals, one per component of a MultiDiscrete action.
+
+    Attributes:
+      logits: the components' logits side by side, ``[..., sum(nvec)]``.
+      nvec: number of values of each component (static).
+    """
+
+    def __init__(self, logits: jax.Array, nvec: tuple[int, ...]):
+        self.logits = logits
+        self.nvec = tuple(int(n) for n in nvec)
+
+    def tree_flatten(self):
+        return (self.logits,), self.nvec
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        return cls(children[0], aux_data)
+
+    @property
+    def parts(self) -> list[Categorical]:
+        """One ``Categorical`` per component."""
+        bounds = [sum(self.nvec[:i]) for i in range(1, len(self.nvec))]
+        return [Categorical(x) for x in jnp.split(self.logits, bounds, axis=-1)]
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        """Samples actions, int32 ``[..., K]``."""
+        keys = jax.random.split(key, len(self.nvec))
+        return jnp.stack([p.sample(k) for p, k in zip(self.parts, keys, strict=True)], axis=-1)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probability of actions ``x`` ``[..., K]`` (summed over components); ``[...]``."""
+        x = jnp.asarray(x)
+        return sum(p.log_prob(x[..., i]) for i, p in enumerate(self.parts))
+
+    def entropy(self) -> jax.Array:
+        """Entropy summed over components, ``[...]``."""
+        return sum(p.entropy() for p in self.parts)
+
+    def kl(self, other: MultiCategorical) -> jax.Array:
+        """``KL(self || other)`` summed over components, ``[...]``."""
+        return sum(p.kl(q) for p, q in zip(self.parts, other.parts, strict=True))
+
+    def mode(self) -> jax.Array:
+        """Most likely action of each component, int32 ``[..., K]``."""
+        return jnp.stack([p.mode() for p in self.parts], axis=-1)
+
+
+@jax.tree_util.register_pytree_node_class
+class Bernoulli:
+    """Independent Bernoulli variables (MultiBinary actions).
+
+    Attributes:
+      logits: log-odds of each variable being 1, ``[..., n]``.
+    """
+
+    def __init__(self, logits: jax.Array):
+        self.logits = logits
+
+    def tree_flatten(self):
+        return (self.logits,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        del aux_data
+        return cls(*children)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        """Samples actions, int32 ``[..., n]`` of 0/1."""
+        return jax.random.bernoulli(key, jax.nn.sigmoid(self.logits)).astype(jnp.int32)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probability of 0/1 actions ``x`` ``[..., n]``, summed; ``[...]``."""
+        x = jnp.asarray(x).astype(jnp.float32)
+        return jnp.sum(x * jax.nn.log_sigmoid(self.logits)
+                       + (1.0 - x) * jax.nn.log_sigmoid(-self.logits), axis=-1)
+
+    def entropy(self) -> jax.Array:
+        """Entropy summed over variables, ``[...]``."""
+        p = jax.nn.sigmoid(self.logits)
+        return -jnp.sum(p * jax.nn.log_sigmoid(self.logits)
+                        + (1.0 - p) * jax.nn.log_sigmoid(-self.logits), axis=-1)
+
+    def kl(self, other: Bernoulli) -> jax.Array:
+        """``KL(self || other)`` summed over variables, ``[...]``."""
+        p = jax.nn.sigmoid(self.logits)
+        return jnp.sum(p * (jax.nn.log_sigmoid(self.logits) - jax.nn.log_sigmoid(other.logits))
+                       + (1.0 - p) * (jax.nn.log_sigmoid(-self.logits)
+                                      - jax.nn.log_sigmoid(-other.logits)), axis=-1)
+
+    def mode(self) -> jax.Array:
+        """The more likely value of each variable, int32 ``[..., n]``."""
+        return (self.logits > 0).astype(jnp.int32)

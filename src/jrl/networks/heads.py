@@ -28,16 +28,26 @@ class PolicyHead(nn.Module):
       spec: the environment spec; its action space decides the output.
       free_log_std: continuous only; ``True`` learns a state-independent ``log_std`` parameter,
         ``False`` predicts it with a second dense layer.
+      num_outputs: set, the head outputs ``[B, num_outputs]`` flat (a custom action
+        distribution's inputs) whatever the action space.
     """
 
     spec: EnvSpec
     free_log_std: bool = False
+    num_outputs: int | None = None
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
-        """Discrete: logits ``[B, A]``. Continuous: ``(mean, log_std)``, each ``[B, *action_shape]``."""
+        """Discrete: logits ``[B, A]``; multi-discrete: ``[B, sum(nvec)]``; multi-binary:
+        ``[B, n]``. Continuous: ``(mean, log_std)``, each ``[B, *action_shape]``."""
+        if self.num_outputs is not None:
+            return _dense(self.num_outputs, POLICY_INIT_SCALE, name="logits")(features)
         if self.spec.discrete:
             return _dense(self.spec.num_actions, POLICY_INIT_SCALE, name="logits")(features)
+        if self.spec.action_kind == "multi_discrete":
+            return _dense(sum(self.spec.action_nvec), POLICY_INIT_SCALE, name="logits")(features)
+        if self.spec.action_kind == "multi_binary":
+            return _dense(self.spec.action_shape[0], POLICY_INIT_SCALE, name="logits")(features)
         action_shape = tuple(self.spec.action_shape)
         out_shape = (features.shape[0], *action_shape)
         size = math.prod(action_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +12,19 @@ import gymnasium as gym
 import numpy as np
 
 from jrl.errors import EnvError
+from jrl.rollout import atari, example_envs
+from jrl.rollout.external_env import ExternalEnv, ExternalEnvRunner
 from jrl.types import EnvSpec
 
 logger = logging.getLogger(__name__)
 
 _ENV_CREATORS: dict[str, Callable[[EnvContext], gym.Env]] = {}
+example_envs.register()
+
+
+class MultiAgentEnvFound(EnvError):
+    """A single-agent code path met a ``jrl.MultiAgentEnv`` (the trainer then samples it with
+    multi-agent workers)."""
 
 
 class EnvContext(dict):
@@ -51,20 +60,16 @@ def registered_envs() -> list[str]:
     return sorted(_ENV_CREATORS)
 
 
-def _maybe_register_ale(env_id: str) -> None:
-    if env_id.startswith("ALE/"):
-        try:
-            import ale_py
-
-            gym.register_envs(ale_py)
-        except ImportError:
-            raise EnvError(f"env '{env_id}' needs ale-py: pip install ale-py") from None
-
-
 def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None = None,
-             worker_index: int = 0, vector_index: int = 0, render_mode: str | None = None
-             ) -> gym.Env:
-    """Builds one env: a registered creator or a gymnasium id; ``horizon`` adds a time limit."""
+             worker_index: int = 0, vector_index: int = 0, render_mode: str | None = None,
+             preprocessor_pref: str | None = None, model: Any = None,
+             allow_external: bool = False) -> gym.Env:
+    """Builds one env: a registered creator or a gymnasium id; ``horizon`` adds a time limit.
+
+    ALE ids get the DeepMind wrappers with ``preprocessor_pref="deepmind"`` (``model`` gives
+    ``dim`` and ``framestack``; see ``jrl.rollout.atari``). With ``allow_external`` a creator
+    may also return an ``ExternalEnv``.
+    """
     if not env_id:
         raise EnvError("no env given: pass env=... (or --env) with a gymnasium id or a registered name")
     ctx = EnvContext(env_config, worker_index=worker_index, vector_index=vector_index)
@@ -75,13 +80,21 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
             raise
         except Exception as e:  # the user's creator failed: say which env and why
             raise EnvError(f"env creator for '{env_id}' failed: {type(e).__name__}: {e}") from e
+        if isinstance(env, ExternalEnv):
+            if allow_external:
+                return env
+            raise EnvError(f"env '{env_id}' is an ExternalEnv: it can train, but evaluation "
+                           "and rollouts need a gymnasium.Env")
         if not isinstance(env, gym.Env):
             raise EnvError(f"env creator for '{env_id}' must return a gymnasium.Env, "
                            f"got {type(env).__name__}")
+        if getattr(type(env), "jrl_multi_agent", False):  # a jrl.MultiAgentEnv
+            env.close()
+            raise MultiAgentEnvFound(f"env '{env_id}' is a jrl.MultiAgentEnv")
         if horizon is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
         return env
-    _maybe_register_ale(env_id)
+    atari.ensure_registered(env_id)
     if env_id not in gym.registry:
         known = list(gym.registry) + registered_envs()
         near = difflib.get_close_matches(env_id, known, n=1, cutoff=0.6)
@@ -93,26 +106,68 @@ def make_env(env_id: str, env_config: dict | None = None, *, horizon: int | None
         kwargs["max_episode_steps"] = horizon
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+    deepmind = preprocessor_pref == atari.DEEPMIND and atari.is_atari(env_id)
+    if deepmind:
+        overrides, frame_skip = atari.deepmind_make_kwargs(env_id, dict(env_config or {}))
+        kwargs.update(overrides)
     try:
-        return gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **kwargs)
     except (TypeError, gym.error.Error) as e:
         raise EnvError(f"cannot make env '{env_id}' with env_config {dict(env_config or {})}: {e}"
                        ) from e
+    if deepmind:
+        env = atari.wrap_deepmind(env, frame_skip=frame_skip,
+                                  dim=int(getattr(model, "dim", 84)),
+                                  framestack=bool(getattr(model, "framestack", True)))
+    return env
 
 
 def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, *,
                     horizon: int | None = None, worker_index: int = 0,
-                    video_dir: str | None = None,
-                    restart_failed: bool = False) -> gym.vector.SyncVectorEnv:
+                    video_dir: str | None = None, vectorization: str = "sync",
+                    preprocessor_pref: str | None = None, model: Any = None,
+                    restart_failed: bool = False) -> gym.vector.VectorEnv | ExternalEnvRunner:
     """``num_envs`` envs stepped together; finished envs reset in the same step (final obs in
     info). With ``video_dir`` the first env records videos of its episodes there; with
-    ``restart_failed`` an env that raises is rebuilt in place (``RestartingEnv``)."""
+    ``restart_failed`` an env that raises is rebuilt in place (``RestartingEnv``). A creator
+    that returns an ``ExternalEnv`` gives one ``ExternalEnvRunner`` instead (the env drives
+    itself).
+
+    ``vectorization``: ``sync`` steps the envs in this process, ``async`` in one subprocess each
+    (gymnasium's ``AsyncVectorEnv``), ``envpool`` in envpool's thread pool (gymnasium ids of
+    Atari and classic-control envs only).
+    """
+    wrap = dict(preprocessor_pref=preprocessor_pref, model=model)
+    if vectorization == "envpool":
+        if restart_failed:
+            raise EnvError("restart_failed_sub_environments rebuilds gymnasium envs; envpool's "
+                           "pool cannot rebuild one env (use vectorization: sync or async)")
+        return _envpool_vector_env(env_id, num_envs, env_config, horizon, video_dir, wrap)
+    # A registered creator may return an ExternalEnv: build the first env to find out (it is
+    # then used as sub-env 0, once; async sub-envs are built in their own processes).
+    spare: list[gym.Env] = []
+    if env_id in _ENV_CREATORS and video_dir is None:
+        first = make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                         allow_external=True, **wrap)
+        if isinstance(first, ExternalEnv):
+            return ExternalEnvRunner(first)
+        if vectorization == "async":
+            first.close()
+        else:
+            spare.append(first)
 
     def build(i: int) -> Callable[[], gym.Env]:
         if video_dir is not None and i == 0:
-            return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir)
-        return lambda: make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
-                                vector_index=i)
+            return lambda: _recording_env(env_id, env_config, horizon, worker_index, video_dir,
+                                          wrap)
+
+        def make() -> gym.Env:
+            if i == 0 and spare:  # handed out once: a rebuilt env is a new one
+                return spare.pop()
+            return make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
+                            vector_index=i, **wrap)
+
+        return make
 
     def thunk(i: int) -> Callable[[], gym.Env]:
         if not restart_failed:
@@ -120,6 +175,14 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None, 
         return lambda: EpisodeSeeds(RestartingEnv(build(i), env_id, worker_index, i))
 
     try:
+        if vectorization == "async":
+            # Spawned, not forked (JAX's threads do not survive a fork); the env's creator
+            # travels with each subprocess's thunk (cloudpickle).
+            creator = _ENV_CREATORS.get(env_id)
+            thunks = [functools.partial(_make_registered, env_id, creator, thunk(i))
+                      for i in range(num_envs)]
+            return gym.vector.AsyncVectorEnv(thunks, context="spawn",
+                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         return gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AssertionError, RuntimeError) as e:
@@ -217,15 +280,42 @@ class RestartingEnv(gym.Wrapper):
             return self._restart(e, **kwargs)
 
 
+def _make_registered(env_id: str, creator: Callable | None, make: Callable[[], gym.Env]
+                     ) -> gym.Env:
+    """In an ``async`` subprocess: registers the parent's creator for ``env_id``, then makes."""
+    if creator is not None:
+        register_env(env_id, creator)
+    return make()
+
+
+def _envpool_vector_env(env_id: str, num_envs: int, env_config: dict | None,
+                        horizon: int | None, video_dir: str | None, wrap: dict
+                        ) -> gym.vector.VectorEnv:
+    from jrl.rollout.envpool_env import EnvPoolVectorEnv
+
+    if env_id in _ENV_CREATORS:
+        raise EnvError(f"vectorization: envpool runs envpool's own envs, not the registered "
+                       f"env '{env_id}'; use vectorization: sync or async")
+    if env_config:
+        raise EnvError("vectorization: envpool takes no env_config; use vectorization: sync")
+    if video_dir is not None:
+        raise EnvError("monitor=True records gymnasium renders; envpool envs do not render "
+                       "(use vectorization: sync)")
+    model = wrap["model"]
+    return EnvPoolVectorEnv(env_id, num_envs, preprocessor_pref=wrap["preprocessor_pref"],
+                            horizon=horizon, dim=int(getattr(model, "dim", 84)),
+                            framestack=bool(getattr(model, "framestack", True)))
+
+
 def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,
-                   worker_index: int, video_dir: str) -> gym.Env:
+                   worker_index: int, video_dir: str, wrap: dict | None = None) -> gym.Env:
     try:
         import moviepy  # noqa: F401
     except ImportError:
         raise EnvError("monitor=True records videos and needs moviepy: pip install 'jrl[video]'"
                        ) from None
     env = make_env(env_id, env_config, horizon=horizon, worker_index=worker_index,
-                   render_mode="rgb_array")
+                   render_mode="rgb_array", **(wrap or {}))
     if env.render_mode != "rgb_array":
         raise EnvError(f"monitor=True needs env '{env_id}' to render with "
                        f"render_mode='rgb_array', got {env.render_mode!r}")
@@ -233,16 +323,39 @@ def _recording_env(env_id: str, env_config: dict | None, horizon: int | None,
                                     disable_logger=True)
 
 
-def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space) -> EnvSpec:
-    """The learner's ``EnvSpec`` for preprocessed observations and an action space."""
+def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space,
+             action_mask: tuple[int, int] | None = None) -> EnvSpec:
+    """The learner's ``EnvSpec`` for preprocessed observations and an action space
+    (``action_mask``: where the observations hold an action mask, see ``EnvSpec``)."""
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise EnvError(f"Discrete action spaces must start at 0, got {action_space}")
+        if action_mask is not None and action_mask[1] - action_mask[0] != int(action_space.n):
+            raise EnvError(f"observation 'action_mask' has {action_mask[1] - action_mask[0]} "
+                           f"entries but the action space {action_space} has {action_space.n} "
+                           "actions")
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
-                       action_kind="discrete", num_actions=int(action_space.n))
+                       action_kind="discrete", num_actions=int(action_space.n),
+                       action_mask=action_mask)
+    if action_mask is not None:
+        raise EnvError(f"an 'action_mask' observation needs a Discrete action space, got "
+                       f"{action_space}")
     if isinstance(action_space, gym.spaces.Box):
         return EnvSpec(obs_shape=tuple(obs_shape), obs_dtype=np.dtype(obs_dtype).name,
                        action_kind="continuous", action_shape=tuple(action_space.shape),
                        action_low=tuple(float(x) for x in np.ravel(action_space.low)),
                        action_high=tuple(float(x) for x in np.ravel(action_space.high)))
-    raise EnvError(f"action space {action_space} is not supported (use Discrete or Box)")
+    obs = {"obs_shape": tuple(obs_shape), "obs_dtype": np.dtype(obs_dtype).name}
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        if np.any(np.asarray(action_space.start) != 0) or np.ndim(action_space.nvec) != 1:
+            raise EnvError(f"MultiDiscrete action spaces must be 1-D and start at 0, got "
+                           f"{action_space}")
+        nvec = tuple(int(n) for n in action_space.nvec)
+        return EnvSpec(**obs, action_kind="multi_discrete", action_shape=(len(nvec),),
+                       action_nvec=nvec)
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        if len(action_space.shape) != 1:
+            raise EnvError(f"MultiBinary action spaces must be 1-D, got {action_space}")
+        return EnvSpec(**obs, action_kind="multi_binary", action_shape=tuple(action_space.shape))
+    raise EnvError(f"action space {action_space} is not supported (use Discrete, Box, "
+                   "MultiDiscrete or MultiBinary)")

@@ -27,7 +27,8 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
     steps_left = max_steps if max_steps is not None else np.inf
     while len(results) < num_episodes and steps_left > 0:
         n = min(num_episodes - len(results), 16)
-        env = make_vector_env(env_id, n, config.env_config, horizon=config.horizon)
+        env = make_vector_env(env_id, n, config.env_config, horizon=config.horizon,
+                              preprocessor_pref=config.preprocessor_pref, model=config.model)
         try:
             raw, _ = env.reset(seed=seed + len(results))
             returns, lengths = np.zeros(n), np.zeros(n, np.int64)
@@ -89,7 +90,8 @@ def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, 
                     max_steps: int | None = None) -> list[dict]:
     """Like ``run_episodes`` but one env at a time with rendering: ``human`` opens a window,
     ``rgb_array`` writes one video per episode into ``video_dir`` (needs moviepy)."""
-    env = make_env(env_id, config.env_config, horizon=config.horizon, render_mode=render_mode)
+    env = make_env(env_id, config.env_config, horizon=config.horizon, render_mode=render_mode,
+                   preprocessor_pref=config.preprocessor_pref, model=config.model)
     if render_mode == "rgb_array":
         env = gym.wrappers.RecordVideo(env, video_folder=video_dir, episode_trigger=lambda _: True,
                                        name_prefix="rollout", disable_logger=True)

@@ -1,4 +1,5 @@
-"""JAX-native environments: a small protocol and the gymnax adapter.
+"""JAX-native environments: a small protocol, the gymnax and MinAtar adapters, and the registry
+of users' own JAX envs (``register_jax_env(name, factory)`` or ``env="module:factory"``).
 
 A JAX env is pure: ``reset(key) -> (obs, state)`` and
 ``step(key, state, action) -> JaxStep``, both jittable and vmappable, with auto-reset: when an
@@ -8,12 +9,15 @@ last one. ``terminated`` and ``truncated`` stay apart (a time limit is a truncat
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from jrl.errors import EnvError
+from jrl.errors import ConfigError, EnvError
 from jrl.types import EnvSpec
 
 GYMNAX_PREFIX = "gymnax:"
@@ -101,12 +105,125 @@ class GymnaxEnv:
                        terminated, truncated, info["final_observation"].astype(jnp.float32))
 
 
+MINATAR_PREFIX = "minatar:"
+_JAX_ENVS: dict[str, Callable[..., Any]] = {}
+_FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def register_jax_env(name: str, factory: Callable[..., Any]) -> None:
+    """Registers ``factory(env_config) -> JaxEnv`` (or ``factory()``) under ``name``, so
+    ``Trainer(env=name)`` and ``jrl train --env name`` train on it in the fully-jitted loop."""
+    if not isinstance(name, str) or not name:
+        raise EnvError(f"JAX env name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise EnvError(f"JAX env factory for '{name}' must be callable, got "
+                       f"{type(factory).__name__}")
+    _JAX_ENVS[name] = factory
+
+
+def registered_jax_envs() -> list[str]:
+    return sorted(_JAX_ENVS)
+
+
+def _is_factory_path(env_id: str) -> bool:
+    """``module:factory`` (a gymnasium ``module:Env-v0`` id has a version, not a name; a name
+    given to ``jrl.register_env`` stays a gymnasium env)."""
+    from jrl.rollout.envs import registered_creator
+
+    if not (_FACTORY_PATH.match(env_id) and registered_creator(env_id) is None
+            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, "pettingzoo:"))):
+        return False
+    return not _names_gymnasium_or_multi_agent_class(env_id)
+
+
+def _names_gymnasium_or_multi_agent_class(env_id: str) -> bool:
+    """Whether the ``module:attr`` path names a ``gymnasium.Env`` or ``jrl.MultiAgentEnv``
+    class (built by the worker path, not the jitted loop)."""
+    import gymnasium as gym
+
+    from jrl.config import resolve_import
+    from jrl.rollout.multi_agent_env import MultiAgentEnv
+
+    try:
+        target = resolve_import(env_id, "env")
+    except ConfigError:
+        return False  # the JAX path reports the import error
+    return isinstance(target, type) and issubclass(target, (gym.Env, MultiAgentEnv))
+
+
 def is_jax_env_id(env_id: str | None) -> bool:
-    return bool(env_id) and env_id.startswith(GYMNAX_PREFIX)
+    """Whether ``env_id`` trains in the fully-jitted loop: ``gymnax:<id>``, ``minatar:<game>``,
+    a name given to ``register_jax_env``, or a ``module:factory`` path."""
+    if not env_id:
+        return False
+    return env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX)) or \
+        env_id in _JAX_ENVS or _is_factory_path(env_id)
 
 
-def make_jax_env(env_id: str) -> JaxEnv:
-    """``gymnax:<id>`` -> ``GymnaxEnv(<id>)``."""
-    if not is_jax_env_id(env_id):
-        raise EnvError(f"'{env_id}' is not a JAX env id (use '{GYMNAX_PREFIX}CartPole-v1')")
-    return GymnaxEnv(env_id[len(GYMNAX_PREFIX):])
+def _call_factory(factory: Callable[..., Any], env_config: dict | None, what: str) -> Any:
+    try:
+        takes_config = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # builtins and C callables: assume the RLlib shape
+        takes_config = True
+    try:
+        return factory(dict(env_config or {})) if takes_config else factory()
+    except EnvError:
+        raise
+    except Exception as e:  # the user's factory failed: say which env and why
+        raise EnvError(f"JAX env factory {what} failed: {type(e).__name__}: {e}") from e
+
+
+def check_jax_env(env: Any, what: str) -> JaxEnv:
+    """``env`` if it has what the jitted loop calls (``spec``, ``reset``, ``step``)."""
+    missing = [name for name in ("spec", "reset", "step") if not hasattr(env, name)]
+    if missing:
+        hint = (" (a gymnasium env: register it with jrl.register_env instead)"
+                if hasattr(env, "observation_space") else "")
+        raise EnvError(f"{what} returned a {type(env).__name__} without "
+                       f"{', '.join(missing)}: it must implement jrl.rollout.jax_envs.JaxEnv"
+                       f"{hint}")
+    if not isinstance(env.spec, EnvSpec):
+        raise EnvError(f"{what}: JaxEnv.spec must be a jrl.types.EnvSpec, got "
+                       f"{type(env.spec).__name__}")
+    return env
+
+
+def make_jax_env(env_id: str, env_config: dict | None = None) -> JaxEnv:
+    """The ``JaxEnv`` an id names (see ``is_jax_env_id``)."""
+    if env_id in _JAX_ENVS:
+        return check_jax_env(_call_factory(_JAX_ENVS[env_id], env_config, f"'{env_id}'"),
+                             f"JAX env factory '{env_id}'")
+    if env_id.startswith(GYMNAX_PREFIX):
+        return GymnaxEnv(env_id[len(GYMNAX_PREFIX):], **dict(env_config or {}))
+    if env_id.startswith(MINATAR_PREFIX):
+        return make_minatar(env_id[len(MINATAR_PREFIX):], env_config)
+    if _is_factory_path(env_id):
+        from jrl.config import resolve_import
+
+        try:
+            factory = resolve_import(env_id, "JAX env factory")
+        except ConfigError as e:
+            raise EnvError(str(e)) from None
+        if not callable(factory):
+            raise EnvError(f"'{env_id}' is a {type(factory).__name__}, not a JaxEnv factory")
+        return check_jax_env(_call_factory(factory, env_config, f"'{env_id}'"),
+                             f"JAX env factory '{env_id}'")
+    raise EnvError(f"'{env_id}' is not a JAX env id (use '{GYMNAX_PREFIX}CartPole-v1', "
+                   f"'{MINATAR_PREFIX}Breakout', a name given to jrl.register_jax_env, or "
+                   "'module:factory')")
+
+
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+
+
+def make_minatar(game: str, env_config: dict | None = None) -> GymnaxEnv:
+    """MinAtar (Young & Tian, 2019) ``game`` through gymnax: ``(10, 10, channels)`` float
+    observations of 0/1, the game's minimal action set; an episode is cut (truncated, not
+    terminated) after ``max_steps_in_episode`` steps (gymnax's default, 1000 for Breakout)."""
+    if game not in MINATAR_GAMES:
+        import difflib
+
+        near = difflib.get_close_matches(game, MINATAR_GAMES, n=1)
+        hint = f"; did you mean '{MINATAR_PREFIX}{near[0]}'?" if near else ""
+        raise EnvError(f"unknown MinAtar game '{game}'{hint} (games: {', '.join(MINATAR_GAMES)})")
+    return GymnaxEnv(f"{game}-MinAtar", **dict(env_config or {}))

@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrl.config import to_dict
-from jrl.errors import ConfigError
+from jrl.errors import ConfigError, EnvError
 from jrl.networks import catalog
+from jrl.networks.heads import QHead
 from jrl.ops.filters import get_filter
+from jrl.rollout.action_dist import dist_class_for, flat_inputs
 from jrl.rollout.preprocessors import Preprocessor
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
@@ -140,7 +142,7 @@ class Policy:
         action, extras = self.act_fn(self.acting, obs, key, bool(explore))
         action = np.asarray(action)
         spec = self.spec
-        if not spec.discrete and self.algo_config.clip_actions:
+        if spec.continuous and self.algo_config.clip_actions:
             action = np.clip(action, np.reshape(spec.action_low, spec.action_shape),
                              np.reshape(spec.action_high, spec.action_shape))
         return action, {k: np.asarray(v) for k, v in extras.items()}
@@ -164,6 +166,14 @@ class Policy:
         actions, state_out, extras = self.compute_actions([obs], explore=explore)
         return actions[0], state_out, {k: v[0] for k, v in extras.items()}
 
+    def get_initial_state(self) -> list:
+        """The recurrent state a new episode starts with: ``[]`` (jrl's models keep none)."""
+        return []
+
+    def is_recurrent(self) -> bool:
+        """Whether the model carries state between steps (never, in jrl today)."""
+        return False
+
     # -- model ----------------------------------------------------------------------------------
 
     @property
@@ -173,9 +183,19 @@ class Policy:
         return self._model
 
     @property
-    def dist_class(self) -> type | None:
-        """The action distribution class (actor-critic algorithms; None otherwise)."""
+    def dist_class(self) -> type:
+        """The action distribution class (RLlib's): ``policy.dist_class(inputs, policy.model)``
+        with ``inputs`` from ``policy.model.from_batch``; actor-critic algorithms only."""
+        if self.model.dist_class is None:
+            raise ConfigError(f"{self.definition.name}'s policy has no action distribution "
+                              "class (it acts on Q-values or a deterministic network); use "
+                              "policy.model.q_values(obs) or policy.model.actions(obs)")
         return self.model.dist_class
+
+    def next_key(self) -> jax.Array:
+        """A fresh key from this policy's exploration key stream."""
+        self._key, key = jax.random.split(self._key)
+        return key
 
     def __repr__(self) -> str:
         return f"Policy({self.definition.name}, obs={self.observation_space}, " \
@@ -183,14 +203,20 @@ class Policy:
 
 
 class PolicyModel:
-    """Forward passes of a policy's network on raw observations (preprocessed and filtered)."""
+    """A policy's network as RLlib's model API exposes it, on raw (or preprocessed)
+    observations: ``from_batch({"obs": ...}) -> (outputs, state)``, ``value_function()``,
+    ``base_model.summary()``, ``variables()``; DQN's ``get_q_value_distributions``,
+    ``get_state_value``, ``q_value_head`` and ``state_value_head``. Also explicit helpers:
+    ``actions``, ``value_function(obs)``, ``q_values``, ``distribution``, ``logp``."""
 
     def __init__(self, policy: Policy):
         self._policy = policy
         spec, algo_config = policy.spec, policy.algo_config
         self.kind = policy.definition.model
         self.dist_class = None
+        self.network = None
         self._q_function = None
+        self._last_values = None
         obs_filter = get_filter(algo_config.observation_filter)
         if self.kind == "actor_q":
             # A policy plus critics (DDPG, TD3, SAC): the record gives the critic's forward.
@@ -206,9 +232,36 @@ class PolicyModel:
             self.network = catalog.make_deterministic_policy(spec, algo_config.model)
         else:
             self.network = catalog.make_actor_critic(spec, algo_config.model)
-            self.dist_class = type(catalog.make_distribution(spec, _dummy_dist_params(spec)))
-        self._forward = jax.jit(lambda params, fstate, obs: self.network.apply(
-            params, obs_filter.apply(fstate, obs)))
+            self.dist_class = dist_class_for(spec, algo_config.model)
+
+        def forward(params, fstate, obs):
+            out = self.network.apply(params, obs_filter.apply(fstate, obs))
+            if self.dist_class is not None:
+                logits = catalog.mask_logits(out[0], catalog.action_mask(spec, obs)) \
+                    if spec.action_mask is not None else out[0]
+                return logits, out[1]
+            return out
+
+        self._forward = jax.jit(forward)
+        if self.kind == "q":
+            def torso(params, fstate, obs):
+                _, found = self.network.apply(
+                    params, obs_filter.apply(fstate, obs), mutable=["intermediates"],
+                    capture_intermediates=lambda module, _: module.name == "torso")
+                return found["intermediates"]["torso"]["__call__"][0]
+
+            def head(params, features):
+                q, found = self._q_head.apply({"params": params["params"]["q_head"]}, features,
+                                              mutable=["intermediates"])
+                return q, found.get("intermediates", {})
+
+            self._torso = jax.jit(torso)
+            self._head = jax.jit(head)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy this model belongs to."""
+        return self._policy
 
     @property
     def _name(self) -> str:
@@ -219,12 +272,128 @@ class PolicyModel:
         source = state if state is not None else self._policy.acting
         return source.params, source.obs_filter
 
+    def _inputs(self, obs_batch: Any) -> np.ndarray:
+        """Raw observations, or an array already shaped like the network's input."""
+        try:
+            return self._policy.preprocess(obs_batch)
+        except EnvError:
+            spec = self._policy.spec
+            if isinstance(obs_batch, (np.ndarray, jax.Array)) and \
+                    tuple(np.shape(obs_batch)[1:]) == tuple(spec.obs_shape):
+                return np.asarray(obs_batch, spec.obs_dtype)
+            raise
+
     def _run(self, obs_batch: Any) -> Any:
         params, fstate = self._params_and_filter()
-        return self._forward(params, fstate, self._policy.preprocess(obs_batch))
+        return self._forward(params, fstate, self._inputs(obs_batch))
 
     def _no(self, what: str) -> ConfigError:
         return ConfigError(f"{self._name}'s policy network has no {what}; use actions()")
+
+    # -- RLlib's model API ----------------------------------------------------------------------
+
+    def from_batch(self, train_batch: Mapping, is_training: bool = False) -> tuple[Any, list]:
+        """``(outputs, state_out)`` for ``train_batch["obs"]``: the action distribution's inputs
+        (actor-critics: logits ``[N, A]``, or means and log-stds ``[N, 2 * action_dim]``), the
+        features the Q head reads (DQN: ``model_out`` ``[N, F]``) or the policy's outputs (ES).
+        jrl's models keep no recurrent state, so ``state_out`` is ``[]``. Actor-critics keep
+        the values of this pass for ``value_function()``."""
+        if not isinstance(train_batch, Mapping) or "obs" not in train_batch:
+            raise ConfigError("from_batch takes a dict with an 'obs' batch, e.g. "
+                              "{'obs': np.array([[0.1, 0.2, 0.3, 0.4]])}")
+        if self.kind == "actor_q":
+            raise ConfigError(f"{self._name}'s model is an actor plus critics with no single "
+                              "forward pass; use policy.model.actions(obs) and q_values(obs, "
+                              "actions)")
+        obs = train_batch["obs"]
+        if self.kind == "q":
+            params, fstate = self._params_and_filter()
+            return np.asarray(self._torso(params, fstate, self._inputs(obs))), []
+        out = self._run(obs)
+        if self.dist_class is None:
+            return np.asarray(out), []
+        self._last_values = np.asarray(out[1])
+        return np.asarray(flat_inputs(self._policy.spec, out[0],
+                                      self._policy.algo_config.model)), []
+
+    def __call__(self, input_dict: Mapping, state: Any = None, seq_lens: Any = None
+                 ) -> tuple[Any, list]:
+        """``from_batch(input_dict)`` (RLlib's ``model(input_dict, state, seq_lens)``)."""
+        return self.from_batch(input_dict)
+
+    @property
+    def base_model(self) -> LayerTable:
+        """The whole network: ``base_model.summary()`` prints a Keras-like layer table."""
+        if self.network is None:
+            raise ConfigError(f"{self._name}'s actor and critics are separate networks; use "
+                              "policy.model.summary() for their parameters")
+        return LayerTable(self, self.network, self._policy.spec.obs_shape,
+                          self._policy.spec.obs_dtype, lambda params: params, "model")
+
+    def variables(self, as_dict: bool = False) -> list | dict:
+        """The network's arrays: a list, or ``{"path/to/kernel": array}`` with ``as_dict``."""
+        return _variables(self._params_and_filter()[0], as_dict)
+
+    def trainable_variables(self, as_dict: bool = False) -> list | dict:
+        """Same as ``variables`` (every jrl parameter is trained)."""
+        return self.variables(as_dict)
+
+    def _require_q(self, what: str) -> None:
+        if self.kind != "q":
+            raise ConfigError(f"{self._name}'s model has no {what} (DQN-style Q models do)")
+
+    @property
+    def _q_head(self) -> Any:
+        return QHead(self._policy.spec.num_actions, self._dueling,
+                     tuple(int(h) for h in self._policy.algo_config.hiddens))
+
+    @property
+    def _dueling(self) -> bool:
+        cfg = self._policy.algo_config
+        return cfg.dueling if cfg.model.dueling is None else cfg.model.dueling
+
+    def get_q_value_distributions(self, model_out: Any) -> tuple[np.ndarray, ...]:
+        """``(action_scores [N, A], logits [N, A, 1], probs [N, A, 1])`` of ``model_out`` as
+        RLlib returns them without distributional atoms: the advantage stream (dueling) or the
+        Q-values, then ones."""
+        self._require_q("Q-value head")
+        q, found = self._head(self._params_and_filter()[0], jnp.asarray(model_out))
+        scores = np.asarray(found["advantages"][0] if self._dueling else q)
+        ones = np.ones((*scores.shape, 1), np.float32)
+        return scores, ones, ones
+
+    def get_state_value(self, model_out: Any) -> np.ndarray:
+        """The state-value stream ``[N, 1]`` of a dueling Q model."""
+        self._require_q("state-value head")
+        if not self._dueling:
+            raise ConfigError(f"{self._name} runs without dueling, so its Q model has no "
+                              "state-value stream (set dueling: true)")
+        _, found = self._head(self._params_and_filter()[0], jnp.asarray(model_out))
+        return np.asarray(found["value"][0])[:, None]
+
+    def _head_table(self, prefixes: tuple[str, ...], title: str) -> LayerTable:
+        params = self._params_and_filter()[0]
+        features = np.shape(self._torso(params, self._params_and_filter()[1], np.zeros(
+            (1, *self._policy.spec.obs_shape), self._policy.spec.obs_dtype)))[1:]
+        return LayerTable(self, self._q_head, features, "float32",
+                          lambda p: {"params": p["params"]["q_head"]}, title, prefixes)
+
+    @property
+    def q_value_head(self) -> LayerTable:
+        """The Q (advantage) stream on top of ``model_out``; ``.summary()`` prints it."""
+        self._require_q("Q-value head")
+        return self._head_table(("advantage",) if self._dueling else ("q_",), "q_value_head")
+
+    @property
+    def state_value_head(self) -> LayerTable:
+        """The state-value stream on top of ``model_out``; ``.summary()`` prints it."""
+        self._require_q("state-value head")
+        if not self._dueling:
+            raise ConfigError(f"{self._name} runs without dueling, so its Q model has no "
+                              "state-value head (set dueling: true)")
+        return self._head_table(("value",), "state_value_head")
+
+    # -- explicit helpers -----------------------------------------------------------------------
 
     def actions(self, obs_batch: Any) -> np.ndarray:
         """Greedy actions ``[N, ...]`` for a batch of raw observations."""
@@ -239,11 +408,21 @@ class PolicyModel:
             params, fstate, self._policy.preprocess(obs_list),
             None if actions is None else jnp.asarray(actions, jnp.float32)))
 
-    def value_function(self, obs_batch: Any) -> np.ndarray:
-        """State values ``[N]`` (actor-critic algorithms), max Q-values (DQN) or the critic's
-        Q-values of the greedy actions (DDPG, TD3, SAC)."""
+    def value_function(self, obs_batch: Any = None) -> np.ndarray:
+        """Without arguments (RLlib's call): the state values ``[N]`` of the last
+        ``from_batch`` pass. With raw observations: state values ``[N]`` (actor-critic
+        algorithms), max Q-values (DQN) or the critic's Q-values of the greedy actions (DDPG,
+        TD3, SAC)."""
         if self.kind == "deterministic":
             raise self._no("value function")
+        if obs_batch is None:
+            if self.dist_class is None:
+                raise ConfigError(f"{self._name}'s model has no value function of the last "
+                                  "forward pass; call value_function(obs) or q_values(obs)")
+            if self._last_values is None:
+                raise ConfigError("value_function() gives the values of the last forward "
+                                  "pass: call policy.model.from_batch({'obs': ...}) first")
+            return self._last_values
         if self._q_function is not None:
             q = self._critic(obs_batch)
             if not self._policy.spec.discrete:
@@ -271,7 +450,8 @@ class PolicyModel:
         if self.dist_class is None:
             raise ConfigError(f"{self._name} has no action distribution")
         dist_params, _ = self._run(obs_batch)
-        return catalog.make_distribution(self._policy.spec, dist_params)
+        return catalog.make_distribution(self._policy.spec, dist_params,
+                                         self._policy.algo_config.model)
 
     def logp(self, obs_batch: Any, actions: Any) -> np.ndarray:
         """Log-probabilities ``[N]`` of ``actions`` under the policy."""
@@ -285,7 +465,35 @@ class PolicyModel:
         return catalog.count_params(self._params_and_filter()[0])
 
 
-def _dummy_dist_params(spec: EnvSpec) -> Any:
-    if spec.discrete:
-        return jnp.zeros((1, spec.num_actions))
-    return (jnp.zeros((1, *spec.action_shape)), jnp.zeros((1, *spec.action_shape)))
+class LayerTable:
+    """A network (or part of one) whose ``summary()`` prints a Keras-like table of its layers
+    with output shapes and parameter counts, and whose ``variables()`` lists its arrays."""
+
+    def __init__(self, model: PolicyModel, module: Any, input_shape: tuple[int, ...],
+                 input_dtype: str, select: Callable[[Any], Any], title: str,
+                 only: tuple[str, ...] | None = None):
+        self._model, self._module, self._select = model, module, select
+        self._input = (tuple(input_shape), input_dtype)
+        self._title, self._only = title, only
+
+    def _params(self) -> Any:
+        return self._select(self._model._params_and_filter()[0])
+
+    def summary(self) -> None:
+        """Prints the table (as Keras's ``summary()``); returns nothing."""
+        print(catalog.layer_summary(
+            self._module, self._params(), *self._input, title=self._title, only=self._only,
+            input_name="observations" if self._only is None else "model_out"))
+
+    def variables(self, as_dict: bool = False) -> list | dict:
+        found = _variables(self._params(), True)
+        if self._only is not None:
+            found = {k: v for k, v in found.items()
+                     if k.split("/", 1)[-1].startswith(self._only)}
+        return found if as_dict else list(found.values())
+
+
+def _variables(params: Any, as_dict: bool) -> list | dict:
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    named = {catalog.path_name(path): np.asarray(leaf) for path, leaf in leaves}
+    return named if as_dict else list(named.values())

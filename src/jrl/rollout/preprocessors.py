@@ -23,8 +23,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from jrl.config import ModelConfig
+from jrl.config import ModelConfig, parse, to_dict
 from jrl.errors import EnvError
+from jrl.networks.custom import ModelCatalog
 
 # ITU-R BT.601 luma weights for R, G, B.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -32,6 +33,12 @@ _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 class Preprocessor(abc.ABC):
     """Base class: maps observations of ``space`` to arrays of ``shape`` and ``dtype``.
+
+    A user preprocessor (``jrl.ModelCatalog.register_custom_preprocessor``) is written as in
+    RLlib: subclass this, return the output shape from ``_init_shape(obs_space, options)``
+    (``options`` is the ``model`` config as a dict) and turn one observation into a float32 array
+    of that shape in ``transform(observation)``; batches are transformed one observation at a
+    time.
 
     Attributes:
       space: the env's observation space this preprocessor reads.
@@ -44,30 +51,47 @@ class Preprocessor(abc.ABC):
     dtype: np.dtype
     observation_space: spaces.Box
 
-    def __init__(self, space: gym.Space, model_config: ModelConfig | None = None):
+    def __init__(self, space: gym.Space, model_config: ModelConfig | dict | None = None):
         self.space = space
+        if isinstance(model_config, dict):
+            model_config = parse(ModelConfig, model_config, path="model")
         self.model_config = model_config if model_config is not None else ModelConfig()
+        init_shape = getattr(self, "_init_shape", None)
+        if init_shape is not None:
+            shape = init_shape(space, to_dict(self.model_config))
+            self.shape = tuple(int(n) for n in np.atleast_1d(shape)) if shape != () else ()
+            self.dtype = np.dtype(np.float32)
+            self.observation_space = spaces.Box(-np.inf, np.inf, self.shape, np.float32)
 
     @property
     def size(self) -> int:
         """Number of elements of one preprocessed observation."""
         return int(np.prod(self.shape, dtype=np.int64))
 
-    @abc.abstractmethod
     def check(self, obs: Any) -> None:
         """Raises ``EnvError`` when ``obs`` does not fit the observation space."""
+        self._checked(self.transform(obs))
 
     @abc.abstractmethod
     def transform(self, obs: Any) -> np.ndarray:
         """Preprocesses one observation; returns ``[*shape]``."""
 
-    @abc.abstractmethod
     def transform_batch(self, batch_obs: Any) -> np.ndarray:
         """Preprocesses a vector env batch; returns ``[B, *shape]``."""
+        rows = [self._checked(self.transform(obs))
+                for obs in gym.vector.utils.iterate(self.space, batch_obs)]
+        return np.stack(rows) if rows else np.zeros((0, *self.shape), self.dtype)
 
-    @abc.abstractmethod
     def _batch_size(self, batch_obs: Any) -> int:
         """Checks a batch against the space and returns its size ``B``."""
+        return len(list(gym.vector.utils.iterate(self.space, batch_obs)))
+
+    def _checked(self, out: Any) -> np.ndarray:
+        out = np.asarray(out, self.dtype)
+        if out.shape != self.shape:
+            raise EnvError(f"{type(self).__name__}.transform returned shape {out.shape}, but "
+                           f"its shape is {self.shape}")
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space} -> {self.shape} {np.dtype(self.dtype).name})"
@@ -130,9 +154,9 @@ def _check_integers(values: np.ndarray, low: np.ndarray, high: np.ndarray, space
 
 
 def is_image_space(space: gym.Space) -> bool:
-    """Whether ``space`` holds image frames: a uint8 Box of shape ``(H, W, 3)`` or ``(H, W, 1)``."""
-    return (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[2] in (1, 3)
-            and space.dtype == np.uint8)
+    """Whether ``space`` holds image frames: a uint8 Box of shape ``(H, W, C)`` (RGB, gray, or
+    stacked frames such as the DeepMind Atari wrappers' ``(84, 84, 4)``)."""
+    return (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +264,9 @@ def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 class ImagePreprocessor(Preprocessor):
-    """Image frames ``(H, W, C)`` uint8 -> ``(dim, dim, C)`` uint8, or ``(dim, dim, 1)`` in gray.
+    """Image frames ``(H, W, C)`` uint8 -> ``(dim, dim, C)`` uint8, or ``(dim, dim, 1)`` in gray
+    (RGB frames only; other channel counts, e.g. stacked gray frames, are kept). Frames already
+    ``dim x dim`` pass through unchanged.
 
     Resizing is separable: a ``[dim, H]`` and a ``[dim, W]`` weight matrix (area when shrinking,
     bilinear when growing) applied as two matrix products over the whole batch. Gray uses the
@@ -253,7 +279,7 @@ class ImagePreprocessor(Preprocessor):
         self._path = path
         height, width, channels = space.shape
         dim = int(self.model_config.dim)
-        self._gray = bool(self.model_config.grayscale)
+        self._gray = bool(self.model_config.grayscale) and channels == 3
         self._weights_h = None if height == dim else _resize_weights(height, dim)
         self._weights_w = None if width == dim else _resize_weights(width, dim)
         self.shape = (dim, dim, 1 if self._gray else channels)
@@ -262,6 +288,8 @@ class ImagePreprocessor(Preprocessor):
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         """``[B, H, W, C]`` -> ``[B, dim, dim, C']`` uint8."""
+        if self._weights_h is None and self._weights_w is None and not self._gray:
+            return np.array(frames, np.uint8)
         x = frames.astype(np.float32)
         if self._gray:
             # Luma is linear, so taking it before resizing gives the same result on fewer channels.
@@ -368,6 +396,24 @@ class FlattenPreprocessor(Preprocessor):
         return sizes.pop()
 
 
+def action_mask_slice(preprocessor: Preprocessor) -> tuple[int, int] | None:
+    """``(start, stop)`` of a top-level Dict observation's ``action_mask`` entry in the
+    flattened output, or ``None`` when there is none (RLlib's and SB3-contrib's convention)."""
+    if not isinstance(preprocessor, FlattenPreprocessor) or not isinstance(
+            preprocessor.space, spaces.Dict) or "action_mask" not in preprocessor.space.spaces:
+        return None
+    start = 0
+    for key, child in zip(preprocessor._keys, preprocessor._children, strict=True):
+        if key == "action_mask":
+            if isinstance(child.space, (spaces.Discrete, spaces.MultiDiscrete)) or is_image_space(
+                    child.space):
+                raise EnvError("observation 'action_mask' must be a Box or MultiBinary of 0/1 "
+                               f"per action, got {_space_name(child.space)}")
+            return start, start + child.size
+        start += child.size
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Selection
 
@@ -401,4 +447,8 @@ def get_preprocessor(space: gym.Space, model_config: ModelConfig | None = None) 
     Raises:
       EnvError: the space (or a part of it) is of a kind jrl cannot feed to a network.
     """
-    return _make(space, model_config if model_config is not None else ModelConfig(), "")
+    model_config = model_config if model_config is not None else ModelConfig()
+    if model_config.custom_preprocessor:
+        cls = ModelCatalog.get_custom_preprocessor(model_config.custom_preprocessor)
+        return cls(space, model_config)
+    return _make(space, model_config, "")

@@ -15,7 +15,9 @@ import numpy as np
 
 from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
 from jrl.errors import ConfigError, EnvError
+from jrl.networks.custom import ModelCatalog
 from jrl.registry import get_algorithm_def, make_algorithm
+from jrl.rollout.atari import default_clip_rewards
 from jrl.rollout.envs import (
     RESTARTED_KEY,
     EpisodeSeeds,
@@ -23,8 +25,9 @@ from jrl.rollout.envs import (
     env_spec,
     make_vector_env,
 )
+from jrl.rollout.external_env import ExternalEnvRunner
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
-from jrl.rollout.preprocessors import get_preprocessor
+from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
 logger = logging.getLogger(__name__)
@@ -90,11 +93,13 @@ class RolloutWorker:
       worker_index: 0 for the local worker, 1..N for remote ones.
       video_dir: record the first env's episodes there (``monitor``).
       env_creator: a creator registered in another process (remote workers get the driver's).
+      model_registrations: ``ModelCatalog.registrations()`` of another process (likewise).
     """
 
     def __init__(self, env_id: str, config: Any, definition: AlgorithmDef | str,
                  worker_index: int = 0,
-                 video_dir: str | None = None, env_creator: Any = None):
+                 video_dir: str | None = None, env_creator: Any = None,
+                 model_registrations: dict | None = None):
         from jrl.rollout.offline import JsonWriter
 
         if worker_index > 0:
@@ -105,6 +110,8 @@ class RolloutWorker:
             from jrl.rollout.envs import register_env
 
             register_env(env_id, env_creator)
+        if model_registrations:
+            ModelCatalog.restore_registrations(model_registrations)
         self.config = config
         self.worker_index = worker_index
         self.env_id = env_id
@@ -112,12 +119,19 @@ class RolloutWorker:
         self.fragment_length = config.rollout_fragment_length
         self.env = make_vector_env(env_id, self.num_envs, config.env_config,
                                    horizon=config.horizon, worker_index=worker_index,
-                                   video_dir=video_dir,
+                                   video_dir=video_dir, vectorization=config.vectorization,
+                                   preprocessor_pref=config.preprocessor_pref, model=config.model,
                                    restart_failed=config.restart_failed_sub_environments)
+        if config.nan_policy == "skip_episode" and not hasattr(self.env, "envs"):
+            raise ConfigError(f"nan_policy: skip_episode resets one sub-env in place, which "
+                              f"vectorization: {config.vectorization} cannot; use sync")
+        # RLlib's clip_rewards=None: sign-clip Atari rewards (for training; returns stay raw).
+        self._clip_rewards = default_clip_rewards(env_id, config.clip_rewards)
         single_obs_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         self.preprocessor = get_preprocessor(single_obs_space, config.model)
-        self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space)
+        self.spec = env_spec(self.preprocessor.shape, self.preprocessor.dtype, self.action_space,
+                             action_mask_slice(self.preprocessor))
         self.definition = (definition if isinstance(definition, AlgorithmDef)
                            else get_algorithm_def(definition))
         self.algorithm = make_algorithm(self.definition, config, self.spec)
@@ -129,15 +143,23 @@ class RolloutWorker:
             self.definition, self.algorithm, config, self.spec, self.preprocessor,
             single_obs_space, self.action_space, seed=seed)}
         self._key = jax.random.PRNGKey(seed)
-        raw_obs, _ = self.env.reset(seed=seed)
-        self.action_space.seed(seed)
-        self._raw_obs = raw_obs
-        self._obs = self._preprocess_batch(raw_obs)
-        self._episode_ids = np.zeros(self.num_envs, np.int64)
-        self._episode_lens = np.zeros(self.num_envs, np.int64)
-        self._episode_returns = np.zeros(self.num_envs, np.float64)
-        self._step_hook = _overrides(self.callbacks, "on_episode_step")
-        self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
+        # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
+        self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
+        if self._external is not None:
+            self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
+                                jax.random.PRNGKey(seed + 1), bool(config.explore),
+                                max(2 * self.fragment_length * self.num_envs,
+                                    getattr(config, "train_batch_size", 0)))
+        else:
+            raw_obs, _ = self.env.reset(seed=seed)
+            self.action_space.seed(seed)
+            self._raw_obs = raw_obs
+            self._obs = self._preprocess_batch(raw_obs)
+            self._episode_ids = np.zeros(self.num_envs, np.int64)
+            self._episode_lens = np.zeros(self.num_envs, np.int64)
+            self._episode_returns = np.zeros(self.num_envs, np.float64)
+            self._step_hook = _overrides(self.callbacks, "on_episode_step")
+            self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
         self._action_log: list[np.ndarray] = []  # env actions of the running episodes' steps
@@ -166,6 +188,8 @@ class RolloutWorker:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
         self._policy = policy
         self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
+        if self._external is not None:
+            self._external.set_acting(policy)
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
         """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
@@ -187,14 +211,21 @@ class RolloutWorker:
 
     def foreach_env(self, fn) -> list:
         """Calls ``fn(env)`` on each env of this worker (e.g. to set a curriculum phase)."""
+        self._require_local_envs()
         return [fn(_user_env(env)) for env in self.env.envs]
 
     def foreach_env_with_context(self, fn) -> list:
         """Calls ``fn(env, env_context)`` on each env of this worker."""
         from jrl.rollout.envs import EnvContext
 
+        self._require_local_envs()
         return [fn(_user_env(env), EnvContext(self.config.env_config, self.worker_index, i))
                 for i, env in enumerate(self.env.envs)]
+
+    def _require_local_envs(self) -> None:
+        if not hasattr(self.env, "envs"):
+            raise ConfigError(f"foreach_env reaches envs in this process only; vectorization "
+                              f"'{self.config.vectorization}' steps them elsewhere (use sync)")
 
     def _preprocess_batch(self, raw_obs: Any) -> np.ndarray:
         try:
@@ -240,6 +271,8 @@ class RolloutWorker:
         if self._policy is None:
             raise RuntimeError("RolloutWorker.sample() called before set_policy()")
         T, B = self.fragment_length, self.num_envs
+        if self._external is not None:
+            return self._sample_external(T, B)
         obs_buf = np.empty((T, B, *self.spec.obs_shape), self.preprocessor.dtype)
         next_buf = np.empty_like(obs_buf)
         rew_buf = np.empty((T, B), np.float32)
@@ -253,7 +286,7 @@ class RolloutWorker:
         segments = []  # (env_index, start, stop, episode) for on_postprocess_trajectory
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
-        clip_rewards = self.config.clip_rewards
+        clip_rewards = self._clip_rewards
         # The policy call for step t+1 is dispatched before step t's bookkeeping, so XLA
         # computes the next action while Python fills the buffers.
         pending = self._act(self._policy, self._obs, self._key, explore)
@@ -377,10 +410,14 @@ class RolloutWorker:
     def get_sampler_state(self) -> dict[str, Any]:
         """What sampling needs to go on exactly after a restore, as JSON-able values: the
         acting key, the counters, each env's episode seed and the actions of its running
-        episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them)."""
+        episode (gymnasium envs cannot save themselves; ``set_sampler_state`` replays them).
+        An ExternalEnv's episodes belong to its clients: only the counter is kept."""
+        if self._external is not None:
+            return {"steps_sampled": self._steps_sampled, "envs": []}
         lens = self._episode_lens
         envs = []
-        for i, env in enumerate(self.env.envs):
+        # Sub-envs in other processes (async, envpool) cannot be replayed: they start fresh.
+        for i, env in enumerate(getattr(self.env, "envs", [None] * self.num_envs)):
             n = int(lens[i])
             seeds = env if isinstance(env, EpisodeSeeds) else None
             exact = seeds is not None and n <= len(self._action_log)
@@ -399,6 +436,9 @@ class RolloutWorker:
         """Continues from ``get_sampler_state``'s output: each env is reset into its running
         episode's seed and steps through that episode's actions again."""
         envs = state.get("envs") or []
+        if self._external is not None:
+            self._steps_sampled = int(state.get("steps_sampled", self._steps_sampled))
+            return
         if len(envs) != self.num_envs:
             logger.warning("checkpoint sampler has %d envs, this worker %d: envs start fresh",
                            len(envs), self.num_envs)
@@ -406,7 +446,8 @@ class RolloutWorker:
         self._key = jax.device_put(np.asarray(state["key"], np.uint32))
         self._steps_sampled = int(state["steps_sampled"])
         log_len = 0
-        for i, (env, saved) in enumerate(zip(self.env.envs, envs, strict=True)):
+        local_envs = getattr(self.env, "envs", [None] * self.num_envs)
+        for i, (env, saved) in enumerate(zip(local_envs, envs, strict=True)):
             if not isinstance(env, EpisodeSeeds) or saved["actions"] is None:
                 continue  # this env starts a fresh episode
             raw, _ = env.reset_to(saved["base_seed"], saved["episode"])
@@ -423,6 +464,15 @@ class RolloutWorker:
                                       t >= log_len - len(e["actions"]) else self._no_action
                                       for e in envs])
                             for t in range(log_len)]
+    def _sample_external(self, T: int, B: int) -> SampleBatch:
+        """``T * B`` steps the ExternalEnv's episodes completed (waits for them)."""
+        batch = SampleBatch(self._external.sample(T, B))
+        self._completed.extend(self._external.pop_episodes())
+        self._steps_sampled += T * B
+        self.callbacks.on_sample_end(worker=self, samples=batch)
+        if self._writer is not None:
+            self._writer.write(batch, None)
+        return batch
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory
@@ -472,7 +522,7 @@ class RolloutWorker:
     def num_env_restarts(self) -> int:
         """Sub-envs rebuilt after they raised (``restart_failed_sub_environments``)."""
         total = 0
-        for env in self.env.envs:
+        for env in getattr(self.env, "envs", ()):  # async/envpool sub-envs are not reachable
             while isinstance(env, gym.Wrapper):
                 if isinstance(env, RestartingEnv):
                     total += env.num_restarts

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jrl.errors import ConfigError
+from jrl.networks.custom import ModelCatalog
 from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
 from jrl.types import AlgorithmDef
@@ -78,7 +79,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at '{address}': {reason}") from None
 
 
-def _remote_worker_class(config: Any):
+def _remote_worker_class(config: Any, worker_class: type = RolloutWorker):
     import ray
 
     resources = dict(config.custom_resources_per_worker)
@@ -88,7 +89,7 @@ def _remote_worker_class(config: Any):
     return ray.remote(
         num_cpus=config.num_cpus_per_worker, num_gpus=config.num_gpus_per_worker,
         resources=resources or None, max_restarts=0,
-        runtime_env={"env_vars": env_vars})(RolloutWorker)
+        runtime_env={"env_vars": env_vars})(worker_class)
 
 
 class WorkerSet:
@@ -119,18 +120,22 @@ class WorkerSet:
 
     @classmethod
     def create(cls, env_id: str, config: Any, definition: AlgorithmDef, *,
-               video_dir: str | None = None, address: str | None = None) -> WorkerSet:
-        local = RolloutWorker(env_id, config, definition, worker_index=0, video_dir=video_dir)
+               video_dir: str | None = None, address: str | None = None,
+               worker_class: type = RolloutWorker) -> WorkerSet:
+        """Workers of ``worker_class`` (``RolloutWorker``, or the multi-agent one)."""
+        local = worker_class(env_id, config, definition, worker_index=0, video_dir=video_dir)
         if config.num_workers == 0:
             return cls(local)
         init_ray(address)
-        remote_cls = _remote_worker_class(config)
+        remote_cls = _remote_worker_class(config, worker_class)
         # Envs registered in this process travel with the worker (Ray serializes the creator).
         creator = registered_creator(env_id)
+        # So do custom models, preprocessors and action distributions.
+        models = ModelCatalog.registrations()
 
         def factory(index: int):
             return remote_cls.remote(env_id, config, definition, worker_index=index,
-                                     env_creator=creator)
+                                     env_creator=creator, model_registrations=models)
 
         return cls(local, factory, config.num_workers, config)
 
@@ -247,6 +252,9 @@ class WorkerSet:
         if not batches:
             raise RuntimeError("every rollout worker failed; nothing to train on")
         ordered = [batches[i] for i in sorted(batches)]
+        concat = getattr(type(ordered[0]), "concat", None)  # multi-agent batches
+        if concat is not None:
+            return concat(ordered)
         return SampleBatch({k: np.concatenate([b[k] for b in ordered], axis=1)
                             for k in ordered[0]})
 
