@@ -14,13 +14,8 @@ import jax.numpy as jnp
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@jax.tree_util.register_pytree_node_class
-class Categorical:
-    """Categorical distribution over the last axis of ``logits``.
-
-    Attributes:
-      logits: unnormalized log-probabilities, ``[..., num_actions]``.
-    """
+class _LogitsPytree:
+    """A distribution parameterized by one ``logits`` array, as a pytree (jit/vmap-able)."""
 
     def __init__(self, logits: jax.Array):
         self.logits = logits
@@ -32,6 +27,15 @@ class Categorical:
     def tree_unflatten(cls, aux_data, children):
         del aux_data
         return cls(*children)
+
+
+@jax.tree_util.register_pytree_node_class
+class Categorical(_LogitsPytree):
+    """Categorical distribution over the last axis of ``logits``.
+
+    Attributes:
+      logits: unnormalized log-probabilities, ``[..., num_actions]``.
+    """
 
     @property
     def log_probs(self) -> jax.Array:
@@ -241,23 +245,12 @@ class MultiCategorical:
 
 
 @jax.tree_util.register_pytree_node_class
-class Bernoulli:
+class Bernoulli(_LogitsPytree):
     """Independent Bernoulli variables (MultiBinary actions).
 
     Attributes:
       logits: log-odds of each variable being 1, ``[..., n]``.
     """
-
-    def __init__(self, logits: jax.Array):
-        self.logits = logits
-
-    def tree_flatten(self):
-        return (self.logits,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux_data, children):
-        del aux_data
-        return cls(*children)
 
     def sample(self, key: jax.Array) -> jax.Array:
         """Samples actions, int32 ``[..., n]`` of 0/1."""

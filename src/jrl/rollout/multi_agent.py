@@ -24,9 +24,8 @@ import numpy as np
 from jrl.callbacks import Episode, make_callbacks
 from jrl.config import merge, resolve_import, to_dict
 from jrl.errors import ConfigError, EnvError
-from jrl.networks.custom import ModelCatalog
 from jrl.registry import get_algorithm_def, make_algorithm
-from jrl.rollout.envs import env_spec, register_env
+from jrl.rollout.envs import env_spec
 from jrl.rollout.multi_agent_env import (
     ALL,
     agent_action_space,
@@ -36,6 +35,7 @@ from jrl.rollout.multi_agent_env import (
 )
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
+from jrl.rollout.worker import prepare_worker_process
 from jrl.types import AlgorithmDef
 
 logger = logging.getLogger(__name__)
@@ -306,12 +306,7 @@ class MultiAgentRolloutWorker:
     def __init__(self, env_id: str, config: Any, definition: AlgorithmDef | str,
                  worker_index: int = 0, video_dir: str | None = None, env_creator: Any = None,
                  model_registrations: dict | None = None):
-        if worker_index > 0:
-            jax.config.update("jax_cpu_enable_async_dispatch", False)
-        if env_creator is not None:
-            register_env(env_id, env_creator)
-        if model_registrations:
-            ModelCatalog.restore_registrations(model_registrations)
+        prepare_worker_process(env_id, worker_index, env_creator, model_registrations)
         self.config = config
         self.worker_index = worker_index
         self.env_id = env_id

@@ -80,6 +80,23 @@ def _clip_reward(reward: np.ndarray, clip: Any) -> np.ndarray:
     return np.clip(reward, -float(clip), float(clip))
 
 
+def prepare_worker_process(env_id: str, worker_index: int, env_creator: Any = None,
+                           model_registrations: dict | None = None) -> None:
+    """What a rollout worker (single- or multi-agent) sets up in its process before it builds
+    envs and policies: synchronous dispatch in remote workers, and the driver's env creator
+    and ``ModelCatalog`` registrations."""
+    if worker_index > 0:
+        # A remote worker's process only acts: running each tiny XLA call on the calling
+        # thread avoids a thread hand-off per step, which costs ~25% when workers share cores.
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    if env_creator is not None:
+        from jrl.rollout.envs import register_env
+
+        register_env(env_id, env_creator)
+    if model_registrations:
+        ModelCatalog.restore_registrations(model_registrations)
+
+
 class RolloutWorker:
     """Samples fixed-length fragments from ``num_envs_per_worker`` envs.
 
@@ -102,16 +119,7 @@ class RolloutWorker:
                  model_registrations: dict | None = None):
         from jrl.rollout.offline import JsonWriter
 
-        if worker_index > 0:
-            # A remote worker's process only acts: running each tiny XLA call on the calling
-            # thread avoids a thread hand-off per step, which costs ~25% when workers share cores.
-            jax.config.update("jax_cpu_enable_async_dispatch", False)
-        if env_creator is not None:
-            from jrl.rollout.envs import register_env
-
-            register_env(env_id, env_creator)
-        if model_registrations:
-            ModelCatalog.restore_registrations(model_registrations)
+        prepare_worker_process(env_id, worker_index, env_creator, model_registrations)
         self.config = config
         self.worker_index = worker_index
         self.env_id = env_id
