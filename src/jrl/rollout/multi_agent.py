@@ -33,7 +33,7 @@ from jrl.rollout.multi_agent_env import (
     agent_observation_space,
     make_multi_agent_env,
 )
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.rollout.worker import prepare_worker_process
 from jrl.types import AlgorithmDef
@@ -296,7 +296,7 @@ class _Slot:
         self.streams: dict = {}      # agent -> {column: list} of this fragment
 
 
-class MultiAgentRolloutWorker:
+class MultiAgentRolloutWorker(PolicyMapAccess):
     """Samples fragments of ``rollout_fragment_length`` env steps from multi-agent envs.
 
     Same constructor as ``RolloutWorker`` (so ``WorkerSet`` makes local and Ray workers of
@@ -355,19 +355,6 @@ class MultiAgentRolloutWorker:
         for pid, acting in policies.items():
             self.policy_map[pid].set_acting(acting)
         self._has_policy = True
-
-    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
-        if policy_id not in self.policy_map:
-            raise ConfigError(f"unknown policy_id '{policy_id}' (this worker has: "
-                              f"{', '.join(self.policy_map)})")
-        return self.policy_map[policy_id]
-
-    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
-        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
-
-    def set_weights(self, weights: dict[str, Any]) -> None:
-        for pid, w in weights.items():
-            self.get_policy(pid).set_weights(w)
 
     def get_spec(self) -> dict:
         return {pid: p.spec for pid, p in self.policy_map.items() if isinstance(p, Policy)}

@@ -26,7 +26,7 @@ from jrl.rollout.envs import (
     make_vector_env,
 )
 from jrl.rollout.external_env import ExternalEnvRunner
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess
 from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
@@ -97,7 +97,7 @@ def prepare_worker_process(env_id: str, worker_index: int, env_creator: Any = No
         ModelCatalog.restore_registrations(model_registrations)
 
 
-class RolloutWorker:
+class RolloutWorker(PolicyMapAccess):
     """Samples fixed-length fragments from ``num_envs_per_worker`` envs.
 
     Args:
@@ -198,22 +198,6 @@ class RolloutWorker:
         self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
         if self._external is not None:
             self._external.set_acting(policy)
-
-    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
-        """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
-        if policy_id not in self.policy_map:
-            raise ConfigError(f"unknown policy_id '{policy_id}' (this worker has: "
-                              f"{', '.join(self.policy_map)})")
-        return self.policy_map[policy_id]
-
-    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
-        """``{policy_id: weights}`` for ``policies`` (default: all)."""
-        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
-
-    def set_weights(self, weights: dict[str, Any]) -> None:
-        """Sets each named policy's weights."""
-        for pid, w in weights.items():
-            self.get_policy(pid).set_weights(w)
 
     # -- envs -----------------------------------------------------------------------------------
 
