@@ -22,13 +22,14 @@ import numpy as np
 from jrl import checkpoint as ckpt
 from jrl import registry
 from jrl.backends.jax_env import JaxEnvBackend
+from jrl.backends.jax_multi_agent import JaxMultiAgentBackend
 from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
-from jrl.rollout.jax_envs import is_jax_env_id
+from jrl.rollout.jax_envs import is_jax_env_id, is_multi_agent_jax_env, make_jax_env
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
@@ -155,10 +156,11 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
-        if is_jax_env_id(self.env_id) and self.algo_config.multiagent.policies:
-            raise ConfigError("multiagent policies need a jrl.MultiAgentEnv; the fully-jitted "
-                              f"loop of '{self.env_id}' trains one policy")
-        backend = JaxEnvBackend if is_jax_env_id(self.env_id) else (
+        jax_multi_agent = is_jax_env_id(self.env_id) and (
+            bool(self.algo_config.multiagent.policies) or
+            is_multi_agent_jax_env(make_jax_env(self.env_id, self.algo_config.env_config)))
+        backend = JaxMultiAgentBackend if jax_multi_agent else \
+            JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
         backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
                             logdir=self.logdir, log_to_disk=log_to_disk)

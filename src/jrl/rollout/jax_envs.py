@@ -105,6 +105,80 @@ class GymnaxEnv:
                        terminated, truncated, info["final_observation"].astype(jnp.float32))
 
 
+class JaxMultiAgentEnv(Protocol):
+    """A JAX multi-agent env: ``num_agents`` agents with the same spaces, stacked on a leading
+    axis (what the fully-jitted loop trains ``multiagent.policies`` on).
+
+    ``reset(key) -> (obs [A, ...], state)``; ``step(key, state, actions [A, ...]) -> JaxStep``
+    with ``reward``, ``terminated`` and ``truncated`` of shape ``[A]`` and ``obs``/``final_obs``
+    of shape ``[A, ...]``. Episodes are shared: when any agent is done the episode ends for all
+    (agents that were not terminated are marked truncated, so they bootstrap) and the env
+    auto-resets every agent.
+
+    Attributes:
+      num_agents: ``A``; agent ``i`` is called ``agent_<i>`` (its id for ``policy_mapping_fn``
+        is the index ``i``).
+      spec: one agent's ``EnvSpec``.
+    """
+
+    num_agents: int
+    spec: EnvSpec
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]: ...
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> JaxStep: ...
+
+
+class StackedJaxEnv:
+    """``num_agents`` independent copies of one ``JaxEnv`` as a ``JaxMultiAgentEnv`` (e.g. two
+    gymnax CartPoles, ``jax_ma:CartPole-v1x2``); the episode ends when any copy's does."""
+
+    def __init__(self, env: JaxEnv, num_agents: int):
+        if int(num_agents) < 1:
+            raise EnvError(f"a stacked JAX env needs at least one agent, got {num_agents}")
+        self.env = env
+        self.num_agents = int(num_agents)
+        self.spec = env.spec
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+        return jax.vmap(self.env.reset)(jax.random.split(key, self.num_agents))
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> JaxStep:
+        step_key, reset_key = jax.random.split(key)
+        step = jax.vmap(self.env.step)(jax.random.split(step_key, self.num_agents), state,
+                                       action)
+        done = step.terminated | step.truncated
+        ended = jnp.any(done)
+        fresh_obs, fresh_state = self.reset(reset_key)
+
+        def pick(fresh, stepped):
+            return jnp.where(ended, fresh, stepped)
+
+        mask = done.reshape(done.shape + (1,) * (step.obs.ndim - 1))
+        final_obs = jnp.where(mask, step.final_obs, step.obs)
+        return JaxStep(pick(fresh_obs, step.obs), jax.tree.map(pick, fresh_state, step.state),
+                       step.reward, step.terminated, step.truncated | (ended & ~step.terminated),
+                       final_obs)
+
+
+def is_multi_agent_jax_env(env: Any) -> bool:
+    """Whether ``env`` is a ``JaxMultiAgentEnv`` (it declares ``num_agents``)."""
+    return isinstance(getattr(env, "num_agents", None), int)
+
+
+JAX_MA_PREFIX = "jax_ma:"
+_STACKED_ID = re.compile(r"^(?P<env>.+)x(?P<n>[0-9]+)$")
+
+
+def make_stacked_jax_env(env_id: str, env_config: dict | None = None) -> StackedJaxEnv:
+    """``<gymnax id>x<N>`` (``CartPole-v1x2``): ``N`` copies of the gymnax env as agents."""
+    match = _STACKED_ID.match(env_id)
+    if match is None:
+        raise EnvError(f"'{JAX_MA_PREFIX}{env_id}' must be '{JAX_MA_PREFIX}<gymnax id>x<agents>', "
+                       f"e.g. '{JAX_MA_PREFIX}CartPole-v1x2'")
+    return StackedJaxEnv(GymnaxEnv(match["env"], **dict(env_config or {})), int(match["n"]))
+
+
 MINATAR_PREFIX = "minatar:"
 _JAX_ENVS: dict[str, Callable[..., Any]] = {}
 _FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -131,7 +205,7 @@ def _is_factory_path(env_id: str) -> bool:
     from jrl.rollout.envs import registered_creator
 
     if not (_FACTORY_PATH.match(env_id) and registered_creator(env_id) is None
-            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, "pettingzoo:"))):
+            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX, "pettingzoo:"))):
         return False
     return not _names_gymnasium_or_multi_agent_class(env_id)
 
@@ -156,7 +230,7 @@ def is_jax_env_id(env_id: str | None) -> bool:
     a name given to ``register_jax_env``, or a ``module:factory`` path."""
     if not env_id:
         return False
-    return env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX)) or \
+    return env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX)) or \
         env_id in _JAX_ENVS or _is_factory_path(env_id)
 
 
@@ -195,6 +269,8 @@ def make_jax_env(env_id: str, env_config: dict | None = None) -> JaxEnv:
                              f"JAX env factory '{env_id}'")
     if env_id.startswith(GYMNAX_PREFIX):
         return GymnaxEnv(env_id[len(GYMNAX_PREFIX):], **dict(env_config or {}))
+    if env_id.startswith(JAX_MA_PREFIX):
+        return make_stacked_jax_env(env_id[len(JAX_MA_PREFIX):], env_config)
     if env_id.startswith(MINATAR_PREFIX):
         return make_minatar(env_id[len(MINATAR_PREFIX):], env_config)
     if _is_factory_path(env_id):
