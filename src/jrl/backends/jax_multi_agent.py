@@ -179,7 +179,8 @@ class JaxMultiAgentBackend:
                 pid = self.policy_ids[p]
                 policy_reward[pid] = policy_reward.get(pid, 0.0) + float(r[i])
             episodes.append({"episode_reward": float(r.sum()), "episode_len": int(n),
-                             "agent_rewards": {i: float(x) for i, x in enumerate(r)},
+                             "agent_rewards": {f"{i}/{self.policy_ids[p]}": float(r[i])
+                                               for i, p in enumerate(self.agent_policy)},
                              "policy_reward": policy_reward})
         return episodes
 
