@@ -53,8 +53,10 @@ def test_stacked_env_agents_on_leading_axis_and_shared_episodes():
         make_jax_env("jax_ma:CartPole-v1")
 
 
+@pytest.mark.slow  # the default suite checks the policy axis through the Trainer tests below
 @pytest.mark.parametrize("groups, P", [([[0, 1]], 1), ([[0], [1]], 2)])
 def test_shared_and_independent_policy_shapes(groups, P):
+    """Shared: agents folded into the batch of one policy; independent: a policy axis."""
     env = make_jax_env(ENV)
     cfg = parse_config("PPO", TINY)
     anakin = make_multi_agent_anakin("PPO", env, cfg, groups, iterations=2)
@@ -68,6 +70,7 @@ def test_shared_and_independent_policy_shapes(groups, P):
     assert int(metrics["timesteps"][0, 0]) == 16 * 2  # env steps of the 2 envs
 
 
+@pytest.mark.slow
 def test_stacked_update_equals_sequential_updates():
     env = make_jax_env(ENV)
     cfg = parse_config("PPO", TINY)
@@ -99,6 +102,8 @@ def test_frozen_policy_unchanged_results_and_checkpoint_round_trip(tmp_path):
     trainer = jrl.Trainer("PPO", env=ENV, config={**TINY, "num_seeds": 2, "multiagent": {
         "policies": {"p0": {}, "p1": {}}, "policy_mapping_fn": OWN_POLICY,
         "policies_to_train": ["p0"]}}, log_to_disk=False)
+    kernel = jax.tree.leaves(trainer.backend.runner.train_state.params)[0]
+    assert kernel.shape[:2] == (2, 2)  # [seeds, policies]
     frozen = trainer.get_policy("p1").get_weights()
     learned = trainer.get_policy("p0").get_weights()
     result = trainer.train()
@@ -107,10 +112,6 @@ def test_frozen_policy_unchanged_results_and_checkpoint_round_trip(tmp_path):
     assert set(result["policy_reward_mean"]) == {"p0", "p1"}
     assert set(result["info"]["learner"]) == {"p0"}
     assert trainer.compute_action(np.zeros(4, np.float32), policy_id="p1") in (0, 1)
-    episodes = trainer.rollout_episodes(2, max_steps=600)
-    assert episodes and set(episodes[0]["policy_reward"]) == {"p0", "p1"}
-    assert episodes[0]["episode_reward"] == pytest.approx(
-        sum(episodes[0]["agent_rewards"].values()))
     path = trainer.save(str(tmp_path))
     weights = trainer.get_weights()
     trainer.get_policy("p0").set_weights(jax.tree.map(np.zeros_like, weights["p0"]))
@@ -127,6 +128,8 @@ def test_shared_policy_learns_smoke():
     trainer = jrl.Trainer(run, env=ENV, config=config, log_to_disk=False)
     result = trainer.train()
     assert list(result["policy_reward_mean"]) == ["shared"]
+    kernel = jax.tree.leaves(trainer.backend.runner.train_state.params)[0]
+    assert kernel.shape[:2] == (1, 1)  # [seeds, policies]: both agents in one batch
     assert result["episode_reward_mean"] > 150
 
 
@@ -146,3 +149,7 @@ def test_tuned_yaml_solves_each_policy():
         if evaluation.get("episode_reward_mean", 0.0) >= 975:
             break
     assert all(r >= 475 for r in evaluation["policy_reward_mean"].values())
+    episodes = trainer.rollout_episodes(2)
+    assert episodes and set(episodes[0]["policy_reward"]) == {"p0", "p1"}
+    assert episodes[0]["episode_reward"] == pytest.approx(
+        sum(episodes[0]["agent_rewards"].values()))
