@@ -111,6 +111,7 @@ def test_frozen_policy_unchanged_results_and_checkpoint_round_trip(tmp_path):
     assert not _same(learned, trainer.get_policy("p0").get_weights())
     assert set(result["policy_reward_mean"]) == {"p0", "p1"}
     assert set(result["info"]["learner"]) == {"p0"}
+    assert result["num_agent_steps_sampled_this_iter"] == 2 * result["timesteps_this_iter"]
     assert trainer.compute_action(np.zeros(4, np.float32), policy_id="p1") in (0, 1)
     path = trainer.save(str(tmp_path))
     weights = trainer.get_weights()

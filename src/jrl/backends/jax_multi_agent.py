@@ -154,9 +154,12 @@ class JaxMultiAgentBackend:
             "num_seeds": int(len(episodes)),
             "seeds": {"episode_reward_mean": per_seed_reward.tolist(),
                       "episodes_this_iter": episodes.astype(int).tolist()},
+            "num_env_steps_sampled_this_iter": steps,
             "num_agent_steps_sampled_this_iter": steps * self.jax_env.num_agents,
             "num_healthy_workers": 0, "num_worker_restarts": 0,
         }
+        if self.config.multiagent.count_steps_by == "agent_steps":
+            steps *= self.jax_env.num_agents
         return Iteration(steps, learner, [], int(episodes.sum()), extra)
 
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
