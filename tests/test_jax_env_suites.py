@@ -46,6 +46,7 @@ def test_register_jax_env_trains_a_users_env_in_the_jitted_loop():
     trainer.stop()
 
 
+@pytest.mark.slow  # the Trainer path of a module:factory env is in the default suite above
 def test_module_factory_env_from_the_cli(tmp_path, capsys):
     assert is_jax_env_id("line_jax_env:make") and not is_jax_env_id("CartPole-v1")
     assert not is_jax_env_id("my_module:MyEnv-v0")  # gymnasium's module:id form

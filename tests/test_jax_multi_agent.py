@@ -121,6 +121,7 @@ def test_frozen_policy_unchanged_results_and_checkpoint_round_trip(tmp_path):
     assert _same(weights, trainer.get_weights())
 
 
+@pytest.mark.slow  # ~20 s of compiling; the frozen-policy test trains in the default suite
 def test_shared_policy_learns_smoke():
     """One compiled chunk (16k env steps) of the tuned YAML's settings with one shared policy:
     the summed return, averaged over the chunk, rises well above random (about 45)."""

@@ -29,7 +29,14 @@ from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
 from jrl.logger import ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
-from jrl.rollout.jax_envs import is_jax_env_id, is_multi_agent_jax_env, make_jax_env
+from jrl.rollout.jax_envs import (
+    GYMNAX_PREFIX,
+    JAX_MA_PREFIX,
+    MINATAR_PREFIX,
+    is_jax_env_id,
+    is_multi_agent_jax_env,
+    make_jax_env,
+)
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
@@ -157,8 +164,12 @@ class Trainer:
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
         jax_multi_agent = is_jax_env_id(self.env_id) and (
-            bool(self.algo_config.multiagent.policies) or
-            is_multi_agent_jax_env(make_jax_env(self.env_id, self.algo_config.env_config)))
+            bool(self.algo_config.multiagent.policies)
+            or self.env_id.startswith(JAX_MA_PREFIX)
+            # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell
+            or (not self.env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX))
+                and is_multi_agent_jax_env(make_jax_env(self.env_id,
+                                                        self.algo_config.env_config))))
         backend = JaxMultiAgentBackend if jax_multi_agent else \
             JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
