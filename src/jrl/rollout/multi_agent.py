@@ -33,9 +33,9 @@ from jrl.rollout.multi_agent_env import (
     agent_observation_space,
     make_multi_agent_env,
 )
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
-from jrl.rollout.worker import prepare_worker_process
+from jrl.rollout.worker import WorkerBase, prepare_worker_process
 from jrl.types import AlgorithmDef
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ class _Slot:
         self.streams: dict = {}      # agent -> {column: list} of this fragment
 
 
-class MultiAgentRolloutWorker(PolicyMapAccess):
+class MultiAgentRolloutWorker(WorkerBase):
     """Samples fragments of ``rollout_fragment_length`` env steps from multi-agent envs.
 
     Same constructor as ``RolloutWorker`` (so ``WorkerSet`` makes local and Ray workers of
@@ -592,18 +592,6 @@ class MultiAgentRolloutWorker(PolicyMapAccess):
             self.set_policy(policy)
         batch = self.sample()
         return batch, self.pop_episodes()
-
-    def apply(self, fn, *args: Any) -> Any:
-        return fn(self, *args)
-
-    def sync_and_apply(self, policy: Any, fn, *args: Any) -> Any:
-        if policy is not None:
-            self.set_policy(policy)
-        return fn(self, *args)
-
-    def pop_episodes(self) -> list[dict]:
-        done, self._completed = self._completed, []
-        return done
 
     @property
     def steps_sampled(self) -> int:

@@ -26,7 +26,7 @@ from jrl.rollout.envs import (
     make_vector_env,
 )
 from jrl.rollout.external_env import ExternalEnvRunner
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
@@ -97,7 +97,49 @@ def prepare_worker_process(env_id: str, worker_index: int, env_creator: Any = No
         ModelCatalog.restore_registrations(model_registrations)
 
 
-class RolloutWorker(PolicyMapAccess):
+class WorkerBase:
+    """What single- and multi-agent rollout workers share: RLlib's policy accessors over
+    ``policy_map`` and the calls plans and ``WorkerSet`` make on any worker (subclasses define
+    ``set_policy``)."""
+
+    policy_map: dict[str, Policy]
+    _completed: list[dict]
+
+    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
+        """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
+        if policy_id not in self.policy_map:
+            raise ConfigError(f"unknown policy_id '{policy_id}' (this worker has: "
+                              f"{', '.join(self.policy_map)})")
+        return self.policy_map[policy_id]
+
+    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
+        """``{policy_id: weights}`` for ``policies`` (default: all)."""
+        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Sets each named policy's weights."""
+        for pid, w in weights.items():
+            self.get_policy(pid).set_weights(w)
+
+    def apply(self, fn, *args: Any) -> Any:
+        """``fn(self, *args)``: runs a function on this worker (plans' remote tasks)."""
+        return fn(self, *args)
+
+    def sync_and_apply(self, policy: Any, fn, *args: Any) -> Any:
+        """Takes the driver's latest acting pytree (when given), then ``fn(self, *args)``: what
+        ``WorkerSet.foreach_worker`` runs, so a worker looked at always holds the learner's
+        current weights."""
+        if policy is not None:
+            self.set_policy(policy)
+        return fn(self, *args)
+
+    def pop_episodes(self) -> list[dict]:
+        """Returns and clears the statistics of episodes completed since the last call."""
+        done, self._completed = self._completed, []
+        return done
+
+
+class RolloutWorker(WorkerBase):
     """Samples fixed-length fragments from ``num_envs_per_worker`` envs.
 
     Args:
@@ -492,23 +534,6 @@ class RolloutWorker(PolicyMapAccess):
 
     def get_spec(self):
         return self.spec
-
-    def apply(self, fn, *args: Any) -> Any:
-        """``fn(self, *args)``: runs a function on this worker (plans' remote tasks)."""
-        return fn(self, *args)
-
-    def sync_and_apply(self, policy: Any, fn, *args: Any) -> Any:
-        """Takes the driver's latest acting pytree (when given), then ``fn(self, *args)``: what
-        ``WorkerSet.foreach_worker`` runs, so a worker looked at always holds the learner's
-        current weights."""
-        if policy is not None:
-            self.set_policy(policy)
-        return fn(self, *args)
-
-    def pop_episodes(self) -> list[dict]:
-        """Returns and clears the statistics of episodes completed since the last call."""
-        done, self._completed = self._completed, []
-        return done
 
     @property
     def num_env_restarts(self) -> int:
