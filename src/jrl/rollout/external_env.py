@@ -108,10 +108,12 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
         """The policy's action for ``observation`` (blocks until the policy computed it)."""
         return self.get_action_async(episode_id, observation).result()
 
-    def get_action_async(self, episode_id: str, observation: Any
+    def get_action_async(self, episode_id: str, observation: Any, *, inline: bool = False
                          ) -> concurrent.futures.Future:
         """``get_action`` without blocking: a future that the inference thread completes (or
-        fails with ``ExternalEnvClosed``)."""
+        fails with ``ExternalEnvClosed``). With ``inline=True`` the inference thread is not
+        woken: the caller answers the queued observations itself with
+        ``self.runner.answer_pending()`` (a server's event loop, once per round of requests)."""
         runner = self._require_runner()
         obs = runner.preprocess(observation)
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -121,7 +123,7 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
                 raise EpisodeConflictError(f"episode {episode_id} already waits for an action")
             episode.observe(obs, False, False, runner)
             episode.pending = future
-        runner.request(episode, obs, future)
+        runner.request(episode, obs, future, wake=not inline)
         return future
 
     def log_action(self, episode_id: str, observation: Any, action: Any,
@@ -307,6 +309,7 @@ class ExternalEnvRunner:
         self.single_action_space = external_env.action_space
         self.max_buffered_steps = max_buffered_steps
         self._cond = threading.Condition()
+        self._answering = threading.Lock()
         self._requests: collections.deque = collections.deque()
         self._ready: collections.OrderedDict[int, list[_Step]] = collections.OrderedDict()
         self._num_ready = 0
@@ -386,13 +389,28 @@ class ExternalEnvRunner:
         return obs
 
     def request(self, episode: _EpisodeState, obs: np.ndarray,
-                future: concurrent.futures.Future) -> None:
+                future: concurrent.futures.Future, wake: bool = True) -> None:
         with self._cond:
             if self._stopped:
                 future.set_exception(ExternalEnvClosed("the external env was closed"))
                 return
             self._requests.append((episode, obs, future))
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
+
+    def answer_pending(self) -> int:
+        """Answers the queued observations in the calling thread, in one batched ``act`` call;
+        returns how many. A server calls it on its event loop after queueing a round of
+        requests with ``inline=True``: no hand-over to the inference thread and back, each of
+        which waits for the GIL. Requests held back for the learner stay queued for the
+        inference thread."""
+        with self._cond:
+            if self._stopped:
+                return 0
+            requests = self._take_requests()
+        if requests:
+            self._answer_safely(requests)
+        return len(requests)
 
     def add_step(self, episode: _EpisodeState, step: _Step) -> None:
         with self._cond:
@@ -435,6 +453,10 @@ class ExternalEnvRunner:
                     requests = self._take_requests()
                 if self._stopped:
                     return
+            self._answer_safely(requests)
+
+    def _answer_safely(self, requests: list) -> None:
+        with self._answering:  # one batch at a time: the key and the episodes' steps
             try:
                 self._answer(requests)
             except Exception as e:  # fail these requests, keep serving the next ones

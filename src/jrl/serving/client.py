@@ -243,8 +243,7 @@ class PolicyClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else \
-                http.client.HTTPConnection
+            cls = _HTTPSConnection if self._scheme == "https" else _HTTPConnection
             conn = cls(self._host, self._port, timeout=self._timeout)
             conn.connect()
             # Headers and body go out in two sends: without NODELAY, Nagle's algorithm would
@@ -264,6 +263,7 @@ class PolicyClient:
             while True:
                 try:
                     conn = self._connection()
+                    conn.hold_head = data is not None
                     conn.request(method, path, body=data, headers=self._headers)
                     response = conn.getresponse()
                     payload = response.read()
@@ -292,6 +292,33 @@ class PolicyClient:
             index = result.get("index") if isinstance(result, dict) else None
             raise ServerError(f"policy server: {status} {message}", status, index)
         return result
+
+
+class _OneWrite:
+    """``http.client`` writes a request's head and body in two ``send`` calls: two packets, so
+    the server's event loop wakes twice per request. With ``hold_head`` set, the head waits
+    and goes out with the body in one write."""
+
+    hold_head = False
+    _head = b""
+
+    def send(self, data: Any) -> None:
+        if self.hold_head and isinstance(data, bytes):
+            self.hold_head = False
+            self._head = data
+            return
+        if self._head:
+            head, self._head = self._head, b""
+            data = head + bytes(data)
+        super().send(data)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
 
 
 class _LocalPolicy:

@@ -9,12 +9,11 @@ timed out, busy). Nothing is ever unpickled.
 from __future__ import annotations
 
 import base64
-import json
-import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import orjson
 
 from jrl.errors import EnvError
 
@@ -31,29 +30,25 @@ class ProtocolError(EnvError):
         self.status = status
 
 
-def _reject_constant(name: str) -> Any:
-    raise ProtocolError(f"JSON numbers must be finite, got {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ProtocolError(f"JSON number {text[:32]} is out of range")
-    return value
-
-
 def loads(body: bytes | str) -> Any:
-    """Parses JSON, rejecting NaN, Infinity and numbers that overflow to inf."""
+    """Parses JSON (orjson: strict RFC 8259, so NaN, Infinity and numbers that overflow to inf
+    are rejected)."""
     try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-    except ProtocolError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ProtocolError(f"malformed JSON: {str(e).splitlines()[0][:120]}") from None
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, TypeError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        if "infinity" in reason:
+            raise ProtocolError(f"JSON numbers must be finite: {reason}") from None
+        raise ProtocolError(f"malformed JSON: {reason}") from None
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    """JSON bytes; NumPy scalars and arrays are written as numbers and lists."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY
+                            | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as e:
+        raise ProtocolError(f"cannot encode the answer as JSON: {e}", status=500) from None
 
 
 def parse_object(body: bytes, required: tuple[str, ...], optional: tuple[str, ...] = ()

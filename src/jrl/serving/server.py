@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from jrl.config import jsonable as config_jsonable
-from jrl.rollout.external_env import ExternalEnv
+from jrl.rollout.external_env import ExternalEnv, ExternalEnvClosed
 from jrl.serving.http import JsonHttpServer
 from jrl.serving.protocol import (
     PREFIX,
@@ -60,6 +60,7 @@ class PolicyServer(JsonHttpServer):
                                 f"{type(external_env).__name__}")
         self.external_env = external_env
         self._recent: collections.OrderedDict[str, asyncio.Future] = collections.OrderedDict()
+        self._answer_scheduled = False
         super().__init__(address, port, token, **limits)
         external_env.add_close_callback(self.shutdown)
 
@@ -108,7 +109,8 @@ class PolicyServer(JsonHttpServer):
         args = check_fields(body, required, optional)
         env = self.external_env
         if name == "get_action":
-            future = env.get_action_async(_episode_id(args), args["observation"])
+            future = env.get_action_async(_episode_id(args), args["observation"], inline=True)
+            self._answer_soon()
             return {"action": jsonable(await asyncio.wrap_future(future))}
         if name == "start_episode":
             enabled = args.get("training_enabled", True)
@@ -133,6 +135,20 @@ class PolicyServer(JsonHttpServer):
                 raise ProtocolError("truncated must be true or false")
             env.end_episode(_episode_id(args), args["observation"], truncated)
         return {}
+
+    def _answer_soon(self) -> None:
+        """Answers the queued observations on this loop once the requests that arrived with
+        this one were read: one batched ``act`` per round, no thread hand-over."""
+        if not self._answer_scheduled:
+            self._answer_scheduled = True
+            asyncio.get_running_loop().call_soon(self._answer_now)
+
+    def _answer_now(self) -> None:
+        self._answer_scheduled = False
+        try:
+            self.external_env.runner.answer_pending()
+        except ExternalEnvClosed:  # the futures fail on their own
+            pass
 
     async def _batch(self, request: Any) -> Any:
         """``{"commands": [{"command": "log_action", ...}, ...]}``, applied in order; an error
