@@ -483,11 +483,23 @@ def test_cartpole_examples_end_to_end():
 
 
 def test_jrl_serve_answers_actions(tmp_path):
+    """A checkpoint of a registered env is served from the spaces in its metadata: the env's
+    creator (which fails by then, as in a process that never registered it) is not called."""
     from jrl.serving.inference import serve_checkpoint
 
-    trainer = jrl.Trainer("PPO", env="CartPole-v1", config=PPO_SMALL, log_to_disk=False)
+    trained = []
+
+    def creator(env_config):
+        if trained:
+            raise RuntimeError("jrl serve must not make the env")
+        return gym.make("CartPole-v1")
+
+    jrl.register_env("serve-test-cartpole", creator)
+    trainer = jrl.Trainer("PPO", env="serve-test-cartpole", config=PPO_SMALL, log_to_disk=False)
     checkpoint = trainer.save(str(tmp_path))
+    trained.append(True)
     server = serve_checkpoint(checkpoint, "127.0.0.1", 0, TOKEN).start()
+    assert server.trainer is None
     try:
         obs = [[0.0, 0.1, 0.0, -0.1], [0.01, 0.0, 0.02, 0.0]]
         status, body = _post(server.port, "/v1/actions", {"observations": obs, "extras": True})
@@ -503,9 +515,9 @@ def test_jrl_serve_answers_actions(tmp_path):
         assert _post(server.port, "/v1/actions", {"observations": obs}, token=None)[0] == 401
         status, body = _post(server.port, "/healthz", None, token=None, method="GET")
         assert status == 200 and json.loads(body)["algo"] == "PPO"
+        assert json.loads(body)["env"] == "serve-test-cartpole"
     finally:
         server.shutdown()
-        server.trainer.stop()
         trainer.stop()
 
 

@@ -509,7 +509,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.trainer.stop()
+        if server.trainer is not None:  # (checkpoints without spaces go through a Trainer)
+            server.trainer.stop()
     return 0
 
 

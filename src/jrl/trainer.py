@@ -26,7 +26,7 @@ from jrl.backends.jax_multi_agent import JaxMultiAgentBackend
 from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
-from jrl.errors import CheckpointError, ConfigError
+from jrl.errors import CheckpointError, ConfigError, EnvError
 from jrl.logger import ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import (
@@ -376,7 +376,8 @@ class Trainer:
         return {"algo": self.algo_name, "env": self.env_id, "config": jsonable(config),
                 "timesteps_total": self.timesteps_total, "episodes_total": self.episodes_total,
                 "time_total_s": self.time_total_s, "training_iteration": self.iteration,
-                "python": platform.python_version(), "jax_version": jax.__version__}
+                "python": platform.python_version(), "jax_version": jax.__version__,
+                **_spaces_metadata(self.observation_space, self.action_space)}
 
     def save(self, checkpoint_dir: str | None = None) -> str:
         """Writes ``checkpoint_<iteration>/`` (atomically) and returns its path.
@@ -458,6 +459,18 @@ def _restorable_callbacks(spec: Any) -> Any:
         except ConfigError as e:
             logger.warning("not restoring callbacks: %s", e)
     return None
+
+
+def _spaces_metadata(observation_space: Any, action_space: Any) -> dict[str, Any]:
+    """``{"spaces": ...}``: the raw observation and action spaces as JSON, so ``jrl serve`` can
+    rebuild the policy without making the env ({} for spaces JSON cannot describe)."""
+    from jrl.rollout.spaces import space_to_json
+
+    try:
+        return {"spaces": {"observation_space": space_to_json(observation_space),
+                           "action_space": space_to_json(action_space)}}
+    except (EnvError, TypeError, ValueError):
+        return {}
 
 
 def _num_updates(state: Any) -> int:

@@ -328,27 +328,16 @@ class _LocalPolicy:
     def __init__(self, payload: dict[str, Any]):
         import jax
 
-        from jrl import registry
-        from jrl.rollout.envs import env_spec
-        from jrl.rollout.policy import Policy
-        from jrl.rollout.preprocessors import get_preprocessor
+        from jrl.serving.inference import build_policy
 
-        config = dict(payload["config"])
-        config.pop("callbacks", None)  # the server's callbacks may not import here
-        for key in ("input", "output", "env"):
-            config.pop(key, None)
-        definition = registry.get_algorithm_def(payload["algo"])
-        self.algo_config = registry.parse_config(definition.name, config)
-        obs_space = space_from_json(payload["observation_space"])
-        action_space = space_from_json(payload["action_space"])
-        preprocessor = get_preprocessor(obs_space, self.algo_config.model)
-        spec = env_spec(preprocessor.shape, preprocessor.dtype, action_space)
-        algorithm = registry.make_algorithm(definition, self.algo_config, spec)
+        self.policy, algorithm = build_policy(
+            payload["algo"], dict(payload["config"]),
+            space_from_json(payload["observation_space"]),
+            space_from_json(payload["action_space"]), seed=int(uuid.uuid4().int % 2**31))
+        self.algo_config = self.policy.algo_config
         self._structure = jax.eval_shape(lambda k: algorithm.policy(algorithm.init(k)),
                                          jax.random.PRNGKey(0))
-        self.policy = Policy(definition, algorithm, self.algo_config, spec, preprocessor,
-                             obs_space, action_space, seed=int(uuid.uuid4().int % 2**31))
-        self.discrete = spec.discrete
+        self.discrete = self.policy.spec.discrete
         self.version = -1
         self.load(payload)
 
