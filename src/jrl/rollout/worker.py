@@ -199,7 +199,8 @@ class RolloutWorker(WorkerBase):
             self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
                                 jax.random.PRNGKey(seed + 1), bool(config.explore),
                                 max(2 * self.fragment_length * self.num_envs,
-                                    getattr(config, "train_batch_size", 0)))
+                                    getattr(config, "train_batch_size", 0)),
+                                callbacks=self.callbacks, worker=self)
         else:
             raw_obs, _ = self.env.reset(seed=seed)
             self.action_space.seed(seed)

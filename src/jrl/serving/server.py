@@ -15,6 +15,7 @@ from typing import Any
 import jax
 
 from jrl.config import jsonable as config_jsonable
+from jrl.errors import ConfigError
 from jrl.rollout.external_env import ExternalEnv, ExternalEnvClosed
 from jrl.serving.http import JsonHttpServer
 from jrl.serving.protocol import (
@@ -50,19 +51,30 @@ class PolicyServer(JsonHttpServer):
       address: interface to bind; anything but loopback needs ``token``.
       port: TCP port (0: a free one, see ``.port``).
       token: shared secret clients send as ``Authorization: Bearer <token>``.
+      episode_timeout_s: episodes with no call for this many seconds are ended (clients that
+        went away; see ``ExternalEnv.end_idle_episodes``); later calls for them get 404.
+        None: episodes never time out.
       **limits: ``max_body_bytes`` (4 MiB), ``request_timeout`` (30 s), ``max_inflight`` (256).
     """
 
     def __init__(self, external_env: ExternalEnv, address: str = "127.0.0.1", port: int = 9900,
-                 token: str | None = None, **limits: Any):
+                 token: str | None = None, episode_timeout_s: float | None = None,
+                 **limits: Any):
         if not isinstance(external_env, ExternalEnv):
             raise ProtocolError(f"PolicyServer needs an ExternalEnv, got "
                                 f"{type(external_env).__name__}")
+        if episode_timeout_s is not None and not (
+                isinstance(episode_timeout_s, (int, float)) and episode_timeout_s > 0):
+            raise ConfigError(f"episode_timeout_s must be a positive number of seconds or None, "
+                              f"got {episode_timeout_s!r}")
+        self.episode_timeout_s = episode_timeout_s
         self.external_env = external_env
         self._recent: collections.OrderedDict[str, asyncio.Future] = collections.OrderedDict()
         self._answer_scheduled = False
         super().__init__(address, port, token, **limits)
         external_env.add_close_callback(self.shutdown)
+        if episode_timeout_s is not None:
+            self._loop.call_soon(self._end_idle_episodes)
 
     def add_routes(self, router: Any) -> None:
         for name in _COMMANDS:
@@ -135,6 +147,15 @@ class PolicyServer(JsonHttpServer):
                 raise ProtocolError("truncated must be true or false")
             env.end_episode(_episode_id(args), args["observation"], truncated)
         return {}
+
+    def _end_idle_episodes(self) -> None:
+        """Ends idle episodes, then runs again in a quarter of the timeout (at most 5 s)."""
+        try:
+            self.external_env.end_idle_episodes(self.episode_timeout_s)
+        finally:
+            if not self._stopped:
+                self._loop.call_later(min(self.episode_timeout_s / 4, 5.0),
+                                      self._end_idle_episodes)
 
     def _answer_soon(self) -> None:
         """Answers the queued observations on this loop once the requests that arrived with
