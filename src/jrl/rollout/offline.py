@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from jrl.errors import DataError
 
@@ -336,17 +337,27 @@ def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]
     return row
 
 
+def parse_line(line: bytes | str) -> Any:
+    """One JSON line parsed: orjson (several times faster on the long number lists of a
+    row), falling back to the standard library for what strict JSON refuses but RLlib's
+    writer (``json.dumps``) may write: ``NaN``, ``Infinity``, ``-Infinity``."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None
               ) -> Iterator[dict[str, Any]]:
     """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line."""
     for path in files:
-        with open(path) as fh:
+        with open(path, "rb") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    row = decode_row(json.loads(line), columns)
-                except ValueError as e:  # json.JSONDecodeError is a ValueError
+                    row = decode_row(parse_line(line), columns)
+                except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError: a ValueError
                     raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
                                     ) from None
                 yield row
