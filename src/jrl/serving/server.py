@@ -114,7 +114,11 @@ class PolicyServer(JsonHttpServer):
                 self._recent[request_id] = task
                 while len(self._recent) > _REMEMBERED_REQUESTS:
                     self._recent.popitem(last=False)
-        return await asyncio.wait_for(asyncio.shield(task), self.request_timeout)
+        if not task.done():  # (asyncio.wait never cancels the run: a retry can still get it)
+            await asyncio.wait((task,), timeout=self.request_timeout)
+            if not task.done():
+                raise TimeoutError
+        return task.result()
 
     async def _run(self, name: str, body: Any) -> dict[str, Any]:
         required, optional = _COMMANDS[name]
