@@ -1,7 +1,8 @@
 """``PolicyServer``: an ``ExternalEnv``'s episode API over HTTP (protocol v1, see README).
 
-Each POST mirrors one ``ExternalEnv`` method; ``get_action`` awaits the inference thread, which
-answers every client's pending observation in one jitted ``act`` call. A request may carry a
+Each POST mirrors one ``ExternalEnv`` method; ``get_action`` queues its observation, and once
+the event loop has read the round of requests that came together it answers every client's
+pending observation in one jitted ``act`` call, on the loop itself. A request may carry a
 ``request_id``: a repeated id (a client retrying after a lost answer) gets the first answer
 again and changes nothing, so a retry never logs a step twice.
 """
