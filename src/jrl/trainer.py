@@ -27,7 +27,7 @@ from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
-from jrl.logger import ResultLogger, flatten_result, make_logdir
+from jrl.logger import PHASES, ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import (
     GYMNAX_PREFIX,
@@ -176,8 +176,9 @@ class Trainer:
         backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
                             logdir=self.logdir, log_to_disk=log_to_disk)
         try:
-            self.backend = backend(self.definition, self.algo_config, self.env_id,
-                                   **backend_args)
+            with PHASES.phase("build: envs, workers, algorithm, init"):
+                self.backend = backend(self.definition, self.algo_config, self.env_id,
+                                       **backend_args)
         except MultiAgentEnvFound:  # a registered creator returned a jrl.MultiAgentEnv
             self.backend = MultiAgentBackend(self.definition, self.algo_config, self.env_id,
                                              **backend_args)
@@ -253,7 +254,8 @@ class Trainer:
         """Runs one training iteration and returns its RLlib-style result dict."""
         start = time.time()
         cfg = self.algo_config
-        it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
+        with PHASES.phase("train: sample + learn"):
+            it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
         steps_this_iter, learner, episodes = it.env_steps, it.learner, it.episodes
         self.iteration += 1
         self.timesteps_total += steps_this_iter
@@ -294,10 +296,12 @@ class Trainer:
         if replay_size is not None:
             result["info"]["replay_buffer_size"] = replay_size
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
-            result.update(self.evaluate())
+            with PHASES.phase("evaluation"):
+                result.update(self.evaluate())
         self.callbacks.on_train_result(trainer=self, result=result)
         if self._result_logger is not None:
-            self._result_logger.log({k: v for k, v in result.items() if k != "config"})
+            with PHASES.phase("results: result.json, progress.csv, TensorBoard"):
+                self._result_logger.log({k: v for k, v in result.items() if k != "config"})
         self._last_result = result
         return result
 
@@ -388,6 +392,10 @@ class Trainer:
         directory = checkpoint_dir or self.logdir
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
+        with PHASES.phase("checkpoint"):
+            return self._save(directory)
+
+    def _save(self, directory: str) -> str:
         parts = self.backend.checkpoint_parts()
         meta = self._metadata()
         if self._last_result is not None:  # for checkpoint_score_attr

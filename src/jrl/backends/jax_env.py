@@ -24,7 +24,7 @@ from jrl.callbacks import make_callbacks
 from jrl.errors import ConfigError, NumericError
 from jrl.execution.anakin import make_anakin, steps_per_env
 from jrl.execution.learner import learner_devices
-from jrl.logger import ResultLogger
+from jrl.logger import PHASES, ResultLogger
 from jrl.registry import make_algorithm
 from jrl.rollout.jax_envs import JaxEnv, make_jax_env
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
@@ -90,7 +90,8 @@ class JaxEnvBackend:
         self.definition = definition
         self.config = cfg
         self.env_id = env_id
-        self.jax_env = make_jax_env(env_id, cfg.env_config)
+        with PHASES.phase("build: env creation"):
+            self.jax_env = make_jax_env(env_id, cfg.env_config)
         self.spec = spec = self.jax_env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.
@@ -105,7 +106,8 @@ class JaxEnvBackend:
         self._anakin = make_anakin(definition, self.jax_env, cfg, self.iterations_per_chunk,
                                    self.algorithm)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
+        with PHASES.phase("build: init (run)"):
+            self.runner = jax.block_until_ready(jit_init(jax.vmap(self._anakin.init))(keys))
         self.seed_devices = _seed_devices(cfg.num_seeds, cfg.num_gpus)
         if len(self.seed_devices) > 1:
             # Seeds are independent: lay the seed axis over the devices and let the compiled,
@@ -141,8 +143,9 @@ class JaxEnvBackend:
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
         previous = jax.tree.map(jnp.copy, self.runner)  # the chunk donates the runner
-        self.runner, metrics = self._train_chunk(self.runner)
-        metrics = jax.device_get(metrics)  # [seeds, iterations]
+        with PHASES.phase("train: jitted chunks (run)"):
+            self.runner, metrics = self._train_chunk(self.runner)
+            metrics = jax.device_get(metrics)  # [seeds, iterations]
         episodes = metrics.pop("episodes").sum(axis=1)
         reward_sum = metrics.pop("episode_reward_sum").sum(axis=1)
         length_sum = metrics.pop("episode_len_sum").sum(axis=1)
@@ -168,8 +171,9 @@ class JaxEnvBackend:
                       "episodes_this_iter": episodes.astype(int).tolist()},
             "num_healthy_workers": 0, "num_worker_restarts": 0,
         }
-        self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner,
-                        iteration, timesteps_total + steps)
+        with PHASES.phase("results: per-seed logs"):
+            self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner,
+                            iteration, timesteps_total + steps)
         return Iteration(steps, learner, [], int(episodes.sum()), extra)
 
     def _log_seeds(self, rewards, lengths, episodes, learner, iteration, timesteps) -> None:
