@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.backends import Iteration, check_update, jit_init
+from jrl.backends import Iteration, all_finite, check_update, jit_init
 from jrl.callbacks import make_callbacks
 from jrl.errors import ConfigError, NumericError
 from jrl.execution.anakin import make_anakin, steps_per_env
@@ -117,7 +117,9 @@ class JaxEnvBackend:
                                  axis_types=(jax.sharding.AxisType.Auto,))
             self.runner = jax.device_put(
                 self.runner, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
-        self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
+        # Not donated: the runner before the chunk is kept to roll back to on a NumericError,
+        # which with donation took a copy (one small compiled program per leaf shape).
+        self._train_chunk = jax.jit(_with_finite_check(jax.vmap(self._anakin.train_chunk)))
         self._evaluate = jax.jit(evaluate_jax, static_argnums=(0, 1, 4, 5, 6))
         self._logdir = logdir if log_to_disk else None
         self._seed_loggers: list[ResultLogger] | None = None
@@ -130,7 +132,7 @@ class JaxEnvBackend:
     # seed 0's state is "the" policy of the facade
     @property
     def state(self) -> Any:
-        return jax.tree.map(lambda x: x[0], self.runner.train_state)
+        return _first_seed(self.runner.train_state)
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -142,10 +144,10 @@ class JaxEnvBackend:
         self.runner = self.runner._replace(train_state=stacked)
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
-        previous = jax.tree.map(jnp.copy, self.runner)  # the chunk donates the runner
+        previous = self.runner  # kept to roll back to
         with PHASES.phase("train: jitted chunks (run)"):
-            self.runner, metrics = self._train_chunk(self.runner)
-            metrics = jax.device_get(metrics)  # [seeds, iterations]
+            self.runner, metrics, finite = self._train_chunk(self.runner)
+            metrics, finite = jax.device_get((metrics, finite))  # metrics: [seeds, iterations]
         episodes = metrics.pop("episodes").sum(axis=1)
         reward_sum = metrics.pop("episode_reward_sum").sum(axis=1)
         length_sum = metrics.pop("episode_len_sum").sum(axis=1)
@@ -156,7 +158,7 @@ class JaxEnvBackend:
         per_seed_learner = {k: _nanmean(v, axis=1) for k, v in metrics.items()}
         learner = {k: float(_nanmean(v)) for k, v in per_seed_learner.items()}
         try:
-            check_update(learner, self.runner.train_state, iteration)
+            check_update(learner, self.runner.train_state, iteration, finite)
         except NumericError:
             self.runner = previous
             raise
@@ -236,6 +238,21 @@ class JaxEnvBackend:
     def stop(self) -> None:
         for seed_logger in self._seed_loggers or []:
             seed_logger.close()
+
+
+def _with_finite_check(train_chunk: Any) -> Any:
+    """``train_chunk`` that also returns whether the new learner states are all finite (in the
+    same compiled program, instead of a second one for ``check_update``)."""
+    def chunk(runner: Any) -> tuple[Any, dict, jax.Array]:
+        runner, metrics = train_chunk(runner)
+        return runner, metrics, all_finite(runner.train_state)
+    return chunk
+
+
+@jax.jit
+def _first_seed(tree: Any) -> Any:
+    # one compiled program for the whole state (indexing leaf by leaf compiles one per shape)
+    return jax.tree.map(lambda x: x[0], tree)
 
 
 def _seed_devices(num_seeds: int, num_gpus: float) -> list:
