@@ -1,0 +1,140 @@
+"""Speed plumbing: phase times (JRL_PROFILE), TensorBoard files without tensorboardX, and the
+jitted backend's compiled programs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jrl.logger import PhaseTimes, ResultLogger, ScalarEventWriter, process_age_s
+
+
+def test_phase_times_are_exclusive_and_add_up():
+    phases = PhaseTimes()
+    start = time.perf_counter()
+    with phases.phase("outer"):
+        time.sleep(0.05)
+        with phases.phase("inner"):
+            time.sleep(0.1)
+        phases.add("reported", 0.02)  # e.g. a compile that happened inside "outer"
+    wall = time.perf_counter() - start
+    assert phases.seconds["inner"] == pytest.approx(0.1, abs=0.04)
+    assert phases.seconds["outer"] == pytest.approx(0.03, abs=0.04)  # 0.05 minus the 0.02
+    assert sum(phases.seconds.values()) == pytest.approx(wall, abs=0.01)
+    table = phases.table(wall)
+    assert table.splitlines()[0].split()[0] == "inner"  # longest first
+    assert "other (not in a phase)" in table
+
+
+def test_watch_compiles_counts_each_program_once():
+    phases = PhaseTimes()
+    phases.watch_compiles()
+
+    @jax.jit
+    def inner(x):
+        return jnp.sin(x) * 2
+
+    @jax.jit
+    def outer(x):
+        return inner(x) + 1  # traced inside outer's trace: its time counts once
+
+    with phases.phase("work"):
+        outer(jnp.arange(3.0)).block_until_ready()
+    assert phases.programs and any("outer" in name for name in phases.programs)
+    assert phases.counts["compile: XLA"] >= 1
+    compile_s = sum(v for k, v in phases.seconds.items() if k.startswith("compile:"))
+    assert phases.seconds["work"] >= 0 and compile_s > 0
+
+
+def test_process_age_is_positive():
+    age = process_age_s()
+    assert age is None or age > 0
+
+
+def read_events(path: str) -> list:
+    from tensorboardX.crc32c import crc32c
+    from tensorboardX.proto import event_pb2
+
+    def masked(data: bytes) -> int:
+        crc = crc32c(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    with open(path, "rb") as f:
+        data = f.read()
+    events, offset = [], 0
+    while offset < len(data):
+        header = data[offset:offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[offset + 8:offset + 12])[0] == masked(header)
+        payload = data[offset + 12:offset + 12 + length]
+        assert struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])[0] == \
+            masked(payload)
+        event = event_pb2.Event()
+        event.ParseFromString(payload)
+        events.append(event)
+        offset += 16 + length
+    return events
+
+
+def test_scalar_event_file_reads_back_with_valid_checksums(tmp_path):
+    pytest.importorskip("tensorboardX")
+    writer = ScalarEventWriter(str(tmp_path))
+    writer.write_scalars({"a": 1.5, "b/c": -2.0}, step=300)
+    writer.write_scalars({"a": 2.5}, step=-1)
+    writer.close()
+    (path,) = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    events = read_events(path)
+    assert events[0].file_version == "brain.Event:2"
+    values = [(e.step, v.tag, v.simple_value) for e in events[1:] for v in e.summary.value]
+    assert values == [(300, "a", 1.5), (300, "b/c", -2.0), (-1, "a", 2.5)]
+
+
+def test_result_logging_does_not_import_tensorboardx_or_torch(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        from jrl.logger import ResultLogger
+        with ResultLogger({str(tmp_path)!r}) as log:
+            log.log({{"timesteps_total": 1, "episode_reward_mean": 2.0}})
+        print(sorted(m for m in ("tensorboardX", "torch") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True).stdout
+    assert out.strip() == "[]"
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+
+
+def test_two_loggers_in_one_dir_write_separate_event_files(tmp_path):
+    for _ in range(2):
+        with ResultLogger(str(tmp_path)) as log:
+            log.log({"timesteps_total": 1, "x": 1.0})
+    assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 2
+
+
+@pytest.mark.slow  # one PPO chunk compile (~5-10 s on 2 cores)
+def test_jitted_trainer_compiles_nothing_after_the_first_iteration(tmp_path):
+    pytest.importorskip("gymnax")
+    import jrl
+    from jrl.logger import PHASES
+
+    trainer = jrl.Trainer("PPO", env="gymnax:CartPole-v1", logdir=str(tmp_path), config={
+        "num_seeds": 2, "num_envs_per_worker": 2, "rollout_fragment_length": 8,
+        "train_batch_size": 16, "sgd_minibatch_size": 16, "num_sgd_iter": 1,
+        "timesteps_per_iteration": 16, "model": {"fcnet_hiddens": [8]}})
+    PHASES.watch_compiles()
+    try:
+        trainer.train()
+        compiled = PHASES.counts.get("compile: XLA", 0)
+        trainer.train()
+        trainer.train()
+        assert PHASES.counts.get("compile: XLA", 0) == compiled
+    finally:
+        trainer.stop()
