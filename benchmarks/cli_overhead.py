@@ -100,17 +100,18 @@ def measured(cmd: list[str], env: dict[str, str], cwd: str) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".txt", delete=False) as tmp:
         rss_path = tmp.name
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_path, *cmd],
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", rss_path, *cmd],
                           capture_output=True, text=True, env={**os.environ, **env}, cwd=cwd)
     wall = time.perf_counter() - start
     try:
         with open(rss_path) as f:
-            peak = float(f.read().split()[-1]) / 1024
-    except (OSError, ValueError, IndexError):
-        peak = None
+            rss_kb, user_s, sys_s = (float(x) for x in f.read().split()[-3:])
+        peak, cpu = rss_kb / 1024, user_s + sys_s
+    except (OSError, ValueError):
+        peak = cpu = None
     finally:
         os.unlink(rss_path)
-    return {"wall_s": wall, "rc": proc.returncode, "stdout": proc.stdout,
+    return {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "stdout": proc.stdout,
             "stderr_tail": proc.stderr[-3000:], "peak_rss_mb": peak}
 
 
@@ -119,7 +120,7 @@ def parse_profile(stdout: str) -> dict[str, float]:
     spans = {}
     block = stdout.split("Where the time went", 1)
     if len(block) == 2:
-        for line in block[1].splitlines():
+        for line in block[1].splitlines()[1:]:
             m = re.match(r"\s+(.+?)\s+([0-9.]+) s\b", line)
             if m:
                 spans[m.group(1)] = float(m.group(2))
@@ -177,8 +178,9 @@ def main() -> None:
     total = time.perf_counter() - started
     common.dump_json(args.json, records)
 
-    def wall(name: str) -> float | None:
-        return common.median(r["wall_s"] for r in records if r["system"] == name and r["rc"] == 0)
+    def wall(name: str, key: str = "wall_s") -> float | None:
+        return common.median(r[key] for r in records if r["system"] == name and r["rc"] == 0
+                             and r.get(key) is not None)
 
     rows = []
     for name, *_ in systems:
@@ -188,6 +190,7 @@ def main() -> None:
         rows.append([name, " / ".join(f"{r['wall_s']:.1f}" if r["rc"] == 0 else "failed"
                                       for r in runs),
                      common.format_optional(w, ".1f"),
+                     common.format_optional(wall(name, "cpu_s"), ".1f"),
                      f"{max(rss):.0f}" if rss else "—"])
     lines = [*header,
              "- each run a fresh process, timed from outside; no persistent compilation cache; "
@@ -195,16 +198,18 @@ def main() -> None:
              "- the machine is shared and noisy (other engineers run tests): compare rows of "
              "this run only",
              f"- whole benchmark wall time: {total:.0f} s", "",
-             common.markdown_table(["system", "runs (s)", "median (s)", "peak RSS (MB)"], rows),
+             common.markdown_table(["system", "runs, wall (s)", "median wall (s)",
+                                    "median CPU time, user + sys (s)", "peak RSS (MB)"], rows),
              ""]
     peers = [n for n in ("minimal jitted PPO", "Rejax") if wall(n)]
     for label, _ in trees:
-        cli, loop = wall(f"jrl CLI ({label})"), wall(f"jrl loop ({label})")
-        if cli and loop:
-            lines.append(f"- {label}: CLI / loop = {cli / loop:.2f}x")
-        for peer in peers:
-            if cli:
-                lines.append(f"- {label}: CLI / {peer} = {cli / wall(peer):.2f}x")
+        for key, what in (("wall_s", "wall"), ("cpu_s", "CPU time")):
+            cli, loop = wall(f"jrl CLI ({label})", key), wall(f"jrl loop ({label})", key)
+            if cli and loop:
+                lines.append(f"- {label}: CLI / loop = {cli / loop:.2f}x ({what})")
+            for peer in peers:
+                if cli and wall(peer, key):
+                    lines.append(f"- {label}: CLI / {peer} = {cli / wall(peer, key):.2f}x ({what})")
     for label, _ in trees:
         prof = [r["profile"] for r in records if r["system"] == f"jrl CLI ({label})"
                 and r["profile"]]
