@@ -249,10 +249,13 @@ def _with_finite_check(train_chunk: Any) -> Any:
     return chunk
 
 
-@jax.jit
-def _first_seed(tree: Any) -> Any:
-    # one compiled program for the whole state (indexing leaf by leaf compiles one per shape)
+def _first_seed_impl(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
+
+
+# One compiled program for the whole state (indexing leaf by leaf compiles one per shape);
+# slicing gains nothing from XLA's optimizations, so they are skipped like init's.
+_first_seed = jit_init(_first_seed_impl)
 
 
 def _seed_devices(num_seeds: int, num_gpus: float) -> list:
