@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from jrl.errors import NumericError
 from jrl.logger import PhaseTimes, ResultLogger, ScalarEventWriter, process_age_s
 
 
@@ -136,5 +137,13 @@ def test_jitted_trainer_compiles_nothing_after_the_first_iteration(tmp_path):
         trainer.train()
         trainer.train()
         assert PHASES.counts.get("compile: XLA", 0) == compiled
+        # a non-finite update is rolled back to the runner from before the chunk
+        params = jax.tree.map(lambda x: x.at[0].set(jnp.inf) if x.ndim == 2 else x,
+                              trainer.state.params)
+        trainer.state = trainer.state._replace(params=params)
+        before = trainer.backend.runner
+        with pytest.raises(NumericError, match="iteration 4"):
+            trainer.train()
+        assert trainer.backend.runner is before and trainer.iteration == 3
     finally:
         trainer.stop()
