@@ -149,3 +149,16 @@ def test_jitted_trainer_compiles_nothing_after_the_first_iteration(tmp_path):
         assert trainer.backend.runner is before and trainer.iteration == 3
     finally:
         trainer.stop()
+
+
+def test_check_update_reads_a_cpu_state_without_compiling():
+    from jrl.backends import check_update
+
+    good = {"w": jnp.ones((3, 2)), "steps": jnp.asarray(4), "b": (jnp.zeros(2),)}
+    bad = {"w": jnp.ones((3, 2)).at[1, 1].set(jnp.nan), "steps": jnp.asarray(4)}
+    phases = PhaseTimes()
+    phases.watch_compiles()  # after building the arrays (which compiles small programs)
+    check_update({"loss": 0.5}, good, 1)
+    with pytest.raises(NumericError, match="iteration 2: the update made the learner state"):
+        check_update({"loss": 0.5}, bad, 2)
+    assert not phases.programs  # NumPy reads CPU arrays in place
