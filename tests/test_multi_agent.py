@@ -334,3 +334,54 @@ def test_impala_trains_each_policy_in_process():
         jrl.Trainer("IMPALA", env=CARTPOLE, log_to_disk=False, config={
             "num_workers": 1, "multiagent": {"policies": ["p0", "p1"],
                                              "policy_mapping_fn": OWN_POLICY}})
+
+
+class RecordingCallbacks(jrl.DefaultCallbacks):
+    """Multi-agent hooks as RLlib users write them; scales the learned rewards by 10."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_episode_start(self, *, worker, base_env, policies, episode, env_index, **kwargs):
+        episode.user_data["seen"] = []
+
+    def on_episode_step(self, *, worker, base_env, episode, env_index, **kwargs):
+        for agent in ("x", "y"):
+            obs = episode.last_observation_for(agent)
+            if obs is not None:
+                episode.user_data["seen"].append((agent, episode.policy_for(agent)))
+
+    def on_postprocess_trajectory(self, *, worker, episode, agent_id, policy_id, policies,
+                                  postprocessed_batch, original_batches, **kwargs):
+        self.calls.append((agent_id, policy_id, sorted(original_batches),
+                           original_batches[agent_id][1]["rewards"].tolist(),
+                           type(original_batches[agent_id][0]).__name__))
+        postprocessed_batch["rewards"] *= 10
+
+    def on_episode_end(self, *, worker, base_env, policies, episode, env_index, **kwargs):
+        episode.custom_metrics["y_reward"] = episode.agent_rewards[("y", "py")]
+        episode.custom_metrics["steps_seen"] = len(episode.user_data["seen"])
+        episode.custom_metrics["y_last_obs"] = float(episode.last_observation_for("y")[0])
+
+
+def test_multi_agent_callbacks_see_episode_and_rewrite_each_agents_trajectory():
+    callbacks = RecordingCallbacks()
+    trainer = _trainer("jrl-test-turns", rollout_fragment_length=6, callbacks=callbacks,
+                       multiagent={"policies": ["px", "py"], "policy_mapping_fn": by_name})
+    try:
+        worker = trainer.workers.local_worker()
+        worker.callbacks = callbacks
+        batch = worker.sample()  # one episode: both agents' pieces end at its last step
+        np.testing.assert_array_equal(batch["px"]["rewards"], [20, 20, 20])
+        np.testing.assert_array_equal(batch["py"]["rewards"], [200, 200, 100])
+        assert sorted(callbacks.calls) == [
+            ("x", "px", ["x", "y"], [2, 2, 2], "Policy"),
+            ("y", "py", ["x", "y"], [20, 20, 10], "Policy")]
+        (episode,) = worker.pop_episodes()
+        # the episode's own returns are the env's, not the rewritten ones
+        assert episode["policy_reward"] == {"px": 6, "py": 60}
+        # x from the reset on, y from its first turn on: 2 agents seen in each of 6 steps
+        assert episode["custom_metrics"] == {"y_reward": 60.0, "steps_seen": 12,
+                                             "y_last_obs": 5.0}
+    finally:
+        trainer.stop()

@@ -309,7 +309,7 @@ class MultiAgentBackend:
             view = PolicyWorkers(
                 self.sampler, pid, policy.algo_config.rollout_fragment_length,
                 self.workers.num_envs, shared_stream=streams,
-                requests_per_worker=config.max_sample_requests_in_flight_per_worker)
+                requests_per_worker=getattr(config, "max_sample_requests_in_flight_per_worker", 1))
             self.plans[pid] = plan_class(definition, policy.algorithm, view, policy.algo_config,
                                          policy.spec)
         self._broadcast()
