@@ -156,3 +156,25 @@ def test_tuned_yaml_solves_each_policy():
     assert episodes and set(episodes[0]["policy_reward"]) == {"p0", "p1"}
     assert episodes[0]["episode_reward"] == pytest.approx(
         sum(episodes[0]["agent_rewards"].values()))
+
+
+BUILT = []
+
+
+def counting_factory(config):
+    """A user's JAX multi-agent env factory that counts how often it is built."""
+    BUILT.append(config)
+    return make_jax_env(ENV)
+
+
+def test_users_jax_env_factory_is_built_once():
+    """Without multiagent policies the Trainer builds a user's JAX env to look for agents;
+    the backend takes that env instead of building another."""
+    BUILT.clear()
+    trainer = jrl.Trainer("PPO", env=f"{__name__}:counting_factory", log_to_disk=False,
+                          config=TINY)
+    try:
+        assert len(BUILT) == 1 and list(trainer.policy_map) == ["default_policy"]
+        assert trainer.backend.jax_env.num_agents == 2
+    finally:
+        trainer.stop()

@@ -42,13 +42,14 @@ class JaxMultiAgentBackend:
     def __init__(self, definition: AlgorithmDef, config: Any, env_id: str, *,
                  eval_config: Any = None, video_dir: str | None = None,
                  address: str | None = None, logdir: str | None = None,
-                 log_to_disk: bool = False):
+                 log_to_disk: bool = False, jax_env: Any = None):
         cfg = config
         if cfg.num_workers:
             raise ConfigError("JAX envs train inside one compiled loop; set num_workers=0 "
                               "(use num_seeds to train several seeds at once)")
         self.definition, self.config, self.env_id = definition, cfg, env_id
-        self.jax_env = env = make_jax_env(env_id, cfg.env_config)
+        self.jax_env = env = jax_env if jax_env is not None else \
+            make_jax_env(env_id, cfg.env_config)
         if not is_multi_agent_jax_env(env):
             raise ConfigError(f"multiagent policies need a multi-agent env; the JAX env "
                               f"'{env_id}' has no num_agents (see JaxMultiAgentEnv)")
