@@ -330,10 +330,38 @@ def test_impala_trains_each_policy_in_process():
         assert set(result["info"]["learner"]) == {"p0", "p1"}
     finally:
         trainer.stop()
-    with pytest.raises(jrl.ConfigError, match="IMPALA uses the 'async_samples' plan with Ray"):
-        jrl.Trainer("IMPALA", env=CARTPOLE, log_to_disk=False, config={
-            "num_workers": 1, "multiagent": {"policies": ["p0", "p1"],
-                                             "policy_mapping_fn": OWN_POLICY}})
+
+
+@pytest.mark.slow  # ~15 s of Ray start-up and compiles on 2 cores
+def test_appo_streams_each_policy_from_ray_workers(ray_cluster):
+    """2 Ray workers stream fragments of both policies; only p1 learns (its own V-trace
+    learner thread, its weights sent to the workers), p0 stays bit-for-bit the same."""
+    trainer = jrl.Trainer("APPO", env=CARTPOLE, log_to_disk=False, config={
+        "num_workers": 2, "rollout_fragment_length": 16, "train_batch_size": 32,
+        "num_envs_per_worker": 1, "timesteps_per_iteration": 256,
+        "model": {"fcnet_hiddens": [8]},
+        "multiagent": {"policies": ["p0", "p1"], "policy_mapping_fn": OWN_POLICY,
+                       "policies_to_train": ["p1"]}})
+    try:
+        before = trainer.get_weights()
+        for _ in range(5):  # the first update compiles while the workers keep sampling
+            result = trainer.train()
+            if result["info"]["learner"]:
+                break
+        assert set(result["info"]["learner"]) == {"p1"}
+        assert set(result["num_learner_updates"]) == {"p1"}
+        assert result["num_weight_broadcasts"]["p1"] >= 1
+        assert result["num_healthy_workers"] == 2 and result["timesteps_total"] >= 256
+        assert set(result["policy_reward_mean"]) == {"p0", "p1"}
+        after = trainer.get_weights()
+        assert _leaves_equal(before["p0"], after["p0"])
+        assert not _leaves_equal(before["p1"], after["p1"])
+        remote = trainer.workers.foreach_worker(lambda w: w.get_weights())[1:]
+        for weights in remote:  # a worker looked at holds every policy's newest weights
+            assert _leaves_equal(weights["p0"], before["p0"])
+            assert _leaves_equal(weights["p1"], after["p1"])
+    finally:
+        trainer.stop()
 
 
 class RecordingCallbacks(jrl.DefaultCallbacks):

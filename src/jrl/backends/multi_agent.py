@@ -83,7 +83,7 @@ class _Sampler:
         with the workers' next requests)."""
         self.actings = dict(actings)
         if self.streaming:
-            self.dirty = True
+            self._put()
             return
         self.workers.set_policy(self.actings)
         self.dirty = False
@@ -103,11 +103,9 @@ class _Sampler:
                 self._request(index, actor)
 
     def _put(self) -> None:
-        import ray
-
-        host = jax.device_get(self.actings)
-        self.workers.local_worker().set_policy(host)
-        self._ref = ray.put(host)
+        # The WorkerSet's ref too: foreach_worker hands it to the workers it looks at.
+        self.workers.set_policy(self.actings)
+        self._ref = self.workers.policy_ref
         self._ref_versions = dict(self.stream_versions)
         self.dirty = False
 
