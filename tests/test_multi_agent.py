@@ -3,6 +3,8 @@ states, frozen policies, checkpoints of every policy, bad mappings, Ray workers,
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ import jrl
 from jrl import cli
 from jrl.backends.multi_agent import PolicyWorkers
 from jrl.rollout.multi_agent_env import ALL
+from jrl.rollout.offline import unpack
 
 CARTPOLE = "jrl.rollout.multi_agent_examples:MultiAgentCartPole"
 OWN_POLICY = "jrl.rollout.multi_agent_examples:agent_to_own_policy"
@@ -190,9 +193,21 @@ def test_frozen_policy_overrides_checkpoint_and_evaluate(tmp_path, capsys):
     finally:
         trainer.stop()
     # a fresh trainer from the checkpoint's metadata alone (policies, overrides, mapping path)
-    assert cli.main(["evaluate", path, "--episodes", "2", "--steps", "300"]) == 0
+    out_file = tmp_path / "episodes.json"
+    assert cli.main(["evaluate", path, "--episodes", "2", "--out", str(out_file)]) == 0
     out = capsys.readouterr().out
     assert "agent 0 (p0)" in out and "agent 1 (p1)" in out and "mean return" in out
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(lines) == 2 and {line["type"] for line in lines} == {"MultiAgentBatch"}
+    for line in lines:
+        assert set(line["policy_batches"]) == {"p0", "p1"}
+        for i, pid in enumerate(("p0", "p1")):
+            batch = line["policy_batches"][pid]
+            assert set(batch["agent_index"]) == {i} or set(batch["agent_index"]) == {1 - i}
+            obs = batch["obs"]  # compressed by default (output_compress_columns)
+            obs = unpack(obs) if isinstance(obs, str) else np.asarray(obs)
+            assert obs.shape == (len(batch["rewards"]), 4)
+        assert line["count"] == max(len(b["rewards"]) for b in line["policy_batches"].values())
 
 
 def test_bad_mappings_are_one_clear_error_naming_agent_and_policy():
@@ -413,3 +428,27 @@ def test_multi_agent_callbacks_see_episode_and_rewrite_each_agents_trajectory():
                                              "y_last_obs": 5.0}
     finally:
         trainer.stop()
+
+
+def test_recorded_multi_agent_episodes_are_multi_agent_batch_lines(tmp_path):
+    """evaluate --out's format: one MultiAgentBatch line per episode, each policy's batch its
+    agents' transitions (rewards summed between turns) with agent_index."""
+    from jrl.rollout.offline import write_episodes
+
+    trainer = _trainer("jrl-test-turns", multiagent={"policies": ["px", "py"],
+                                                     "policy_mapping_fn": by_name})
+    try:
+        (episode,) = trainer.backend.rollout_episodes(1, record=True)
+    finally:
+        trainer.stop()
+    write_episodes(str(tmp_path / "ep.json"), [episode])
+    (line,) = [json.loads(x) for x in (tmp_path / "ep.json").read_text().splitlines()]
+    assert line["type"] == "MultiAgentBatch" and line["count"] == 6
+    x, y = line["policy_batches"]["px"], line["policy_batches"]["py"]
+    assert x["rewards"] == [2, 2, 2] and y["rewards"] == [20, 20, 10]
+    assert x["agent_index"] == [0, 0, 0] and y["agent_index"] == [1, 1, 1]
+    assert x["t"] == [0, 1, 2] and x["eps_id"] == [0, 0, 0]
+    assert [o[0] for o in x["obs"]] == [0, 2, 4] and [o[0] for o in x["new_obs"]] == [2, 4, 6]
+    assert y["terminateds"] == [False, False, True] and y["dones"] == [False, False, True]
+    assert [o[0] for o in y["obs"]] == [1, 3, 5]
+    assert x["prev_rewards"] == [0, 2, 2]

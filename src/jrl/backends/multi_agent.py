@@ -375,11 +375,9 @@ class MultiAgentBackend:
 
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
                          max_steps: int | None = None, record: bool = False) -> list[dict]:
-        if record:
-            raise ConfigError("recording episodes (evaluate --out) is single-agent only")
         return run_multi_agent_episodes(self.policy_map, self.mapping, self.eval_config.env,
                                         self.eval_config, num_episodes, explore=explore,
-                                        seed=seed, max_steps=max_steps)
+                                        seed=seed, max_steps=max_steps, record=record)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return dict(self.states)

@@ -659,10 +659,16 @@ def _clip(reward: float, clip: Any) -> float:
 
 def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable, env_id: str,
                              config: Any, num_episodes: int, *, explore: bool = False,
-                             seed: int = 10_000, max_steps: int | None = None) -> list[dict]:
+                             seed: int = 10_000, max_steps: int | None = None,
+                             record: bool = False) -> list[dict]:
     """Episodes outside training, up to 16 envs at a time (each policy acts on all of its
     agents in one call per step); each is ``{"episode_reward" (sum over agents),
-    "episode_len", "policy_reward", "agent_rewards"}``."""
+    "episode_len", "policy_reward", "agent_rewards"}``.
+
+    With ``record`` each also has ``agent_batches``: ``{policy_id: [per agent: its
+    transitions (obs and new_obs preprocessed, actions, rewards summed between its turns,
+    terminateds, truncateds, action_logp) and its ``agent_index``]}`` (agents of heuristic
+    policies are not recorded)."""
     results: list[dict] = []
     sizes: dict[str, int] = {}
     steps_left = max_steps if max_steps is not None else np.inf
@@ -672,8 +678,8 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                 for i in range(n)]
         try:
             obs = [env.reset(seed=seed + len(results) + i)[0] for i, env in enumerate(envs)]
-            live = [{"policy": {}, "rewards": {}, "total": 0.0, "length": 0, "done": set()}
-                    for _ in envs]
+            live = [{"policy": {}, "rewards": {}, "total": 0.0, "length": 0, "done": set(),
+                     "pending": {}, "traj": {}} for _ in envs]
             active = set(range(n))
             while active and steps_left > 0:
                 groups: dict[str, list] = {}
@@ -691,10 +697,16 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                     size = max(sizes.get(pid, 0), len(members))
                     sizes[pid] = size
                     padded = [m[2] for m in members] + [members[0][2]] * (size - len(members))
-                    actions = policy.compute_actions(padded, explore=explore)[0]
+                    actions, _, extras = policy.compute_actions(padded, explore=explore)
                     discrete = isinstance(policy.action_space, gym.spaces.Discrete)
-                    for (i, agent_id, _), a in zip(members, actions, strict=False):
+                    logps = extras.get("action_logp")
+                    for j, ((i, agent_id, raw), a) in enumerate(zip(members, actions,
+                                                                    strict=False)):
                         action_dicts[i][agent_id] = int(a) if discrete else a
+                        if record and isinstance(policy, Policy):
+                            logp = 0.0 if logps is None else float(np.asarray(logps)[j])
+                            live[i]["pending"][agent_id] = [
+                                policy.preprocess([raw])[0], np.asarray(a), logp, 0.0, pid]
                 for i in sorted(active):
                     ep = live[i]
                     obs[i], rewards, terms, truncs, _ = envs[i].step(action_dicts[i])
@@ -708,8 +720,13 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                     for agent_id in obs[i]:
                         if terms.get(agent_id, False) or truncs.get(agent_id, False):
                             ep["done"].add(agent_id)
+                    over = terms.get(ALL, False) or truncs.get(ALL, False)
+                    if record:
+                        _record_step(ep, obs[i], rewards, terms, truncs, policy_map,
+                                     bool(over or not [a for a in obs[i]
+                                                       if a not in ep["done"]]))
                     obs[i] = {a: o for a, o in obs[i].items() if a not in ep["done"]}
-                    if terms.get(ALL, False) or truncs.get(ALL, False) or not obs[i]:
+                    if over or not obs[i]:
                         active.discard(i)
                         policy_reward: dict = {}
                         for (_, pid), r in ep["rewards"].items():
@@ -719,7 +736,42 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                             "policy_reward": policy_reward,
                             "agent_rewards": {f"{a}/{p}": r
                                               for (a, p), r in ep["rewards"].items()}})
+                        if record:
+                            results[-1]["agent_batches"] = _agent_batches(ep)
         finally:
             for env in envs:
                 env.close()
     return results
+
+
+def _record_step(ep: dict, obs: dict, rewards: dict, terms: dict, truncs: dict,
+                 policy_map: Mapping[str, Any], over: bool) -> None:
+    """Adds an env step to a recorded episode: rewards go to the agents waiting for their
+    next observation; an agent's transition ends at its next observation or its end."""
+    all_term = bool(terms.get(ALL, False))
+    for agent_id, r in rewards.items():
+        if agent_id in ep["pending"]:
+            ep["pending"][agent_id][3] += float(r)
+    for agent_id in list(ep["pending"]):
+        term = bool(terms.get(agent_id, False)) or all_term
+        trunc = not term and (bool(truncs.get(agent_id, False)) or over)
+        if agent_id not in obs and not (term or trunc):
+            continue  # not its turn yet
+        o, a, logp, reward, pid = ep["pending"].pop(agent_id)
+        new_obs = policy_map[pid].preprocess([obs[agent_id]])[0] if agent_id in obs else o
+        if agent_id not in ep["traj"]:
+            ep["traj"][agent_id] = {"pid": pid, "agent_index": len(ep["traj"]),
+                                    **{k: [] for k in _COLUMNS}}
+        traj = ep["traj"][agent_id]
+        for key, value in zip(_COLUMNS, (o, a, reward, term, trunc, new_obs, logp),
+                              strict=True):
+            traj[key].append(value)
+
+
+def _agent_batches(ep: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for traj in ep["traj"].values():
+        columns = {k: np.asarray(traj[k]) for k in _COLUMNS}
+        columns["agent_index"] = traj["agent_index"]
+        out.setdefault(traj["pid"], []).append(columns)
+    return out
