@@ -178,3 +178,38 @@ def test_users_jax_env_factory_is_built_once():
         assert trainer.backend.jax_env.num_agents == 2
     finally:
         trainer.stop()
+
+
+SMALL_PG = {k: v for k, v in TINY.items() if k not in ("sgd_minibatch_size", "num_sgd_iter")}
+
+
+def test_shape_setting_policy_overrides_are_refused_on_jax_envs():
+    with pytest.raises(ConfigError, match="p1.config.rollout_fragment_length"):
+        jrl.Trainer("PG", env=ENV, config={**SMALL_PG, "multiagent": {
+            "policies": {"p0": {}, "p1": {"config": {"rollout_fragment_length": 8}}},
+            "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+    with pytest.raises(ConfigError, match="p0.config.model"):
+        jrl.Trainer("PG", env=ENV, config={**SMALL_PG, "multiagent": {
+            "policies": {"p0": {"config": {"model": {"fcnet_hiddens": [4]}}}, "p1": {}},
+            "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+
+
+@pytest.mark.slow  # ~25 s of compiling two separate updates on 2 cores
+def test_policy_config_overrides_each_update_with_its_own_hyperparameters():
+    """lr per policy: one Adam step moves each weight by about its policy's lr (the first
+    step is lr * g / |g|)."""
+    small = SMALL_PG
+    trainer = jrl.Trainer("PG", env=ENV, config={**small, "lr": 1e-3, "multiagent": {
+        "policies": {"p0": {"config": {"lr": 1e-2}}, "p1": {"config": {"lr": 1e-4}}},
+        "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+    try:
+        assert trainer.get_policy("p1").config["lr"] == 1e-4
+        before = trainer.get_weights()
+        trainer.train()  # one update per policy
+        after = trainer.get_weights()
+        for pid, lr in (("p0", 1e-2), ("p1", 1e-4)):
+            step = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
+                jax.tree.leaves(after[pid]), jax.tree.leaves(before[pid]), strict=True))
+            assert step == pytest.approx(lr, rel=0.02)
+    finally:
+        trainer.stop()

@@ -5,7 +5,10 @@ gets the same number ``k`` of agents). Policies' learner states are stacked on a
 axis ``P``: acting is ``vmap``ped over it, each policy's batch folds its ``k`` agents into the env
 batch axis (``[T, B * k]``), and the update is ``vmap``ped over the policies (``stacked=True``) or
 run for one policy after another in the same jit (``stacked=False``, for comparison). Policies
-outside ``train_mask`` keep their state bit for bit. One shared policy is ``P = 1, k = A``.
+with their own hyperparameters (``algorithms``: one per policy, built from the policy's
+``config_overrides``; the learner states must keep the same shapes) update one after another,
+each with its own algorithm. Policies outside ``train_mask`` keep their state bit for bit. One
+shared policy is ``P = 1, k = A``.
 
     anakin = make_multi_agent_anakin("PPO", env, config, groups=[[0], [1]], iterations=10)
     runners = jax.vmap(anakin.init)(seed_keys)
@@ -69,8 +72,12 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
                             groups: Sequence[Sequence[int]], iterations: int = 10,
                             train_mask: Sequence[bool] | None = None,
                             algorithm: Algorithm | None = None,
-                            stacked: bool = True) -> MultiAgentAnakin:
-    """Builds the multi-agent jitted loop (on-policy algorithms: PPO, A2C, PG)."""
+                            stacked: bool = True,
+                            algorithms: Sequence[Algorithm] | None = None) -> MultiAgentAnakin:
+    """Builds the multi-agent jitted loop (on-policy algorithms: PPO, A2C, PG).
+
+    ``algorithms`` (one per policy, same learner-state shapes as ``algorithm``) gives each
+    policy its own update (its ``config_overrides``); acting stays ``algorithm``'s."""
     if isinstance(definition, str):
         definition = get_algorithm_def(definition)
     if not definition.jittable or definition.plan != "on_policy":
@@ -80,6 +87,10 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
     algorithm = algorithm or make_algorithm(definition, config, env.spec)
     index = check_groups(groups, env.num_agents)
     P, k = index.shape
+    if algorithms is not None:
+        if len(algorithms) != P:
+            raise ValueError(f"algorithms: one per policy ({P}), got {len(algorithms)}")
+        stacked = False
     A = env.num_agents
     flat_index = jnp.asarray(index.ravel())
     mask = np.ones(P, bool) if train_mask is None else np.asarray(train_mask, bool)
@@ -133,8 +144,10 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
         batch = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), batch)  # [P, T, ...]
         if stacked:
             return jax.vmap(algorithm.update)(train_state, batch)
-        results = [algorithm.update(jax.tree.map(lambda x, p=p: x[p], train_state),
-                                    jax.tree.map(lambda x, p=p: x[p], batch)) for p in range(P)]
+        updates = [a.update for a in algorithms] if algorithms is not None else \
+            [algorithm.update] * P
+        results = [updates[p](jax.tree.map(lambda x, p=p: x[p], train_state),
+                              jax.tree.map(lambda x, p=p: x[p], batch)) for p in range(P)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
 
     def iteration(runner: MultiAgentRunnerState, _):
