@@ -34,7 +34,7 @@ from jrl.types import AlgorithmDef
 
 # Config keys that set array shapes of the compiled loop: one value for every policy.
 _SHAPE_KEYS = frozenset({"num_envs_per_worker", "rollout_fragment_length", "train_batch_size",
-                         "model", "num_seeds", "observation_filter"})
+                         "model", "num_seeds", "observation_filter", "buffer_size"})
 
 
 class JaxMultiAgentBackend:
@@ -118,7 +118,8 @@ class JaxMultiAgentBackend:
         self._anakin = make_multi_agent_anakin(
             definition, env, cfg, groups, self.iterations_per_chunk,
             train_mask=[pid in to_train for pid in self.policy_ids], algorithm=self.algorithm,
-            algorithms=algorithms)
+            algorithms=algorithms,
+            configs=[self.policy_configs[pid] for pid in self.policy_ids] if algorithms else None)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
         self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
         self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
