@@ -93,8 +93,8 @@ def test_unequal_groups_and_unknown_policy_are_config_errors():
         jrl.Trainer("PPO", env=ENV, config={**TINY, "multiagent": {
             "policies": ["p0", "p1"], "policy_mapping_fn": lambda a: "nope"}},
             log_to_disk=False)
-    with pytest.raises(ConfigError, match="on-policy"):
-        jrl.Trainer("DQN", env=ENV, config={"multiagent": {"policies": ["p0"]}},
+    with pytest.raises(ConfigError, match="IMPALA"):
+        jrl.Trainer("IMPALA", env=ENV, config={"multiagent": {"policies": ["p0"]}},
                     log_to_disk=False)
 
 
@@ -211,5 +211,29 @@ def test_policy_config_overrides_each_update_with_its_own_hyperparameters():
             step = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
                 jax.tree.leaves(after[pid]), jax.tree.leaves(before[pid]), strict=True))
             assert step == pytest.approx(lr, rel=0.02)
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow  # ~30 s of compiling the replay loop on 2 cores
+def test_dqn_keeps_one_replay_buffer_per_policy_in_the_jitted_loop():
+    trainer = jrl.Trainer("DQN", env=ENV, log_to_disk=False, config={
+        "num_envs_per_worker": 2, "rollout_fragment_length": 4, "train_batch_size": 16,
+        "timesteps_per_iteration": 64, "learning_starts": 16, "buffer_size": 1000,
+        "model": {"fcnet_hiddens": [8]},
+        "multiagent": {"policies": ["p0", "p1"], "policy_mapping_fn": OWN_POLICY,
+                       "policies_to_train": ["p0"]}})
+    try:
+        before = jax.device_get(trainer.state)
+        result = trainer.train()  # 8 iterations of 4 steps x 2 envs, 1 agent per policy
+        after = jax.device_get(trainer.state)
+        assert _same(before["p1"], after["p1"])  # frozen: its step counter included
+        assert not _same(before["p0"].params, after["p0"].params)
+        assert int(after["p0"].env_steps) == 64
+        replay = trainer.backend.runner.replay
+        np.testing.assert_array_equal(np.asarray(replay.size), [[64, 64]])  # [seeds, P]
+        assert set(result["info"]["learner"]) == {"p0"}
+        assert np.isfinite(result["info"]["learner"]["p0"]["loss"])
+        assert set(result["policy_reward_mean"]) == {"p0", "p1"}
     finally:
         trainer.stop()
