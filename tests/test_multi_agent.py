@@ -452,3 +452,30 @@ def test_recorded_multi_agent_episodes_are_multi_agent_batch_lines(tmp_path):
     assert y["terminateds"] == [False, False, True] and y["dones"] == [False, False, True]
     assert [o[0] for o in y["obs"]] == [1, 3, 5]
     assert x["prev_rewards"] == [0, 2, 2]
+
+
+def test_multi_agent_trainer_reads_each_policys_batches_of_recorded_episodes(tmp_path):
+    """evaluate --out's MultiAgentBatch lines as `input`: BC trains each policy on its own
+    agents' steps; a single-agent reader refuses a line of two policies."""
+    from jrl.rollout.offline import iter_rows, write_episodes
+
+    ma = {"policies": ["px", "py"], "policy_mapping_fn": by_name}
+    trainer = _trainer("jrl-test-turns", multiagent=ma)
+    try:
+        episodes = trainer.backend.rollout_episodes(4, record=True)
+    finally:
+        trainer.stop()
+    path = str(tmp_path / "turns.json")
+    write_episodes(path, episodes)
+    rows = list(iter_rows([path], policy_id="py"))
+    assert len(rows) == 4 and all(r["rewards"].tolist() == [20, 20, 10] for r in rows)
+    with pytest.raises(jrl.DataError, match="MultiAgentBatch of policies"):
+        list(iter_rows([path]))
+    trainer = _trainer("jrl-test-turns", algo="BC", input=path, timesteps_per_iteration=16,
+                       multiagent=ma)
+    try:
+        result = trainer.train()
+        assert set(result["info"]["learner"]) == {"px", "py"}
+        assert result["timesteps_this_iter"] >= 16
+    finally:
+        trainer.stop()

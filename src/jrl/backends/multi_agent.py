@@ -33,7 +33,7 @@ from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
 
-MULTI_AGENT_PLANS = ("on_policy", "off_policy", "async_samples")
+MULTI_AGENT_PLANS = ("on_policy", "off_policy", "async_samples", "offline")
 # Sampling rounds without a single step for a policy that needs some before giving up.
 _MAX_EMPTY_ROUNDS = 200
 _MAX_QUEUED_FRAGMENTS = 4
@@ -261,9 +261,9 @@ class MultiAgentBackend:
             raise ConfigError("num_seeds > 1 needs a JAX env; multi-agent envs train one seed")
         if definition.plan not in MULTI_AGENT_PLANS:
             raise ConfigError(f"multi-agent training runs algorithms with an on-policy, "
-                              f"off-policy or async-samples plan (PPO, PG, A2C, DQN, SAC, DDPG, "
-                              f"TD3, IMPALA, APPO); {definition.name} uses the "
-                              f"'{definition.plan}' plan")
+                              f"off-policy, async-samples or offline plan (PPO, PG, A2C, DQN, "
+                              f"SAC, DDPG, TD3, IMPALA, APPO, BC, MARWIL); {definition.name} "
+                              f"uses the '{definition.plan}' plan")
         self.definition = definition
         self.config = config
         self.eval_config = eval_config
@@ -344,15 +344,20 @@ class MultiAgentBackend:
         sampler = self.sampler
         env0, agent0 = sampler.env_steps, sampler.agent_steps
         metrics: dict[str, list] = {pid: [] for pid in self.plans}
+        read = 0  # agent steps the plans took from offline input files
         while True:
             if not self.plans:
                 sampler.round()
             for pid, plan in self.plans.items():
-                self.states[pid], m, _ = plan.step(self.states[pid])
+                before = sampler.agent_steps
+                self.states[pid], m, n = plan.step(self.states[pid])
                 sampler.versions[pid] += 1
+                if self.definition.plan == "offline" and sampler.agent_steps == before:
+                    read += n  # not sampled: read from files
                 if m is not None:
                     metrics[pid].append(m)
-            steps = (sampler.agent_steps - agent0) if by_agent else (sampler.env_steps - env0)
+            steps = read + ((sampler.agent_steps - agent0) if by_agent
+                            else (sampler.env_steps - env0))
             if steps >= cfg.timesteps_per_iteration and \
                     time.time() - start >= cfg.min_iter_time_s:
                 break

@@ -3,7 +3,11 @@
 Multi-agent episodes (``jrl evaluate --out`` on a multi-agent checkpoint) are written as RLlib
 writes a ``MultiAgentBatch``: one line per episode, ``{"type": "MultiAgentBatch",
 "policy_batches": {policy_id: <SampleBatch columns>}, "count": <env steps>}``; a policy's batch
-holds its agents' steps one agent after another, told apart by ``agent_index``.
+holds its agents' steps one agent after another, told apart by ``agent_index``. A reader for
+one policy (``policy_id``: a multi-agent trainer's policy) takes that policy's batch of each
+such line (lines without it are skipped; plain ``SampleBatch`` lines count as
+``default_policy``'s); a single-agent reader takes a ``MultiAgentBatch`` line of exactly one
+policy.
 
 Writing (``output``): ``JsonWriter`` appends one line per env column of each sampled fragment (or
 one per recorded episode) to ``output-<date>_worker-<index>_<n>.json``, starting a new file once
@@ -385,16 +389,41 @@ def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]
     return row
 
 
-def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None
-              ) -> Iterator[dict[str, Any]]:
-    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line."""
+def policy_batch(obj: Any, policy_id: str | None) -> Any:
+    """The ``SampleBatch`` object of a parsed line for ``policy_id`` (None: a single-agent
+    reader), or None when the line holds nothing for that policy."""
+    if not isinstance(obj, Mapping):
+        return obj  # decode_row says what is wrong
+    if obj.get("type") == "MultiAgentBatch":
+        batches = obj.get("policy_batches")
+        if not isinstance(batches, Mapping):
+            raise ValueError("a MultiAgentBatch needs a 'policy_batches' object")
+        if policy_id is not None:
+            return batches.get(policy_id)
+        if len(batches) != 1:
+            raise ValueError(f"a MultiAgentBatch of policies {sorted(batches)}; a single-agent "
+                             f"trainer reads SampleBatch lines or MultiAgentBatch lines of one "
+                             f"policy")
+        return next(iter(batches.values()))
+    if policy_id is not None and policy_id != "default_policy":
+        return None
+    return obj
+
+
+def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
+              policy_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line;
+    with ``policy_id`` that policy's batches of ``MultiAgentBatch`` lines."""
     for path in files:
         with open(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    row = decode_row(json.loads(line), columns)
+                    obj = policy_batch(json.loads(line), policy_id)
+                    if obj is None:
+                        continue
+                    row = decode_row(obj, columns)
                 except ValueError as e:  # json.JSONDecodeError is a ValueError
                     raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
                                     ) from None
@@ -515,8 +544,10 @@ class JsonReader:
     when exhausted (``loop``), in a new shuffled order when ``shuffle_buffer_size > 1``."""
 
     def __init__(self, source: str | Iterable[str], assembler: BatchAssembler,
-                 shuffle_buffer_size: int = 0, seed: int = 0, loop: bool = True):
+                 shuffle_buffer_size: int = 0, seed: int = 0, loop: bool = True,
+                 policy_id: str | None = None):
         self.files = resolve_files(source)
+        self.policy_id = policy_id
         self.assembler = assembler
         self.shuffle_buffer_size = shuffle_buffer_size
         self.loop = loop
@@ -527,7 +558,7 @@ class JsonReader:
         passes = 0
         while True:
             yielded = False
-            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS),
+            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS, self.policy_id),
                                  self.shuffle_buffer_size,
                                  self._seed + passes)
             for row in rows:
@@ -537,7 +568,8 @@ class JsonReader:
             if not self.loop:
                 return
             if not yielded:
-                raise DataError(f"input files {self.files[:3]} hold no rows")
+                whose = f" of policy '{self.policy_id}'" if self.policy_id is not None else ""
+                raise DataError(f"input files {self.files[:3]} hold no rows{whose}")
 
     def next(self) -> dict[str, np.ndarray] | None:
         """The next batch, or None once a non-looping reader is exhausted."""
