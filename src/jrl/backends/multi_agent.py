@@ -1,9 +1,10 @@
 """The multi-agent backend: several policies, each with its own learner state and plan.
 
 Multi-agent rollout workers (local, plus Ray actors with ``num_workers > 0``) sample every
-policy's agents together. Each trained policy runs the algorithm's own execution plan (on-policy
-or off-policy) on a ``PolicyWorkers`` view that hands it only that policy's transitions, in
-``[rollout_fragment_length, B]`` fragments cut from its agents' steps. So every policy keeps its
+policy's agents together. Each trained policy runs the algorithm's own execution plan (on-policy,
+off-policy, async-samples or offline) on a ``PolicyWorkers`` view that hands it only that
+policy's transitions, in ``[rollout_fragment_length, B]`` fragments cut from its agents' steps
+(offline plans read the policy's own batches of ``MultiAgentBatch`` lines from ``input``). So every policy keeps its
 own batch, learner state, optimizer and replay buffer, and a policy outside
 ``policies_to_train`` is never updated (its state stays bit-for-bit the same).
 
