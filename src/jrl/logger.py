@@ -17,8 +17,6 @@ import json
 import math
 import os
 import re
-import socket
-import struct
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -186,104 +184,40 @@ class ResultLogger:
 
     def _write_tensorboard(self, result: Mapping[str, Any], scalars: dict[str, Any]) -> None:
         if self._tensorboard is None:
-            self._tensorboard = ScalarEventWriter(self.logdir)
+            self._tensorboard = summary_writer(self.logdir)
         step = _scalar(result.get("timesteps_total"))
         if not isinstance(step, (int, float)):
             step = _scalar(result.get("training_iteration"))
         step = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None
-        self._tensorboard.write_scalars(
-            {TENSORBOARD_PREFIX + key: float(value) for key, value in scalars.items()
-             if isinstance(value, (int, float)) and math.isfinite(value)}, step)
+        for key, value in scalars.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._tensorboard.add_scalar(TENSORBOARD_PREFIX + key, float(value), global_step=step)
+        self._tensorboard.flush()
 
 
-class ScalarEventWriter:
-    """Writes scalars as a TensorBoard event file (``events.out.tfevents.*``: TFRecord framing
-    around ``tensorflow.Event`` protobufs), the part of tensorboardX's ``SummaryWriter`` the
-    results need.
+def summary_writer(logdir: str) -> Any:
+    """tensorboardX's ``SummaryWriter`` for ``logdir``, imported without torch.
 
-    Encoding the few fields by hand keeps TensorBoard logging free of tensorboardX's import
-    (which loads torch when torch is installed: seconds and ~200 MB per run) and of its writer
-    process.
+    tensorboardX probes ``import torch`` when its writer module loads, only to accept torch
+    tensors; jrl logs Python floats, and torch's import costs seconds and ~200 MB per run where
+    torch is installed. So unless the process already imported torch, the probe is answered
+    "not installed" for the length of tensorboardX's import, and torch stays importable after.
     """
-
-    def __init__(self, logdir: str):
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-                f".{os.getpid()}.{next(_EVENT_FILE_IDS)}")
-        self._file = open(os.path.join(logdir, name), "ab")  # closed by close()
-        self._file.write(_tfrecord(_event(time.time(), 0, file_version=b"brain.Event:2")))
-        self._file.flush()
-
-    def write_scalars(self, scalars: Mapping[str, float], step: int | None) -> None:
-        """One event holding every ``tag: value`` of ``scalars`` at ``step``; flushed."""
-        values = b"".join(_field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15"
-                                       + struct.pack("<f", value))
-                          for tag, value in scalars.items())
-        self._file.write(_tfrecord(_event(time.time(), step, summary=values)))
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+    probe_blocked = "torch" not in sys.modules
+    if probe_blocked:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise
+    try:
+        from tensorboardX import SummaryWriter  # slow import; only runs that log need it
+    finally:
+        if probe_blocked and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    # tensorboardX names files by the second; a suffix keeps two writers in one run directory
+    # (a restored run logging where it left off) from overwriting each other's file.
+    return SummaryWriter(logdir, flush_secs=30,
+                         filename_suffix=f".{os.getpid()}.{next(_EVENT_FILE_IDS)}")
 
 
 _EVENT_FILE_IDS = itertools.count()
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 fields: negatives as ten-byte two's complement
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _event(wall_time: float, step: int | None, *, file_version: bytes | None = None,
-           summary: bytes | None = None) -> bytes:
-    """``tensorflow.Event``: wall_time (1, double), step (2, int64), file_version (3),
-    summary (5)."""
-    out = b"\x09" + struct.pack("<d", wall_time)
-    if step:
-        out += b"\x10" + _varint(step)
-    if file_version is not None:
-        out += _field_bytes(3, file_version)
-    if summary is not None:
-        out += _field_bytes(5, summary)
-    return out
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _tfrecord(payload: bytes) -> bytes:
-    header = struct.pack("<Q", len(payload))
-    return (header + struct.pack("<I", _masked_crc32c(header)) + payload
-            + struct.pack("<I", _masked_crc32c(payload)))
 
 
 PROFILE_ENV = "JRL_PROFILE"
