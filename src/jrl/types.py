@@ -219,6 +219,8 @@ class AlgorithmDef:
       action_logp: ``action_logp(config, spec) -> logp(policy, obs [N], actions [N]) -> [N]``:
         the policy's log-probability of given actions, for off-policy estimation
         (``input_evaluation``) of recorded data.
+      recurrent: whether ``make`` builds recurrent policies for ``model.use_lstm``/``use_gru``
+        (the others reject those keys).
     """
 
     name: str
@@ -235,6 +237,7 @@ class AlgorithmDef:
     noise_rows: Callable[[jax.Array, int], jax.Array] | None = None
     batch_type: type | None = None
     action_logp: Callable[[Any, EnvSpec], Callable] | None = None
+    recurrent: bool = False
 
     @property
     def trainer_name(self) -> str:

@@ -47,7 +47,8 @@ def random_fragment(spec: EnvSpec, T: int, B: int, key: jax.Array) -> Transition
 
 def fragment_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transition:
     """One worker's fragment ``[rollout_fragment_length, num_envs_per_worker]`` (A3C)."""
-    return random_fragment(spec, config.rollout_fragment_length, config.num_envs_per_worker, key)
+    return with_recurrent_inputs(config.model, random_fragment(
+        spec, config.rollout_fragment_length, config.num_envs_per_worker, key))
 
 
 def train_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transition:

@@ -287,5 +287,6 @@ ALGORITHM_DEF = AlgorithmDef(
     make=make_ppo,
     plan="on_policy",
     example_batch=train_batch_example,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "PPO")
