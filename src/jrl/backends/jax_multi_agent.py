@@ -74,6 +74,9 @@ class JaxMultiAgentBackend:
         self.policies_to_train = to_train
         self.spec = spec = env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
+        if self.algorithm.recurrent is not None:
+            raise ConfigError("recurrent policies (model.use_lstm/use_gru) run in single-agent "
+                              "training only so far")
         self.callbacks = make_callbacks(cfg.callbacks)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, spec.obs_shape, np.float32)
         self.action_space = (gym.spaces.Discrete(spec.num_actions) if spec.discrete else
