@@ -77,6 +77,10 @@ _ScanCell = nn.scan(_ResetCell, variable_broadcast="params", split_rngs={"params
 class RecurrentActorCritic(nn.Module):
     """Torso -> LSTM/GRU -> policy and value heads, over time-major sequences.
 
+    With ``model.vf_share_layers`` the value head reads the cell's output, as RLlib's LSTM
+    wrapper does; otherwise (the default, as for feed-forward models) the value function has its
+    own torso and also reads the cell's output, without sending gradients into the cell.
+
     Attributes:
       spec: the environment spec.
       model: the network architecture (``use_lstm``/``use_gru``, ``lstm_cell_size``,
@@ -110,7 +114,17 @@ class RecurrentActorCritic(nn.Module):
                        if self.model.custom_action_dist else None)
         dist_params = PolicyHead(self.spec, self.model.free_log_std, num_outputs,
                                  name="policy_head")(y)
-        value = ValueHead(name="value_head")(y)
+        if self.model.vf_share_layers:
+            value_features = y
+        else:
+            # The value function has its own torso and reads the cell's output without training
+            # it: the value loss, much larger than the policy's, would otherwise drown the
+            # policy's gradient in the shared cell (the feed-forward default keeps the two
+            # networks apart for the same reason).
+            own = make_torso(self.spec, self.model, name="value_torso")(
+                obs.reshape((L * N, *obs.shape[2:])))
+            value_features = jnp.concatenate([own, jax.lax.stop_gradient(y)], axis=-1)
+        value = ValueHead(name="value_head")(value_features)
         return dist_params, value, states
 
 
