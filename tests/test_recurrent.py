@@ -97,7 +97,7 @@ def test_gru_unrolls_and_resets_its_state_at_episode_starts():
 
 def test_algorithms_without_recurrent_policies_reject_use_lstm():
     spec = EnvSpec(obs_shape=(4,), num_actions=2)
-    for name in ("DQN", "IMPALA"):
+    for name in ("DQN", "APPO"):
         definition = get_algorithm_def(name)
         config = jrl_config.parse(definition.config_class, {"model": {"use_lstm": True}})
         with pytest.raises(ConfigError, match="no recurrent policies"):
@@ -139,7 +139,7 @@ def test_worker_carries_state_and_resets_it_at_episode_starts(trainer):
 
     @jax.jit
     def sequence_logp(acting, transition):
-        seqs, _, _ = fns.evaluate(acting.params, acting.obs_filter, transition)
+        seqs, _, _, _ = fns.evaluate(acting.params, acting.obs_filter, transition)
         dist, _, _ = fns.unroll(acting.params, acting.obs_filter, seqs.features,
                                 seqs.initial_state)
         actions = toolkit.flatten_time(chop(jnp.asarray(transition.action), 4))

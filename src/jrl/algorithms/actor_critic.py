@@ -143,7 +143,7 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
 
     def compute_sequences(policy: ActorCriticPolicy, batch: Transition):
         T, B = batch.reward.shape
-        seqs, v_t, v_tp1 = fns.evaluate(policy.params, policy.obs_filter, batch)
+        seqs, v_t, v_tp1, _ = fns.evaluate(policy.params, policy.obs_filter, batch)
         advantages, value_targets = targets(batch, v_t, v_tp1)
         if normalize_advantages:  # over the [T, B] steps: padding never enters the statistics
             advantages = toolkit.normalize_advantages(advantages, axis_name)

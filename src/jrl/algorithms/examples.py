@@ -80,7 +80,7 @@ def async_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transitio
     ``train_batch_size`` (IMPALA, APPO)."""
     T, B = config.rollout_fragment_length, config.num_envs_per_worker
     fragments = max(1, math.ceil(config.train_batch_size / (T * B)))
-    return random_fragment(spec, T, B * fragments, key)
+    return with_recurrent_inputs(config.model, random_fragment(spec, T, B * fragments, key))
 
 
 def replay_example(postprocess: Callable[[Any, Transition], ReplayBatch]

@@ -235,7 +235,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
         # Values and advantages over the whole [T, B] batch (so the normalization sees valid
         # steps only), then SGD on minibatches of whole max_seq_len sequences.
         T, B = batch.reward.shape
-        seqs, values, bootstrap = fns.evaluate(state.params, state.obs_filter, batch)
+        seqs, values, bootstrap, _ = fns.evaluate(state.params, state.obs_filter, batch)
         lambda_ = config.lambda_ if config.use_gae else 1.0
         advantages, value_targets = gae(batch.reward, values, bootstrap, batch.terminated,
                                         batch.truncated, config.gamma, lambda_)

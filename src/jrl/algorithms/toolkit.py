@@ -190,7 +190,7 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
     the ``model`` config) behind the filter named ``observation_filter``."""
     if getattr(model, "recurrent", False) and networks is None:
         raise ConfigError("model.use_lstm/use_gru (recurrent policies) are supported by PPO, PG, "
-                          "A2C and A3C; drop them for this algorithm")
+                          "A2C, A3C and IMPALA; drop them for this algorithm")
     net = networks if networks is not None else catalog.make_actor_critic(spec, model)
     obs_filter = get_filter(observation_filter)
 
@@ -235,10 +235,11 @@ class RecurrentActorCriticFns(NamedTuple):
         over time-major sequences: ``inputs`` holds ``obs``, ``resets``, ``prev_action`` and
         ``prev_reward``, each ``[L, N, ...]``; ``dist`` and ``value`` are flattened
         ``l * N + n``; ``states`` the state after each step (each ``[L, N, H]``).
-      evaluate: ``evaluate(params, filter_state, batch [T, B]) -> (sequences, v_t, v_tp1)``:
-        the batch's inputs cut into ``model.max_seq_len`` sequences (``ops.sequences.
-        Sequences``), and the values of ``obs`` and ``next_obs`` ``[T, B]`` (``next_obs`` with
-        the state after its step).
+      evaluate: ``evaluate(params, filter_state, batch [T, B]) -> (sequences, v_t, v_tp1,
+        dist)``: the batch's inputs cut into ``model.max_seq_len`` sequences (``ops.sequences.
+        Sequences``), the values of ``obs`` and ``next_obs`` ``[T, B]`` (``next_obs`` with
+        the state after its step), and the distribution over the sequences' steps (``[L * S]``,
+        see ``per_step``).
       act: ``act(policy, obs, key, explore)`` from the initial state (one step, no memory).
       recurrent: the step-by-step acting with state (``RecurrentFns``).
       max_seq_len: steps per training sequence.
@@ -288,7 +289,7 @@ def make_recurrent_fns(spec: EnvSpec, model: Any, observation_filter: str
                   "prev_action": batch.prev_action, "prev_reward": batch.prev_reward}
         seqs = chop_into_sequences(inputs, tuple(batch.state_in), model.max_seq_len)
         L, S = seqs.mask.shape
-        _, values, states = unroll(params, filter_state, seqs.features, seqs.initial_state)
+        dist, values, states = unroll(params, filter_state, seqs.features, seqs.initial_state)
         v_t = unchop(values.reshape(L, S), T)
         # V(next_obs[t]) with the state after step t, its action and reward.
         after = tuple(unchop(s, T).reshape((T * B, -1)) for s in states)
@@ -297,7 +298,7 @@ def make_recurrent_fns(spec: EnvSpec, model: Any, observation_filter: str
             "resets": jnp.zeros((1, T * B), bool),
             "prev_action": batch.action.reshape((1, T * B, *batch.action.shape[2:])),
             "prev_reward": batch.reward.reshape((1, T * B))}, after)
-        return seqs, v_t, v_tp1.reshape(T, B)
+        return seqs, v_t, v_tp1.reshape(T, B), dist
 
     def step(policy, obs, state, prev_action, prev_reward, key, explore=True):
         dist, value, states = unroll(policy.params, policy.obs_filter, {
@@ -325,6 +326,13 @@ def sequence_data(data: dict, T: int, max_seq_len: int) -> dict:
     ``[S, L, ...]`` (so minibatches draw whole sequences)."""
     L = min(max_seq_len, T)
     return jax.tree.map(lambda x: jnp.swapaxes(chop(x, L), 0, 1), data)
+
+
+def per_step(values: jax.Array, T: int, max_seq_len: int) -> jax.Array:
+    """Per-step values of sequences flattened ``l * S + s`` (``unroll``'s order) back to the
+    fragment's ``[T, B]`` (padding dropped)."""
+    L = min(max_seq_len, T)
+    return unchop(values.reshape((L, -1, *values.shape[1:])), T)
 
 
 def time_major(minibatch: Any) -> Any:
