@@ -97,7 +97,7 @@ def test_gru_unrolls_and_resets_its_state_at_episode_starts():
 
 def test_algorithms_without_recurrent_policies_reject_use_lstm():
     spec = EnvSpec(obs_shape=(4,), num_actions=2)
-    for name in ("DQN", "APPO"):
+    for name in ("DQN", "MARWIL"):
         definition = get_algorithm_def(name)
         config = jrl_config.parse(definition.config_class, {"model": {"use_lstm": True}})
         with pytest.raises(ConfigError, match="no recurrent policies"):

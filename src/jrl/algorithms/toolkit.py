@@ -190,7 +190,7 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
     the ``model`` config) behind the filter named ``observation_filter``."""
     if getattr(model, "recurrent", False) and networks is None:
         raise ConfigError("model.use_lstm/use_gru (recurrent policies) are supported by PPO, PG, "
-                          "A2C, A3C and IMPALA; drop them for this algorithm")
+                          "A2C, A3C, IMPALA and APPO; drop them for this algorithm")
     net = networks if networks is not None else catalog.make_actor_critic(spec, model)
     obs_filter = get_filter(observation_filter)
 
