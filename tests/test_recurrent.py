@@ -190,7 +190,9 @@ def test_recurrent_policy_survives_a_checkpoint(trainer, tmp_path):
         assert a == b
         np.testing.assert_allclose(s[0], t[0], atol=1e-6)
         np.testing.assert_allclose(e["vf_preds"], f["vf_preds"], atol=1e-6)
-        assert restored.train()["timesteps_total"] > trainer.timesteps_total - 1
+        # Each sampler goes on from its running episodes' recurrent state.
+        saved = trainer.workers.local_worker().get_sampler_state()["recurrent"]
+        assert restored.workers.local_worker().get_sampler_state()["recurrent"] == saved
     finally:
         restored.stop()
 
@@ -247,5 +249,6 @@ def test_jitted_loop_trains_a_recurrent_policy():
         state = trainer.get_policy().get_initial_state()
         _, state_out, _ = trainer.compute_action(np.zeros(4, np.float32), state=state)
         assert np.any(state_out[0])
+        assert trainer.evaluate(2)["evaluation"]["episode_reward_mean"] > 9
     finally:
         trainer.stop()
