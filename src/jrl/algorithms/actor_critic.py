@@ -91,7 +91,7 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
                                  data["advantages"], data["value_targets"], vf_loss_coeff,
                                  entropy_coeff, data["weight"])
 
-    def compute(policy: ActorCriticPolicy, batch: Transition):
+    def compute_samples(policy: ActorCriticPolicy, batch: Transition):
         T, B = batch.reward.shape
         n = T * B
         flat = lambda x: x.reshape((n, *x.shape[2:]))  # noqa: E731
@@ -159,8 +159,7 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
                                          all_gather(obs, axis_name))
         return grads, stats, filter_delta
 
-    if recurrent:
-        compute = compute_sequences  # noqa: F811
+    compute = compute_sequences if recurrent else compute_samples
 
     def apply(state: ActorCriticState, grads, filter_delta: FilterState, env_steps):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
