@@ -473,7 +473,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             video_dir = args.video_dir or os.path.join(os.getcwd(), "jrl_videos")
             if mode == "rgb_array":
                 _require_moviepy()
-            episodes = render_episodes(policy.act_fn, policy.acting, policy.preprocessor,
+            episodes = render_episodes(policy.episode_actor(), policy.acting,
+                                       policy.preprocessor,
                                        trainer.env_id,
                                        trainer.algo_config, args.episodes, render_mode=mode,
                                        video_dir=video_dir, **common)

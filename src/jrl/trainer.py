@@ -337,14 +337,14 @@ class Trainer:
                        full_fetch: bool = False, explore: bool | None = False) -> Any:
         """The action for one raw observation (preprocessed and filtered first).
 
-        With ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does.
-        ``state``, ``prev_action``, ``prev_reward`` and ``info`` are accepted for RLlib
-        compatibility; jrl's networks are not recurrent, so they do not change the action.
+        With ``state`` (a recurrent policy's ``get_initial_state()`` or last ``state_out``) or
+        ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does; ``prev_action``
+        and ``prev_reward`` feed models with ``lstm_use_prev_action``/``_reward``.
         """
         explore = self.algo_config.explore if explore is None else explore
         action, state_out, extras = self.get_policy(policy_id).compute_single_action(
             observation, state, prev_action, prev_reward, info, explore=explore)
-        if full_fetch:
+        if full_fetch or (state is not None and len(state) > 0):
             return action, state_out, extras
         return action
 

@@ -42,23 +42,34 @@ def evaluate_jax(algorithm: Any, env: JaxEnv, policy: Any, key: jax.Array, num_e
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
     zeros = jnp.zeros((num_episodes,), jnp.float32)
     active = jnp.ones((num_episodes,), bool)
+    rnn = algorithm.recurrent
+    # A recurrent policy's state, previous action and reward (each env runs one episode).
+    carried = None if rnn is None else (
+        rnn.initial_state(num_episodes),
+        jnp.zeros((num_episodes, *env.spec.action_shape), env.spec.action_dtype), zeros)
 
     def cond(carry):
         *_, active, t = carry
         return jnp.any(active) & (t < max_steps)
 
     def body(carry):
-        obs, state, key, returns, lengths, active, t = carry
+        obs, state, carried, key, returns, lengths, active, t = carry
         key, act_key, step_key = jax.random.split(key, 3)
-        action, _ = algorithm.act(policy, obs, act_key, explore)
+        if rnn is None:
+            action, _ = algorithm.act(policy, obs, act_key, explore)
+        else:
+            action, _, rnn_state = rnn.act(policy, obs, *carried, act_key, explore)
         step = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
+        if rnn is not None:
+            carried = (rnn_state, action.astype(carried[1].dtype),
+                       step.reward.astype(jnp.float32))
         returns = returns + jnp.where(active, step.reward, 0.0)
         lengths = lengths + active
         active = active & ~(step.terminated | step.truncated)
-        return step.obs, step.state, key, returns, lengths, active, t + 1
+        return step.obs, step.state, carried, key, returns, lengths, active, t + 1
 
     *_, returns, lengths, active, _ = jax.lax.while_loop(
-        cond, body, (obs, state, key, zeros, zeros, active, 0))
+        cond, body, (obs, state, carried, key, zeros, zeros, active, 0))
     return returns, lengths, ~active
 
 

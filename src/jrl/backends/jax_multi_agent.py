@@ -85,6 +85,9 @@ class JaxMultiAgentBackend:
         self.policies_to_train = to_train
         self.spec = spec = env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
+        if self.algorithm.recurrent is not None:
+            raise ConfigError("recurrent policies (model.use_lstm/use_gru) run in single-agent "
+                              "training only so far")
         # Per-policy config_overrides: each policy its own config and algorithm (updated one
         # after another in the compiled loop; without overrides they update stacked).
         self.policy_configs = {pid: policy_config(cfg, spec_.config if spec_ else {})

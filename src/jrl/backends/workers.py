@@ -100,7 +100,7 @@ class WorkerBackend:
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
                          max_steps: int | None = None, record: bool = False) -> list[dict]:
         policy = self.policy_map[DEFAULT_POLICY_ID]
-        return run_episodes(policy.act_fn, policy.acting, policy.preprocessor,
+        return run_episodes(policy.episode_actor(), policy.acting, policy.preprocessor,
                             self.eval_config.env, self.eval_config, num_episodes,
                             explore=explore, seed=seed, max_steps=max_steps, record=record)
 
