@@ -1,6 +1,7 @@
 """brax envs in the fully-jitted loop on CPU: env steps/s of the raw env (vmapped, random
 actions, in one ``lax.scan``) and with PPO acting and learning (the Trainer's jitted loop), and
-time to a return for ``configs/brax-inverted-pendulum-ppo.yaml``.
+time to a greedy evaluation return (10 episodes, every 2nd iteration) for
+``configs/brax-inverted-pendulum-ppo.yaml``.
 
 Times after compilation are steady-state rates; the compile time is reported apart (brax's
 physics dominates it on a CPU).
@@ -65,10 +66,11 @@ def ppo_run(target: float, budget: float) -> dict:
         now = time.perf_counter() - start
         if first_done is None:
             first_done = (now, result["timesteps_total"])
+        greedy = result.get("evaluation", {}).get("episode_reward_mean", float("nan"))
         rows.append((now, result["timesteps_total"], result["episode_reward_mean"]))
         print(f"  PPO: {result['timesteps_total']:>8} steps {now:6.0f} s return "
-              f"{result['episode_reward_mean']:.1f}", flush=True)
-        if reached is None and result["episode_reward_mean"] >= target:
+              f"{result['episode_reward_mean']:.1f} greedy {greedy:.1f}", flush=True)
+        if reached is None and greedy >= target:
             reached = (now, result["timesteps_total"])
         if reached is not None or now > budget:
             break
@@ -81,7 +83,6 @@ def ppo_run(target: float, budget: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=["brax:inverted_pendulum?backend=spring",
-                                                 "brax:inverted_pendulum",
                                                  "brax:ant?backend=spring"])
     p.add_argument("--num-envs", type=int, default=32)
     p.add_argument("--steps", type=int, default=200)
@@ -106,8 +107,8 @@ def main() -> None:
         body += ["", "PPO, `configs/brax-inverted-pendulum-ppo.yaml` (spring backend, 32 envs, "
                  "seed 0), Trainer's jitted loop:", "",
                  common.markdown_table(
-                     ["first train() incl. compile", "env steps/s after it",
-                      f"return {args.target:g}", "last (s, steps, return)"],
+                     ["first train() incl. compile", "env steps/s after it (incl. evaluation)",
+                      f"greedy return {args.target:g}", "last (s, steps, training return)"],
                      [[f"{run['first'][0]:,.0f} s ({run['first'][1]:,} steps)",
                        f"{run['rate']:,.0f}", reached,
                        f"{run['last'][0]:,.0f} s, {run['last'][1] / 1000:,.0f}k, "
