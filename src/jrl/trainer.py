@@ -27,7 +27,7 @@ from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError
-from jrl.logger import ResultLogger, flatten_result, make_logdir
+from jrl.logger import PHASES, ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import (
     GYMNAX_PREFIX,
@@ -163,21 +163,27 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
+        # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell (the
+        # backend then takes the env built here instead of building it again)
+        built_jax_env = make_jax_env(self.env_id, self.algo_config.env_config) if (
+            is_jax_env_id(self.env_id) and not self.algo_config.multiagent.policies
+            and not self.env_id.startswith((JAX_MA_PREFIX, GYMNAX_PREFIX, MINATAR_PREFIX))) \
+            else None
         jax_multi_agent = is_jax_env_id(self.env_id) and (
             bool(self.algo_config.multiagent.policies)
             or self.env_id.startswith(JAX_MA_PREFIX)
-            # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell
-            or (not self.env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX))
-                and is_multi_agent_jax_env(make_jax_env(self.env_id,
-                                                        self.algo_config.env_config))))
+            or (built_jax_env is not None and is_multi_agent_jax_env(built_jax_env)))
         backend = JaxMultiAgentBackend if jax_multi_agent else \
             JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
         backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
                             logdir=self.logdir, log_to_disk=log_to_disk)
+        if built_jax_env is not None:
+            backend_args["jax_env"] = built_jax_env
         try:
-            self.backend = backend(self.definition, self.algo_config, self.env_id,
-                                   **backend_args)
+            with PHASES.phase("build: envs, workers, algorithm, init"):
+                self.backend = backend(self.definition, self.algo_config, self.env_id,
+                                       **backend_args)
         except MultiAgentEnvFound:  # a registered creator returned a jrl.MultiAgentEnv
             self.backend = MultiAgentBackend(self.definition, self.algo_config, self.env_id,
                                              **backend_args)
@@ -253,7 +259,8 @@ class Trainer:
         """Runs one training iteration and returns its RLlib-style result dict."""
         start = time.time()
         cfg = self.algo_config
-        it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
+        with PHASES.phase("train: sample + learn"):
+            it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
         steps_this_iter, learner, episodes = it.env_steps, it.learner, it.episodes
         self.iteration += 1
         self.timesteps_total += steps_this_iter
@@ -294,10 +301,12 @@ class Trainer:
         if replay_size is not None:
             result["info"]["replay_buffer_size"] = replay_size
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
-            result.update(self.evaluate())
+            with PHASES.phase("evaluation"):
+                result.update(self.evaluate())
         self.callbacks.on_train_result(trainer=self, result=result)
         if self._result_logger is not None:
-            self._result_logger.log({k: v for k, v in result.items() if k != "config"})
+            with PHASES.phase("results: result.json, progress.csv, TensorBoard"):
+                self._result_logger.log({k: v for k, v in result.items() if k != "config"})
         self._last_result = result
         return result
 
@@ -328,14 +337,14 @@ class Trainer:
                        full_fetch: bool = False, explore: bool | None = False) -> Any:
         """The action for one raw observation (preprocessed and filtered first).
 
-        With ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does.
-        ``state``, ``prev_action``, ``prev_reward`` and ``info`` are accepted for RLlib
-        compatibility; jrl's networks are not recurrent, so they do not change the action.
+        With ``state`` (a recurrent policy's ``get_initial_state()`` or last ``state_out``) or
+        ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does; ``prev_action``
+        and ``prev_reward`` feed models with ``lstm_use_prev_action``/``_reward``.
         """
         explore = self.algo_config.explore if explore is None else explore
         action, state_out, extras = self.get_policy(policy_id).compute_single_action(
             observation, state, prev_action, prev_reward, info, explore=explore)
-        if full_fetch:
+        if full_fetch or (state is not None and len(state) > 0):
             return action, state_out, extras
         return action
 
@@ -388,6 +397,10 @@ class Trainer:
         directory = checkpoint_dir or self.logdir
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
+        with PHASES.phase("checkpoint"):
+            return self._save(directory)
+
+    def _save(self, directory: str) -> str:
         parts = self.backend.checkpoint_parts()
         meta = self._metadata()
         if self._last_result is not None:  # for checkpoint_score_attr

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jrl.errors import ConfigError
+from jrl.logger import PHASES
 from jrl.networks.custom import ModelCatalog
 from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
@@ -53,7 +54,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
     try:
-        ray.init(**kwargs)
+        with PHASES.phase("build: Ray start"):
+            ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         raise ConfigError(f"cannot start or join {where}: {e}") from None
@@ -208,6 +210,12 @@ class WorkerSet:
         host_policy = jax.device_get(policy)
         self._local.set_policy(host_policy)
         self._policy_ref = ray.put(host_policy)
+
+    @property
+    def policy_ref(self) -> Any:
+        """The object ref of the acting pytree last sent by ``set_policy`` (None without remote
+        workers): plans that issue their own sample requests pass it along."""
+        return self._policy_ref
 
     def sample(self) -> SampleBatch:
         """One fragment from each sampling worker, ``[T, sum(B)]``."""
