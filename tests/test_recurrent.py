@@ -174,6 +174,33 @@ def test_compute_action_state_round_trip(trainer):
     np.testing.assert_allclose(logits[0], out[1], atol=1e-5)
 
 
+def test_trainer_compute_actions_carries_each_keys_state(trainer):
+    """RLlib's ``Algorithm.compute_actions(obs_dict, state=...)``: each key's state is carried
+    (not the initial one), and the result is ``(actions, states, extras)``."""
+    obs = {"a": np.array([0.1, -0.2, 0.03, 0.4], np.float32),
+           "b": np.array([0.2, 0.1, -0.1, 0.0], np.float32)}
+    init = trainer.get_policy().get_initial_state()
+    _, s_a, _ = trainer.compute_action(obs["a"], state=init, prev_action=1, prev_reward=0.5)
+    actions, states, extras = trainer.compute_actions(
+        obs, state={"a": s_a}, prev_action={"a": 1, "b": 0}, prev_reward={"a": 0.5, "b": 0.0})
+    assert set(actions) == set(states) == {"a", "b"} and extras["vf_preds"].shape == (2,)
+    # "a" continues from its given state, "b" (no state given) starts from the initial one:
+    # the same as one step each through compute_action.
+    want_a = trainer.compute_action(obs["a"], state=s_a, prev_action=1, prev_reward=0.5)[1]
+    want_b = trainer.compute_action(obs["b"], state=init, prev_action=0, prev_reward=0.0)[1]
+    for key, want in (("a", want_a), ("b", want_b)):
+        assert [s.shape for s in states[key]] == [(8,), (8,)]
+        for got, w in zip(states[key], want, strict=True):
+            np.testing.assert_allclose(got, w, atol=1e-5)
+    assert not np.allclose(states["a"][0], want_b[0])  # the given state mattered
+    # Lists work the same way; without state or full_fetch only the actions come back.
+    acts, list_states, _ = trainer.compute_actions(
+        [obs["a"], obs["b"]], state=[s_a, init], prev_action=[1, 0], prev_reward=[0.5, 0.0])
+    np.testing.assert_allclose(list_states[0][0], want_a[0], atol=1e-5)
+    assert set(trainer.compute_actions(obs)) == {"a", "b"}
+    assert len(trainer.compute_actions(obs, full_fetch=True)) == 3
+
+
 def test_recurrent_policy_survives_a_checkpoint(trainer, tmp_path):
     from jrl.trainer import Trainer
 

@@ -350,17 +350,46 @@ class Trainer:
 
     compute_single_action = compute_action
 
-    def compute_actions(self, observations: Mapping | list, explore: bool | None = False,
-                        policy_id: str = DEFAULT_POLICY_ID) -> Any:
-        """Actions for a dict ``{key: obs}`` (returns a dict) or a list of observations."""
+    def compute_actions(self, observations: Mapping | list, state: Mapping | list | None = None,
+                        *, prev_action: Any = None, prev_reward: Any = None,
+                        info: Any = None, policy_id: str = DEFAULT_POLICY_ID,
+                        full_fetch: bool = False, explore: bool | None = False,
+                        **kwargs: Any) -> Any:
+        """Actions for a dict ``{key: obs}`` (returns a dict) or a list of observations.
+
+        As in RLlib, with ``state`` (``{key: state}`` for a dict, a list of states for a list;
+        each a recurrent policy's ``get_initial_state()`` or last ``state_out``; keys missing
+        from it start from the initial state) or ``full_fetch`` returns ``(actions, states,
+        extras)``: ``states`` keyed like ``observations`` and ``extras`` batched in their
+        order. ``prev_action`` / ``prev_reward`` (keyed, or batched in the observations'
+        order) feed models with ``lstm_use_prev_action``/``_reward``.
+        """
         explore = self.algo_config.explore if explore is None else explore
         policy = self.get_policy(policy_id)
-        if isinstance(observations, Mapping):
-            keys = list(observations)
-            actions, _, _ = policy.compute_actions([observations[k] for k in keys],
-                                                   explore=explore)
-            return dict(zip(keys, actions, strict=True))
-        return policy.compute_actions(list(observations), explore=explore)[0]
+        keyed = isinstance(observations, Mapping)
+        keys = list(observations) if keyed else list(range(len(observations)))
+        obs = [observations[k] for k in keys]
+
+        def batch(value: Any) -> Any:
+            if value is None or not isinstance(value, Mapping):
+                return value
+            return [value[k] for k in keys]
+
+        states = None
+        if state is not None:
+            given = state if isinstance(state, Mapping) else dict(enumerate(state))
+            initial = policy.get_initial_state()
+            per_key = [given.get(k) or initial for k in keys]
+            states = [np.stack([np.asarray(s[i]) for s in per_key])
+                      for i in range(len(initial))] or None
+        actions, state_out, extras = policy.compute_actions(
+            obs, states, batch(prev_action), batch(prev_reward), explore=explore)
+        out_actions = dict(zip(keys, actions, strict=True)) if keyed else actions
+        if state is None and not full_fetch:
+            return out_actions
+        out_states = [[s[j] for s in state_out] for j in range(len(keys))]
+        return out_actions, dict(zip(keys, out_states, strict=True)) if keyed else out_states, \
+            extras
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
         """The ``Policy`` called ``policy_id`` (its weights are the learner's)."""
