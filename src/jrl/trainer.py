@@ -379,7 +379,8 @@ class Trainer:
         if state is not None:
             given = state if isinstance(state, Mapping) else dict(enumerate(state))
             initial = policy.get_initial_state()
-            per_key = [given.get(k) or initial for k in keys]
+            per_key = [initial if given.get(k) is None or len(given[k]) == 0 else given[k]
+                       for k in keys]
             states = [np.stack([np.asarray(s[i]) for s in per_key])
                       for i in range(len(initial))] or None
         actions, state_out, extras = policy.compute_actions(
