@@ -37,7 +37,7 @@ from jrl.rollout.jax_envs import (
     is_multi_agent_jax_env,
     make_jax_env,
 )
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, index_actions
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
 
@@ -385,6 +385,8 @@ class Trainer:
                       for i in range(len(initial))] or None
         actions, state_out, extras = policy.compute_actions(
             obs, states, batch(prev_action), batch(prev_reward), explore=explore)
+        if policy.spec.composite:  # Tuple/Dict actions: one nested action per observation
+            actions = [index_actions(actions, i) for i in range(len(keys))]
         out_actions = dict(zip(keys, actions, strict=True)) if keyed else actions
         if state is None and not full_fetch:
             return out_actions

@@ -26,8 +26,9 @@ class EnvSpec:
     Attributes:
       obs_shape: shape of one preprocessed observation.
       obs_dtype: numpy dtype name of the preprocessed observation.
-      action_kind: ``"discrete"``, ``"continuous"``, ``"multi_discrete"`` (MultiDiscrete) or
-        ``"multi_binary"`` (MultiBinary).
+      action_kind: ``"discrete"``, ``"continuous"``, ``"multi_discrete"`` (MultiDiscrete),
+        ``"multi_binary"`` (MultiBinary), or ``"tuple"``/``"dict"`` (a Tuple or Dict space of
+        those, actions flattened into one float32 vector ``[D]``, see ``action_parts``).
       num_actions: number of discrete actions (0 for continuous).
       action_shape: shape of one action (``()`` for discrete, ``(K,)`` for multi-discrete and
         multi-binary).
@@ -39,6 +40,9 @@ class EnvSpec:
         ``jrl.ops.bootstrap``); ``None`` when unknown.
       action_mask: ``(start, stop)`` of the ``action_mask`` entry of Dict observations in the
         flattened observation (1 allows an action, 0 forbids it); ``None`` without a mask.
+      action_parts: the leaf spaces of a Tuple/Dict action space as specs (depth-first, in the
+        space's order); ``None`` otherwise.
+      action_paths: where each part sits in the nested action (tuple indices / dict keys).
     """
 
     obs_shape: tuple[int, ...]
@@ -51,6 +55,13 @@ class EnvSpec:
     action_nvec: tuple[int, ...] | None = None
     max_episode_steps: int | None = None
     action_mask: tuple[int, int] | None = None
+    action_parts: tuple[EnvSpec, ...] | None = None
+    action_paths: tuple[tuple[Any, ...], ...] | None = None
+
+    @property
+    def composite(self) -> bool:
+        """Whether actions come from a Tuple or Dict space (flattened, see ``action_parts``)."""
+        return self.action_parts is not None
 
     @property
     def discrete(self) -> bool:
@@ -62,7 +73,7 @@ class EnvSpec:
 
     @property
     def action_dtype(self) -> str:
-        return "float32" if self.continuous else "int32"
+        return "float32" if self.continuous or self.composite else "int32"
 
 
 class Transition(NamedTuple):

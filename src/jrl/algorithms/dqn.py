@@ -144,6 +144,9 @@ def make_dqn(config: DQNConfig, networks: Any = None, spec: EnvSpec | None = Non
     """
     if spec is None:
         raise ConfigError("make_dqn needs the env spec")
+    if spec.composite:
+        raise ConfigError(f"DQN needs a Discrete action space, got a {spec.action_kind.title()} "
+                          "action space; use PPO, A2C, PG, IMPALA or APPO")
     if not spec.discrete:
         raise ConfigError("DQN needs a discrete action space; use PPO (or SAC) for continuous "
                           "actions")

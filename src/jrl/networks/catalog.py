@@ -195,14 +195,23 @@ def make_distribution(spec: EnvSpec, dist_params: DistParams, model: ModelConfig
                       ) -> Any:
     """``model.custom_action_dist``'s class of ``dist_params``, else ``Categorical(logits)`` for
     discrete specs, ``MultiCategorical`` (multi-discrete), ``Bernoulli`` (multi-binary),
+    ``MultiActionDistribution`` (Tuple/Dict actions: flat inputs split over the parts),
     ``DiagGaussian(mean, log_std)`` for boxes."""
-    from jrl.networks.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+    from jrl.networks.distributions import (
+        Bernoulli,
+        Categorical,
+        DiagGaussian,
+        MultiActionDistribution,
+        MultiCategorical,
+    )
 
     if model is not None and model.custom_action_dist:
         return ModelCatalog.get_custom_action_dist(model.custom_action_dist)(dist_params)
 
     if spec.discrete:
         return Categorical(dist_params)
+    if spec.composite:
+        return MultiActionDistribution(dist_params, spec.action_parts)
     if spec.action_kind == "multi_discrete":
         return MultiCategorical(dist_params, spec.action_nvec)
     if spec.action_kind == "multi_binary":

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jrl.config import ModelConfig
 from jrl.errors import ConfigError
+from jrl.networks.distributions import part_input_width
 from jrl.types import EnvSpec
 
 DIST_METHODS = ("sample", "log_prob", "entropy", "kl", "mode", "required_model_output_shape")
@@ -154,6 +155,8 @@ def actor_critic_outputs(spec: EnvSpec, model: ModelConfig) -> int:
         return spec.num_actions
     if spec.action_kind == "multi_discrete":
         return sum(spec.action_nvec)
+    if spec.composite:
+        return sum(part_input_width(p) for p in spec.action_parts)
     size = math.prod(spec.action_shape)
     if spec.action_kind == "multi_binary":
         return size

@@ -7,9 +7,12 @@ Batch dimensions are the leading dimensions of the parameters; the last axis hol
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jrl.types import EnvSpec
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -278,3 +281,107 @@ class Bernoulli(_LogitsPytree):
     def mode(self) -> jax.Array:
         """The more likely value of each variable, int32 ``[..., n]``."""
         return (self.logits > 0).astype(jnp.int32)
+
+
+def part_input_width(spec: EnvSpec) -> int:
+    """Width of the flat model outputs one action part's distribution takes (RLlib's
+    ``required_model_output_shape``): logits, or means then log-stds of a Box."""
+    if spec.discrete:
+        return spec.num_actions
+    if spec.action_kind == "multi_discrete":
+        return sum(spec.action_nvec)
+    size = math.prod(spec.action_shape)
+    return 2 * size if spec.continuous else size
+
+
+def part_action_width(spec: EnvSpec) -> int:
+    """Width of one action part in the flat action vector (1 for a Discrete part)."""
+    return 1 if spec.discrete else math.prod(spec.action_shape)
+
+
+def _part_distribution(spec: EnvSpec, inputs: jax.Array) -> Any:
+    if spec.discrete:
+        return Categorical(inputs)
+    if spec.action_kind == "multi_discrete":
+        return MultiCategorical(inputs, spec.action_nvec)
+    if spec.action_kind == "multi_binary":
+        return Bernoulli(inputs)
+    size = math.prod(spec.action_shape)
+    return DiagGaussian(inputs[..., :size], inputs[..., size:])
+
+
+def _bounds(widths: list[int]) -> list[int]:
+    return [sum(widths[:i]) for i in range(1, len(widths))]
+
+
+@jax.tree_util.register_pytree_node_class
+class MultiActionDistribution:
+    """Independent distributions over the parts of a Tuple/Dict action (RLlib's
+    ``MultiActionDistribution``): one flat inputs vector split into each part's inputs, actions
+    flattened into one float32 vector; ``log_prob``, ``entropy`` and ``kl`` are the sums over
+    the parts.
+
+    Attributes:
+      inputs: the parts' inputs side by side, ``[..., sum(part_input_width)]``.
+      parts: the parts' specs (static; ``EnvSpec.action_parts``).
+    """
+
+    def __init__(self, inputs: jax.Array, parts: tuple[EnvSpec, ...]):
+        self.inputs = inputs
+        self.parts = tuple(parts)
+
+    def tree_flatten(self):
+        return (self.inputs,), self.parts
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        return cls(children[0], aux_data)
+
+    @property
+    def components(self) -> list[Any]:
+        """One pure distribution per part (``Categorical``, ``DiagGaussian``, ...)."""
+        widths = [part_input_width(p) for p in self.parts]
+        splits = jnp.split(jnp.asarray(self.inputs), _bounds(widths), axis=-1)
+        return [_part_distribution(p, x) for p, x in zip(self.parts, splits, strict=True)]
+
+    def split_actions(self, x: jax.Array) -> list[jax.Array]:
+        """The flat actions ``[..., D]`` as each part's actions (ints for discrete parts)."""
+        widths = [part_action_width(p) for p in self.parts]
+        out = []
+        for p, a in zip(self.parts, jnp.split(jnp.asarray(x), _bounds(widths), axis=-1),
+                        strict=True):
+            if p.discrete:
+                a = a[..., 0]
+            out.append(a if p.continuous else jnp.round(a).astype(jnp.int32))
+        return out
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        """Samples flat actions, float32 ``[..., D]``."""
+        keys = jax.random.split(key, len(self.parts))
+        return _concat([(d.sample(k), p) for d, k, p in
+                        zip(self.components, keys, self.parts, strict=True)])
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probability of flat actions ``x`` ``[..., D]``, summed over parts; ``[...]``."""
+        return sum(d.log_prob(a) for d, a in zip(self.components, self.split_actions(x),
+                                                 strict=True))
+
+    def entropy(self) -> jax.Array:
+        """Entropy summed over parts, ``[...]``."""
+        return sum(d.entropy() for d in self.components)
+
+    def kl(self, other: MultiActionDistribution) -> jax.Array:
+        """``KL(self || other)`` summed over parts, ``[...]``."""
+        return sum(p.kl(q) for p, q in zip(self.components, other.components, strict=True))
+
+    def mode(self) -> jax.Array:
+        """The most likely action of each part, flat float32 ``[..., D]``."""
+        return _concat([(d.mode(), p) for d, p in zip(self.components, self.parts,
+                                                      strict=True)])
+
+
+def _concat(samples: list[tuple[jax.Array, EnvSpec]]) -> jax.Array:
+    """Parts' actions (``[...]`` for discrete parts, ``[..., n]`` otherwise) as one float32
+    vector ``[..., D]``."""
+    return jnp.concatenate([jnp.asarray(a, jnp.float32)[..., None] if p.discrete
+                            else jnp.asarray(a, jnp.float32) for a, p in samples], axis=-1)

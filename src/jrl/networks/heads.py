@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jrl.networks.distributions import part_input_width
 from jrl.networks.init import orthogonal
 from jrl.networks.torsos import TORSO_INIT_SCALE
 from jrl.types import EnvSpec
@@ -44,6 +45,9 @@ class PolicyHead(nn.Module):
             return _dense(self.num_outputs, POLICY_INIT_SCALE, name="logits")(features)
         if self.spec.discrete:
             return _dense(self.spec.num_actions, POLICY_INIT_SCALE, name="logits")(features)
+        if self.spec.composite:
+            width = sum(part_input_width(p) for p in self.spec.action_parts)
+            return _dense(width, POLICY_INIT_SCALE, name="logits")(features)
         if self.spec.action_kind == "multi_discrete":
             return _dense(sum(self.spec.action_nvec), POLICY_INIT_SCALE, name="logits")(features)
         if self.spec.action_kind == "multi_binary":

@@ -21,6 +21,7 @@ from jrl.config import ModelConfig
 from jrl.errors import ConfigError
 from jrl.networks import catalog, distributions
 from jrl.networks.custom import actor_critic_outputs
+from jrl.rollout.envs import flatten_actions, unflatten_actions
 from jrl.types import EnvSpec
 
 
@@ -144,8 +145,32 @@ class Bernoulli(ActionDistribution):
         return cls.spec.action_shape[0]
 
 
+class MultiActionDistribution(ActionDistribution):
+    """Independent distributions over the parts of a Tuple/Dict action space (RLlib's): the
+    parts' inputs side by side ``[N, sum(widths)]`` (logits, or means then log-stds of a Box);
+    ``sample()`` returns the space's nested structure of batches, ``logp`` takes it (or flat
+    actions ``[N, D]``); ``logp``, ``entropy`` and ``kl`` sum over the parts."""
+
+    def _build(self, inputs: jax.Array) -> distributions.MultiActionDistribution:
+        return distributions.MultiActionDistribution(inputs, self.spec.action_parts)
+
+    @classmethod
+    def required_model_output_shape(cls, action_space: Any, model_config: Any) -> int:
+        return sum(distributions.part_input_width(p) for p in cls.spec.action_parts)
+
+    def sample(self) -> Any:
+        return unflatten_actions(self.spec, super().sample(), clip=False)
+
+    def deterministic_sample(self) -> Any:
+        return unflatten_actions(self.spec, super().deterministic_sample(), clip=False)
+
+    def logp(self, actions: Any) -> np.ndarray:
+        return super().logp(flatten_actions(self.spec, actions))
+
+
 _BY_KIND = {"discrete": Categorical, "continuous": DiagGaussian,
-            "multi_discrete": MultiCategorical, "multi_binary": Bernoulli}
+            "multi_discrete": MultiCategorical, "multi_binary": Bernoulli,
+            "tuple": MultiActionDistribution, "dict": MultiActionDistribution}
 
 
 class CustomActionDistribution(ActionDistribution):

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from jrl.errors import EnvError
+from jrl.networks.distributions import part_action_width
 from jrl.rollout import atari, example_envs
 from jrl.rollout.external_env import ExternalEnv, ExternalEnvRunner
 from jrl.types import EnvSpec
@@ -357,5 +358,84 @@ def env_spec(obs_shape: tuple[int, ...], obs_dtype: Any, action_space: gym.Space
         if len(action_space.shape) != 1:
             raise EnvError(f"MultiBinary action spaces must be 1-D, got {action_space}")
         return EnvSpec(**obs, action_kind="multi_binary", action_shape=tuple(action_space.shape))
+    if isinstance(action_space, (gym.spaces.Tuple, gym.spaces.Dict)):
+        paths, parts = [], []
+        for path, leaf in _action_leaves(action_space, ()):
+            paths.append(path)
+            parts.append(env_spec((), "float32", leaf))
+        if not parts:
+            raise EnvError(f"action space {action_space} has no parts")
+        width = sum(part_action_width(p) for p in parts)
+        kind = "tuple" if isinstance(action_space, gym.spaces.Tuple) else "dict"
+        return EnvSpec(**obs, action_kind=kind, action_shape=(width,),
+                       action_parts=tuple(parts), action_paths=tuple(paths))
     raise EnvError(f"action space {action_space} is not supported (use Discrete, Box, "
-                   "MultiDiscrete or MultiBinary)")
+                   "MultiDiscrete, MultiBinary, or a Tuple/Dict of them)")
+
+
+def _action_leaves(space: gym.Space, path: tuple) -> list[tuple[tuple, gym.Space]]:
+    if isinstance(space, gym.spaces.Tuple):
+        return [leaf for i, s in enumerate(space.spaces) for leaf in _action_leaves(s, (*path, i))]
+    if isinstance(space, gym.spaces.Dict):
+        return [leaf for k, s in space.spaces.items() for leaf in _action_leaves(s, (*path, k))]
+    return [(path, space)]
+
+
+def unflatten_actions(spec: EnvSpec, flat: Any, clip: bool = True) -> Any:
+    """Flat actions ``[..., D]`` of a Tuple/Dict action space (``spec.composite``) as the
+    space's nested tuples/dicts of NumPy arrays ``[..., *leaf_shape]`` (what the env steps
+    with): discrete parts as int64, Box parts reshaped (and, with ``clip``, clipped to their
+    bounds)."""
+    flat = np.asarray(flat)
+    lead, leaves, start = flat.shape[:-1], [], 0
+    for part in spec.action_parts:
+        width = part_action_width(part)
+        x = flat[..., start:start + width]
+        start += width
+        if part.continuous:
+            shape = tuple(part.action_shape)
+            x = x.astype(np.float32)
+            if clip:
+                x = np.clip(x, np.asarray(part.action_low, np.float32),
+                            np.asarray(part.action_high, np.float32))
+            x = x.reshape((*lead, *shape))
+        else:
+            x = np.rint(x).astype(np.int64)
+            x = x[..., 0] if part.discrete else x.astype(np.int8 if part.action_kind ==
+                                                          "multi_binary" else np.int64)
+        leaves.append(x)
+    return _nest(list(zip(spec.action_paths, leaves, strict=True)))
+
+
+def _nest(items: list[tuple[tuple, Any]]) -> Any:
+    if len(items) == 1 and items[0][0] == ():
+        return items[0][1]
+    groups: dict[Any, list] = {}
+    for path, leaf in items:
+        groups.setdefault(path[0], []).append((path[1:], leaf))
+    if all(isinstance(k, int) for k in groups):
+        return tuple(_nest(v) for v in groups.values())
+    return {k: _nest(v) for k, v in groups.items()}
+
+
+def flatten_actions(spec: EnvSpec, nested: Any) -> np.ndarray:
+    """Nested Tuple/Dict actions (leaves ``[..., *leaf_shape]``) as flat float32 ``[..., D]``;
+    a flat array of width ``D`` passes through."""
+    if isinstance(nested, np.ndarray) and nested.dtype != object and \
+            nested.shape[-1:] == tuple(spec.action_shape):
+        return nested.astype(np.float32)
+    leaves = []
+    for part, path in zip(spec.action_parts, spec.action_paths, strict=True):
+        x = nested
+        try:
+            for k in path:
+                x = x[k]
+        except (KeyError, IndexError, TypeError):
+            raise EnvError(f"action {nested!r} has no part at {list(path)}") from None
+        x = np.asarray(x, np.float32)
+        if part.discrete:
+            x = x[..., None]
+        else:
+            x = x.reshape((*x.shape[:x.ndim - len(part.action_shape)], -1))
+        leaves.append(x)
+    return np.concatenate(leaves, axis=-1)

@@ -9,7 +9,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jrl.rollout.envs import make_env, make_vector_env
+from jrl.rollout.envs import env_spec, make_env, make_vector_env, unflatten_actions
 
 
 def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, config: Any,
@@ -34,7 +34,7 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
             raw, _ = env.reset(seed=seed + len(results))
             returns, lengths = np.zeros(n), np.zeros(n, np.int64)
             active = np.ones(n, bool)
-            bounds = _action_bounds(env.single_action_space, config)
+            to_env = _env_actions(env.single_action_space, config)
             trajectories = [{k: [] for k in ("obs", "new_obs", "actions", "rewards",
                                               "terminateds", "truncateds", "action_logp")}
                             for _ in range(n)]
@@ -51,8 +51,7 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
                         trajectories[i]["obs"].append(obs[i])
                         trajectories[i]["actions"].append(action[i])
                         trajectories[i]["action_logp"].append(logp[i])
-                if bounds is not None:
-                    action = np.clip(action, *bounds)
+                action = to_env(action)
                 raw, reward, terminated, truncated, info = env.step(action)
                 if hasattr(act, "observe"):  # a recurrent policy's stepper
                     act.observe(reward, terminated | truncated)
@@ -81,10 +80,15 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
     return results
 
 
-def _action_bounds(space: gym.Space, config: Any):
+def _env_actions(space: gym.Space, config: Any) -> Callable[[np.ndarray], Any]:
+    """The policy's actions -> the env's: clipped to a Box (``clip_actions``), unflattened into
+    a Tuple/Dict space's structure."""
     if isinstance(space, gym.spaces.Box) and config.clip_actions:
-        return space.low, space.high
-    return None
+        return lambda action: np.clip(action, space.low, space.high)
+    if isinstance(space, (gym.spaces.Tuple, gym.spaces.Dict)):
+        spec = env_spec((), "float32", space)
+        return lambda action: unflatten_actions(spec, action)
+    return lambda action: action
 
 
 def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, config: Any,
@@ -99,7 +103,7 @@ def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, 
         env = gym.wrappers.RecordVideo(env, video_folder=video_dir, episode_trigger=lambda _: True,
                                        name_prefix="rollout", disable_logger=True)
     key = jax.random.PRNGKey(seed)
-    bounds = _action_bounds(env.action_space, config)
+    to_env = _env_actions(env.action_space, config)
     results = []
     steps_left = max_steps if max_steps is not None else np.inf
     try:
@@ -110,8 +114,7 @@ def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, 
                 key, act_key = jax.random.split(key)
                 obs = preprocessor.transform(raw)[None]
                 action = np.asarray(act(policy, obs, act_key, explore)[0])[0]
-                if bounds is not None:
-                    action = np.clip(action, *bounds)
+                action = to_env(action)
                 raw, reward, terminated, truncated, _ = env.step(action)
                 if hasattr(act, "observe"):  # a recurrent policy's stepper
                     act.observe(np.asarray([reward]), np.asarray([terminated or truncated]))

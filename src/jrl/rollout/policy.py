@@ -24,6 +24,7 @@ from jrl.networks.heads import QHead
 from jrl.networks.recurrent import make_recurrent_actor_critic
 from jrl.ops.filters import get_filter
 from jrl.rollout.action_dist import dist_class_for, flat_inputs
+from jrl.rollout.envs import flatten_actions, unflatten_actions
 from jrl.rollout.preprocessors import Preprocessor
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec
 
@@ -159,16 +160,21 @@ class Policy:
         """Actions for a batch of raw observations: ``(actions, state_outs, extras)`` as in
         RLlib. A recurrent policy reads ``state_batches`` (a list of ``[N, cell_size]`` arrays;
         default: the initial state), ``prev_action_batch`` and ``prev_reward_batch`` (default:
-        zeros) and returns the next state in ``state_outs``; other policies return ``[]``."""
+        zeros) and returns the next state in ``state_outs``; other policies return ``[]``.
+        Tuple/Dict action spaces get the space's nested structure of batches ``[N, ...]``."""
         explore = self.algo_config.explore if explore is None else explore
         obs = self.preprocess(obs_batch)
         if self._recurrent is None:
             actions, extras = self.act_on(obs, explore)
+            if self.spec.composite:
+                actions = unflatten_actions(self.spec, actions)
             return actions, [], extras
         n = len(obs)
         state = self._recurrent.initial_state(n) if not state_batches else tuple(
             jnp.asarray(s, jnp.float32).reshape(n, -1) for s in state_batches)
         spec = self.spec
+        if spec.composite and prev_action_batch is not None:
+            prev_action_batch = flatten_actions(spec, _stack_nested(prev_action_batch))
         prev_action = (np.zeros((n, *spec.action_shape), spec.action_dtype)
                        if prev_action_batch is None else
                        np.asarray(prev_action_batch, spec.action_dtype).reshape(
@@ -181,6 +187,8 @@ class Policy:
         if spec.continuous and self.algo_config.clip_actions:
             action = np.clip(action, np.reshape(spec.action_low, spec.action_shape),
                              np.reshape(spec.action_high, spec.action_shape))
+        if spec.composite:
+            action = unflatten_actions(spec, action)
         return (action, [np.asarray(s) for s in state_out],
                 {k: np.asarray(v) for k, v in extras.items()})
 
@@ -195,7 +203,8 @@ class Policy:
         states = None if not state else [np.asarray(s)[None] for s in state]
         actions, state_out, extras = self.compute_actions(
             [obs], states, batched(prev_action), batched(prev_reward), explore=explore)
-        return actions[0], [s[0] for s in state_out], {k: v[0] for k, v in extras.items()}
+        return (index_actions(actions, 0), [s[0] for s in state_out],
+                {k: v[0] for k, v in extras.items()})
 
     def get_initial_state(self) -> list:
         """The recurrent state a new episode starts with: a list of zero ``[cell_size]`` arrays
@@ -241,6 +250,28 @@ class Policy:
     def __repr__(self) -> str:
         return f"Policy({self.definition.name}, obs={self.observation_space}, " \
                f"actions={self.action_space})"
+
+
+def index_actions(actions: Any, i: int) -> Any:
+    """Row ``i`` of a batch of actions: an array's, or every leaf's of a Tuple/Dict action's
+    nested batches."""
+    if isinstance(actions, tuple):
+        return tuple(index_actions(a, i) for a in actions)
+    if isinstance(actions, Mapping):
+        return {k: index_actions(a, i) for k, a in actions.items()}
+    return actions[i]
+
+
+def _stack_nested(actions: Any) -> Any:
+    """A list of nested actions (one per row) as nested batches; nested batches or a flat
+    ``[N, D]`` array pass through."""
+    if not isinstance(actions, list) or not actions or \
+            not isinstance(actions[0], (tuple, Mapping)):
+        return np.asarray(actions) if isinstance(actions, list) else actions
+    first = actions[0]
+    if isinstance(first, tuple):
+        return tuple(_stack_nested([a[j] for a in actions]) for j in range(len(first)))
+    return {k: _stack_nested([a[k] for a in actions]) for k in first}
 
 
 class RecurrentStepper:

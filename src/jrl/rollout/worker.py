@@ -24,6 +24,7 @@ from jrl.rollout.envs import (
     RestartingEnv,
     env_spec,
     make_vector_env,
+    unflatten_actions,
 )
 from jrl.rollout.external_env import ExternalEnvRunner
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
@@ -234,8 +235,11 @@ class RolloutWorker(WorkerBase):
                                    worker_index, config.output_max_file_size)
                          if config.output else None)
         self.num_skipped_episodes = 0
-        self._action_dtype = np.dtype(self.action_space.dtype or np.int64)
-        self._no_action = np.zeros(self.action_space.shape, self._action_dtype)
+        # Tuple/Dict actions: the log keeps the flat vectors; the env gets them unflattened.
+        self._action_dtype = np.dtype(np.float32 if self.spec.composite else
+                                      self.action_space.dtype or np.int64)
+        self._no_action = np.zeros(self.spec.action_shape if self.spec.composite else
+                                   self.action_space.shape, self._action_dtype)
         self._int_obs = not np.issubdtype(np.dtype(self.preprocessor.dtype), np.floating)
         box = isinstance(self.action_space, gym.spaces.Box)
         self._action_bounds = ((self.action_space.low, self.action_space.high)
@@ -377,6 +381,8 @@ class RolloutWorker(WorkerBase):
             if self._action_bounds is not None:
                 env_action = np.clip(action, *self._action_bounds)
             self._action_log.append(env_action)
+            if self.spec.composite:
+                env_action = unflatten_actions(self.spec, env_action)
             raw_next, reward, terminated, truncated, info = self.env.step(env_action)
             next_obs = self._preprocess_batch(raw_next)
             if not (np.isfinite(reward).all() and (self._int_obs or np.isfinite(next_obs).all())):
@@ -564,7 +570,9 @@ class RolloutWorker(WorkerBase):
                 self._prev_reward[i] = saved_rnn["prev_reward"][i]
             raw, _ = env.reset_to(saved["base_seed"], saved["episode"])
             for action in saved["actions"]:
-                raw, *_ = env.step(np.asarray(action, self._action_dtype))
+                action = np.asarray(action, self._action_dtype)
+                raw, *_ = env.step(unflatten_actions(self.spec, action) if self.spec.composite
+                                   else action)
             self._obs[i] = self.preprocessor.transform(raw)
             self._episodes[i] = self._start_episode(i)
             self._episode_lens[i] = len(saved["actions"])
