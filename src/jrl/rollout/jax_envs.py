@@ -77,6 +77,9 @@ class GymnaxEnv:
         if hasattr(action_space, "n"):
             self.spec = EnvSpec(obs_shape=tuple(obs_space.shape), action_kind="discrete",
                                 num_actions=int(action_space.n), max_episode_steps=limit)
+        elif not hasattr(action_space, "low"):
+            raise EnvError(f"the jitted path takes Discrete or Box action spaces, got a "
+                           f"{type(action_space).__name__} one; use a gymnasium env")
         else:
             low, high = jnp.broadcast_to(action_space.low, action_space.shape), \
                 jnp.broadcast_to(action_space.high, action_space.shape)

@@ -348,6 +348,9 @@ class MultiAgentRolloutWorker(WorkerBase):
                 continue
             pre = get_preprocessor(spec.observation_space, cfg.model)
             espec = env_spec(pre.shape, pre.dtype, spec.action_space)
+            if espec.composite:
+                raise ConfigError(f"policy '{pid}': {spec.action_space} action spaces run in "
+                                  "single-agent training only so far")
             algo = make_algorithm(self.definition, cfg, espec)
             if algo.recurrent is not None:
                 raise ConfigError(f"policy '{pid}': recurrent policies (model.use_lstm/use_gru) "

@@ -207,6 +207,9 @@ class RolloutWorker(WorkerBase):
         self._key = jax.random.PRNGKey(seed)
         # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
         self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
+        if self._external is not None and self.spec.composite:
+            raise ConfigError(f"{self.action_space} action spaces do not run with an "
+                              "ExternalEnv yet; use a gymnasium env")
         if self._external is not None and self._recurrent is not None:
             raise ConfigError("recurrent policies (model.use_lstm/use_gru) do not run with an "
                               "ExternalEnv yet; use a gymnasium env")

@@ -102,6 +102,7 @@ def build_policy(algo: str, config: dict[str, Any], observation_space: Any, acti
     """``(policy, algorithm)``: the algorithm's jitted ``act`` for these spaces, with no env (the
     config's env, input/output and callbacks are not used); set weights with ``set_acting``."""
     from jrl import registry
+    from jrl.errors import ConfigError
     from jrl.rollout.envs import env_spec
     from jrl.rollout.policy import Policy
     from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
@@ -113,6 +114,8 @@ def build_policy(algo: str, config: dict[str, Any], observation_space: Any, acti
     preprocessor = get_preprocessor(observation_space, algo_config.model)
     spec = env_spec(preprocessor.shape, preprocessor.dtype, action_space,
                     action_mask_slice(preprocessor))
+    if spec.composite:
+        raise ConfigError(f"policy serving does not take {action_space} action spaces yet")
     algorithm = registry.make_algorithm(definition, algo_config, spec)
     policy = Policy(definition, algorithm, algo_config, spec, preprocessor, observation_space,
                     action_space, seed=seed)
