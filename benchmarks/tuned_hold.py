@@ -87,6 +87,17 @@ def _float(row: dict, key: str) -> float | None:
         return None
 
 
+def _final_checkpoint(results_dir: str) -> str | None:
+    """The newest ``checkpoint_<n>`` directory under ``results_dir`` (any depth)."""
+    found = []
+    for root, dirs, _ in os.walk(results_dir):
+        for d in dirs:
+            match = re.fullmatch(r"checkpoint_(\d+)", d)
+            if match:
+                found.append((int(match.group(1)), os.path.join(root, d)))
+    return max(found)[1] if found else None
+
+
 def record_expert(expert_dir: str, timeout: float) -> None:
     """Trains cartpole-ppo (seed 0) and records 100 greedy episodes into ``expert_dir``."""
     if os.path.isdir(expert_dir) and os.listdir(expert_dir):
@@ -96,7 +107,8 @@ def record_expert(expert_dir: str, timeout: float) -> None:
         subprocess.run(_nice([*JRL, "train", "-f", path, "--seed", "0", "--local-dir", tmp,
                               "-q"]), check=True, timeout=timeout)
         os.makedirs(expert_dir, exist_ok=True)
-        subprocess.run(_nice([*JRL, "evaluate", tmp, "--episodes", "100", "--out",
+        subprocess.run(_nice([*JRL, "evaluate", _final_checkpoint(tmp) or tmp, "--episodes",
+                              "100", "--out",
                               os.path.join(expert_dir, "expert.json")]), check=True,
                        timeout=timeout, stdout=subprocess.DEVNULL)
 
@@ -123,7 +135,8 @@ def run_one(name: str, seed: int, timeout: float, expert_dir: str) -> dict:
             record["error"] = (train.stderr.strip().splitlines() or ["?"])[-1][:200]
             return record
         fresh_seed = FRESH_SEED_BASE + 1000 * seed
-        ev = subprocess.run(_nice([*JRL, "evaluate", tmp, "--episodes", str(EVAL_EPISODES),
+        checkpoint = _final_checkpoint(tmp) or tmp
+        ev = subprocess.run(_nice([*JRL, "evaluate", checkpoint, "--episodes", str(EVAL_EPISODES),
                                    "--seed", str(fresh_seed)]),
                             capture_output=True, text=True, timeout=timeout)
         match = re.search(r"mean return (-?[\d.]+)", ev.stdout)
