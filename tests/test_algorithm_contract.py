@@ -78,44 +78,32 @@ def test_continuous_only_algorithm_rejects_discrete_actions(algo, small_config):
         jrl.Trainer(algo, env=DISCRETE_ENV, config=small_config(algo), log_to_disk=False)
 
 
-# One trainer per (algo, env) case, shared by the class's tests (class-scoped parameters group
-# them): building it again for every test cost most of this file's time. The tests only read it,
-# except that ``test_checkpoint_restores_identical_state_and_actions`` trains it one iteration
-# and ``test_state_keeps_structure...`` steps its workers (none asserts on a fresh trainer).
-@pytest.mark.parametrize("algo,env", CASES, ids=[f"{a}-{e}" for a, e in CASES], scope="class")
+@pytest.mark.parametrize("algo,env", CASES, ids=[f"{a}-{e}" for a, e in CASES])
 class TestAlgorithmContract:
 
-    @pytest.fixture(scope="class")
-    def trainer(self, algo, env):
-        from conftest import _small_config
-
-        trainer = jrl.Trainer(algo, env=env, config=_small_config(algo), log_to_disk=False)
-        yield trainer
-        trainer.stop()
+    @pytest.fixture
+    def trainer(self, algo, env, make_trainer):
+        return make_trainer(algo, env)
 
     def test_state_keeps_structure_shapes_and_dtypes_through_training(self, trainer, algo):
         assert trainer.algorithm.name == algo
         initial = _abstract(trainer.state)
         # The trainer's own execution plan, with an update that fails if the plan retraces it.
-        algorithm = trainer.algorithm._replace(
+        trainer.algorithm = trainer.algorithm._replace(
             update=chex.assert_max_traces(trainer.algorithm.update, n=1))
         definition = registry.get_algorithm_def(algo)
-        plan = registry.plan_class(definition.plan)(definition, algorithm,
+        plan = registry.plan_class(definition.plan)(definition, trainer.algorithm,
                                                     trainer.workers, trainer.algo_config,
                                                     trainer.spec)
         state, learner_steps = trainer.state, 0
-        try:
-            for _ in range(40):
-                state, metrics, steps = plan.step(state)
-                assert steps > 0
-                if metrics is not None:
-                    _assert_finite(metrics, "plan step")
-                    learner_steps += 1
-                if learner_steps >= 3:
-                    break
-        finally:  # its learner thread (if any) must not outlive the test: the workers are shared
-            if hasattr(plan, "stop"):
-                plan.stop()
+        for _ in range(40):
+            state, metrics, steps = plan.step(state)
+            assert steps > 0
+            if metrics is not None:
+                _assert_finite(metrics, "plan step")
+                learner_steps += 1
+            if learner_steps >= 3:
+                break
         assert learner_steps >= 3, "the plan never ran the learner"
         assert jax.tree.structure(state) == jax.tree.structure(trainer.state)
         chex.assert_trees_all_equal(_abstract(state), initial)
