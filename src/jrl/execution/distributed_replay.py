@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrl.errors import CheckpointError
 from jrl.execution.learner import Learner, replay_item_example, scan_updates
 from jrl.replay.prioritized import (
     config_beta,
@@ -424,7 +425,8 @@ class DistributedReplayPlan:
     @replay.setter
     def replay(self, buffers: dict[str, Any]) -> None:
         if len(buffers) != len(self.shards):  # restore_state checks the layout before this
-            raise ValueError(f"{len(buffers)} saved replay shards, {len(self.shards)} here")
+            raise CheckpointError(f"the checkpoint holds {len(buffers)} replay shards, this "
+                                  f"trainer has {len(self.shards)} (num_replay_buffer_shards)")
         self._call_shards("set_buffer", [buffers[f"shard_{i}"] for i in range(len(buffers))])
 
     def get_state(self) -> dict[str, Any]:
