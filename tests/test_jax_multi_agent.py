@@ -93,8 +93,8 @@ def test_unequal_groups_and_unknown_policy_are_config_errors():
         jrl.Trainer("PPO", env=ENV, config={**TINY, "multiagent": {
             "policies": ["p0", "p1"], "policy_mapping_fn": lambda a: "nope"}},
             log_to_disk=False)
-    with pytest.raises(ConfigError, match="on-policy"):
-        jrl.Trainer("DQN", env=ENV, config={"multiagent": {"policies": ["p0"]}},
+    with pytest.raises(ConfigError, match="IMPALA"):
+        jrl.Trainer("IMPALA", env=ENV, config={"multiagent": {"policies": ["p0"]}},
                     log_to_disk=False)
 
 
@@ -156,3 +156,84 @@ def test_tuned_yaml_solves_each_policy():
     assert episodes and set(episodes[0]["policy_reward"]) == {"p0", "p1"}
     assert episodes[0]["episode_reward"] == pytest.approx(
         sum(episodes[0]["agent_rewards"].values()))
+
+
+BUILT = []
+
+
+def counting_factory(config):
+    """A user's JAX multi-agent env factory that counts how often it is built."""
+    BUILT.append(config)
+    return make_jax_env(ENV)
+
+
+def test_users_jax_env_factory_is_built_once():
+    """Without multiagent policies the Trainer builds a user's JAX env to look for agents;
+    the backend takes that env instead of building another."""
+    BUILT.clear()
+    trainer = jrl.Trainer("PPO", env=f"{__name__}:counting_factory", log_to_disk=False,
+                          config=TINY)
+    try:
+        assert len(BUILT) == 1 and list(trainer.policy_map) == ["default_policy"]
+        assert trainer.backend.jax_env.num_agents == 2
+    finally:
+        trainer.stop()
+
+
+SMALL_PG = {k: v for k, v in TINY.items() if k not in ("sgd_minibatch_size", "num_sgd_iter")}
+
+
+def test_shape_setting_policy_overrides_are_refused_on_jax_envs():
+    with pytest.raises(ConfigError, match="p1.config.rollout_fragment_length"):
+        jrl.Trainer("PG", env=ENV, config={**SMALL_PG, "multiagent": {
+            "policies": {"p0": {}, "p1": {"config": {"rollout_fragment_length": 8}}},
+            "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+    with pytest.raises(ConfigError, match="p0.config.model"):
+        jrl.Trainer("PG", env=ENV, config={**SMALL_PG, "multiagent": {
+            "policies": {"p0": {"config": {"model": {"fcnet_hiddens": [4]}}}, "p1": {}},
+            "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+
+
+@pytest.mark.slow  # ~25 s of compiling two separate updates on 2 cores
+def test_policy_config_overrides_each_update_with_its_own_hyperparameters():
+    """lr per policy: one Adam step moves each weight by about its policy's lr (the first
+    step is lr * g / |g|)."""
+    small = SMALL_PG
+    trainer = jrl.Trainer("PG", env=ENV, config={**small, "lr": 1e-3, "multiagent": {
+        "policies": {"p0": {"config": {"lr": 1e-2}}, "p1": {"config": {"lr": 1e-4}}},
+        "policy_mapping_fn": OWN_POLICY}}, log_to_disk=False)
+    try:
+        assert trainer.get_policy("p1").config["lr"] == 1e-4
+        before = trainer.get_weights()
+        trainer.train()  # one update per policy
+        after = trainer.get_weights()
+        for pid, lr in (("p0", 1e-2), ("p1", 1e-4)):
+            step = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
+                jax.tree.leaves(after[pid]), jax.tree.leaves(before[pid]), strict=True))
+            assert step == pytest.approx(lr, rel=0.02)
+    finally:
+        trainer.stop()
+
+
+@pytest.mark.slow  # ~30 s of compiling the replay loop on 2 cores
+def test_dqn_keeps_one_replay_buffer_per_policy_in_the_jitted_loop():
+    trainer = jrl.Trainer("DQN", env=ENV, log_to_disk=False, config={
+        "num_envs_per_worker": 2, "rollout_fragment_length": 4, "train_batch_size": 16,
+        "timesteps_per_iteration": 64, "learning_starts": 16, "buffer_size": 1000,
+        "model": {"fcnet_hiddens": [8]},
+        "multiagent": {"policies": ["p0", "p1"], "policy_mapping_fn": OWN_POLICY,
+                       "policies_to_train": ["p0"]}})
+    try:
+        before = jax.device_get(trainer.state)
+        result = trainer.train()  # 8 iterations of 4 steps x 2 envs, 1 agent per policy
+        after = jax.device_get(trainer.state)
+        assert _same(before["p1"], after["p1"])  # frozen: its step counter included
+        assert not _same(before["p0"].params, after["p0"].params)
+        assert int(after["p0"].env_steps) == 64
+        replay = trainer.backend.runner.replay
+        np.testing.assert_array_equal(np.asarray(replay.size), [[64, 64]])  # [seeds, P]
+        assert set(result["info"]["learner"]) == {"p0"}
+        assert np.isfinite(result["info"]["learner"]["p0"]["loss"])
+        assert set(result["policy_reward_mean"]) == {"p0", "p1"}
+    finally:
+        trainer.stop()

@@ -3,6 +3,8 @@ states, frozen policies, checkpoints of every policy, bad mappings, Ray workers,
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ import jrl
 from jrl import cli
 from jrl.backends.multi_agent import PolicyWorkers
 from jrl.rollout.multi_agent_env import ALL
+from jrl.rollout.offline import unpack
 
 CARTPOLE = "jrl.rollout.multi_agent_examples:MultiAgentCartPole"
 OWN_POLICY = "jrl.rollout.multi_agent_examples:agent_to_own_policy"
@@ -190,9 +193,21 @@ def test_frozen_policy_overrides_checkpoint_and_evaluate(tmp_path, capsys):
     finally:
         trainer.stop()
     # a fresh trainer from the checkpoint's metadata alone (policies, overrides, mapping path)
-    assert cli.main(["evaluate", path, "--episodes", "2", "--steps", "300"]) == 0
+    out_file = tmp_path / "episodes.json"
+    assert cli.main(["evaluate", path, "--episodes", "2", "--out", str(out_file)]) == 0
     out = capsys.readouterr().out
     assert "agent 0 (p0)" in out and "agent 1 (p1)" in out and "mean return" in out
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(lines) == 2 and {line["type"] for line in lines} == {"MultiAgentBatch"}
+    for line in lines:
+        assert set(line["policy_batches"]) == {"p0", "p1"}
+        for i, pid in enumerate(("p0", "p1")):
+            batch = line["policy_batches"][pid]
+            assert set(batch["agent_index"]) == {i} or set(batch["agent_index"]) == {1 - i}
+            obs = batch["obs"]  # compressed by default (output_compress_columns)
+            obs = unpack(obs) if isinstance(obs, str) else np.asarray(obs)
+            assert obs.shape == (len(batch["rewards"]), 4)
+        assert line["count"] == max(len(b["rewards"]) for b in line["policy_batches"].values())
 
 
 def test_bad_mappings_are_one_clear_error_naming_agent_and_policy():
@@ -330,7 +345,137 @@ def test_impala_trains_each_policy_in_process():
         assert set(result["info"]["learner"]) == {"p0", "p1"}
     finally:
         trainer.stop()
-    with pytest.raises(jrl.ConfigError, match="IMPALA uses the 'async_samples' plan with Ray"):
-        jrl.Trainer("IMPALA", env=CARTPOLE, log_to_disk=False, config={
-            "num_workers": 1, "multiagent": {"policies": ["p0", "p1"],
-                                             "policy_mapping_fn": OWN_POLICY}})
+
+
+@pytest.mark.slow  # ~15 s of Ray start-up and compiles on 2 cores
+def test_appo_streams_each_policy_from_ray_workers(ray_cluster):
+    """2 Ray workers stream fragments of both policies; only p1 learns (its own V-trace
+    learner thread, its weights sent to the workers), p0 stays bit-for-bit the same."""
+    trainer = jrl.Trainer("APPO", env=CARTPOLE, log_to_disk=False, config={
+        "num_workers": 2, "rollout_fragment_length": 16, "train_batch_size": 32,
+        "num_envs_per_worker": 1, "timesteps_per_iteration": 256,
+        "model": {"fcnet_hiddens": [8]},
+        "multiagent": {"policies": ["p0", "p1"], "policy_mapping_fn": OWN_POLICY,
+                       "policies_to_train": ["p1"]}})
+    try:
+        before = trainer.get_weights()
+        for _ in range(5):  # the first update compiles while the workers keep sampling
+            result = trainer.train()
+            if result["info"]["learner"]:
+                break
+        assert set(result["info"]["learner"]) == {"p1"}
+        assert set(result["num_learner_updates"]) == {"p1"}
+        assert result["num_weight_broadcasts"]["p1"] >= 1
+        assert result["num_healthy_workers"] == 2 and result["timesteps_total"] >= 256
+        assert set(result["policy_reward_mean"]) == {"p0", "p1"}
+        after = trainer.get_weights()
+        assert _leaves_equal(before["p0"], after["p0"])
+        assert not _leaves_equal(before["p1"], after["p1"])
+        remote = trainer.workers.foreach_worker(lambda w: w.get_weights())[1:]
+        for weights in remote:  # a worker looked at holds every policy's newest weights
+            assert _leaves_equal(weights["p0"], before["p0"])
+            assert _leaves_equal(weights["p1"], after["p1"])
+    finally:
+        trainer.stop()
+
+
+class RecordingCallbacks(jrl.DefaultCallbacks):
+    """Multi-agent hooks as RLlib users write them; scales the learned rewards by 10."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_episode_start(self, *, worker, base_env, policies, episode, env_index, **kwargs):
+        episode.user_data["seen"] = []
+
+    def on_episode_step(self, *, worker, base_env, episode, env_index, **kwargs):
+        for agent in ("x", "y"):
+            obs = episode.last_observation_for(agent)
+            if obs is not None:
+                episode.user_data["seen"].append((agent, episode.policy_for(agent)))
+
+    def on_postprocess_trajectory(self, *, worker, episode, agent_id, policy_id, policies,
+                                  postprocessed_batch, original_batches, **kwargs):
+        self.calls.append((agent_id, policy_id, sorted(original_batches),
+                           original_batches[agent_id][1]["rewards"].tolist(),
+                           type(original_batches[agent_id][0]).__name__))
+        postprocessed_batch["rewards"] *= 10
+
+    def on_episode_end(self, *, worker, base_env, policies, episode, env_index, **kwargs):
+        episode.custom_metrics["y_reward"] = episode.agent_rewards[("y", "py")]
+        episode.custom_metrics["steps_seen"] = len(episode.user_data["seen"])
+        episode.custom_metrics["y_last_obs"] = float(episode.last_observation_for("y")[0])
+
+
+def test_multi_agent_callbacks_see_episode_and_rewrite_each_agents_trajectory():
+    callbacks = RecordingCallbacks()
+    trainer = _trainer("jrl-test-turns", rollout_fragment_length=6, callbacks=callbacks,
+                       multiagent={"policies": ["px", "py"], "policy_mapping_fn": by_name})
+    try:
+        worker = trainer.workers.local_worker()
+        worker.callbacks = callbacks
+        batch = worker.sample()  # one episode: both agents' pieces end at its last step
+        np.testing.assert_array_equal(batch["px"]["rewards"], [20, 20, 20])
+        np.testing.assert_array_equal(batch["py"]["rewards"], [200, 200, 100])
+        assert sorted(callbacks.calls) == [
+            ("x", "px", ["x", "y"], [2, 2, 2], "Policy"),
+            ("y", "py", ["x", "y"], [20, 20, 10], "Policy")]
+        (episode,) = worker.pop_episodes()
+        # the episode's own returns are the env's, not the rewritten ones
+        assert episode["policy_reward"] == {"px": 6, "py": 60}
+        # x from the reset on, y from its first turn on: 2 agents seen in each of 6 steps
+        assert episode["custom_metrics"] == {"y_reward": 60.0, "steps_seen": 12,
+                                             "y_last_obs": 5.0}
+    finally:
+        trainer.stop()
+
+
+def test_recorded_multi_agent_episodes_are_multi_agent_batch_lines(tmp_path):
+    """evaluate --out's format: one MultiAgentBatch line per episode, each policy's batch its
+    agents' transitions (rewards summed between turns) with agent_index."""
+    from jrl.rollout.offline import write_episodes
+
+    trainer = _trainer("jrl-test-turns", multiagent={"policies": ["px", "py"],
+                                                     "policy_mapping_fn": by_name})
+    try:
+        (episode,) = trainer.backend.rollout_episodes(1, record=True)
+    finally:
+        trainer.stop()
+    write_episodes(str(tmp_path / "ep.json"), [episode])
+    (line,) = [json.loads(x) for x in (tmp_path / "ep.json").read_text().splitlines()]
+    assert line["type"] == "MultiAgentBatch" and line["count"] == 6
+    x, y = line["policy_batches"]["px"], line["policy_batches"]["py"]
+    assert x["rewards"] == [2, 2, 2] and y["rewards"] == [20, 20, 10]
+    assert x["agent_index"] == [0, 0, 0] and y["agent_index"] == [1, 1, 1]
+    assert x["t"] == [0, 1, 2] and x["eps_id"] == [0, 0, 0]
+    assert [o[0] for o in x["obs"]] == [0, 2, 4] and [o[0] for o in x["new_obs"]] == [2, 4, 6]
+    assert y["terminateds"] == [False, False, True] and y["dones"] == [False, False, True]
+    assert [o[0] for o in y["obs"]] == [1, 3, 5]
+    assert x["prev_rewards"] == [0, 2, 2]
+
+
+def test_multi_agent_trainer_reads_each_policys_batches_of_recorded_episodes(tmp_path):
+    """evaluate --out's MultiAgentBatch lines as `input`: BC trains each policy on its own
+    agents' steps; a single-agent reader refuses a line of two policies."""
+    from jrl.rollout.offline import iter_rows, write_episodes
+
+    ma = {"policies": ["px", "py"], "policy_mapping_fn": by_name}
+    trainer = _trainer("jrl-test-turns", multiagent=ma)
+    try:
+        episodes = trainer.backend.rollout_episodes(4, record=True)
+    finally:
+        trainer.stop()
+    path = str(tmp_path / "turns.json")
+    write_episodes(path, episodes)
+    rows = list(iter_rows([path], policy_id="py"))
+    assert len(rows) == 4 and all(r["rewards"].tolist() == [20, 20, 10] for r in rows)
+    with pytest.raises(jrl.DataError, match="MultiAgentBatch of policies"):
+        list(iter_rows([path]))
+    trainer = _trainer("jrl-test-turns", algo="BC", input=path, timesteps_per_iteration=16,
+                       multiagent=ma)
+    try:
+        result = trainer.train()
+        assert set(result["info"]["learner"]) == {"px", "py"}
+        assert result["timesteps_this_iter"] >= 16
+    finally:
+        trainer.stop()

@@ -295,7 +295,9 @@ def _good_line(n=3):
                  "rewards": [1.0]}), "cannot be decoded"),
     (json.dumps({"obs": [[0.0] * 4, [0.0]], "new_obs": [[0.0] * 4] * 2, "actions": [0, 0],
                  "rewards": [1.0, 1.0]}), "column 'obs'"),
-    (json.dumps({"type": "MultiAgentBatch"}), "only SampleBatch"),
+    (json.dumps({"type": "MultiAgentBatch"}), "needs a 'policy_batches' object"),
+    (json.dumps({"type": "Batch", "obs": [[0.0] * 4], "new_obs": [[0.0] * 4], "actions": [0],
+                 "rewards": [1.0]}), "only SampleBatch"),
     ("[1, 2]", "JSON object"),
 ])
 def test_a_malformed_line_names_its_file_and_line(tmp_path, bad, message):

@@ -156,6 +156,12 @@ class _DictCallbacks(DefaultCallbacks):
         return hook
 
 
+def overrides_hook(callbacks: DefaultCallbacks, hook: str) -> bool:
+    """Whether ``callbacks`` replaces the no-op default ``hook`` (lets samplers skip work)."""
+    return getattr(type(callbacks), hook, None) is not getattr(DefaultCallbacks, hook) or \
+        hook in vars(callbacks)
+
+
 def make_callbacks(spec: Any) -> DefaultCallbacks:
     """A callbacks instance from the config's ``callbacks`` value."""
     if spec is None:

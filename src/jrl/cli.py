@@ -490,8 +490,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from jrl.rollout.offline import write_episodes
 
         write_episodes(args.out, episodes, trainer.algo_config.output_compress_columns)
-        print(f"Episodes written to {args.out} (SampleBatch JSON lines; train on them with "
-              f"input: {json.dumps(args.out)})")
+        if "agent_batches" in episodes[0]:
+            print(f"Episodes written to {args.out} (MultiAgentBatch JSON lines, one per "
+                  f"episode)")
+        else:
+            print(f"Episodes written to {args.out} (SampleBatch JSON lines; train on them "
+                  f"with input: {json.dumps(args.out)})")
     return 0
 
 

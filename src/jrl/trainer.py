@@ -163,18 +163,23 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
+        # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell (the
+        # backend then takes the env built here instead of building it again)
+        built_jax_env = make_jax_env(self.env_id, self.algo_config.env_config) if (
+            is_jax_env_id(self.env_id) and not self.algo_config.multiagent.policies
+            and not self.env_id.startswith((JAX_MA_PREFIX, GYMNAX_PREFIX, MINATAR_PREFIX))) \
+            else None
         jax_multi_agent = is_jax_env_id(self.env_id) and (
             bool(self.algo_config.multiagent.policies)
             or self.env_id.startswith(JAX_MA_PREFIX)
-            # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell
-            or (not self.env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX))
-                and is_multi_agent_jax_env(make_jax_env(self.env_id,
-                                                        self.algo_config.env_config))))
+            or (built_jax_env is not None and is_multi_agent_jax_env(built_jax_env)))
         backend = JaxMultiAgentBackend if jax_multi_agent else \
             JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
         backend_args = dict(eval_config=self._eval_config, video_dir=video_dir, address=address,
                             logdir=self.logdir, log_to_disk=log_to_disk)
+        if built_jax_env is not None:
+            backend_args["jax_env"] = built_jax_env
         try:
             self.backend = backend(self.definition, self.algo_config, self.env_id,
                                    **backend_args)

@@ -73,6 +73,7 @@ class JaxEnvBackend:
         ``register_jax_env``, or ``module:factory``).
       eval_config: unused (evaluation runs in the compiled ``evaluate_jax``).
       logdir: with ``log_to_disk`` and several seeds, each seed also logs to ``seed_<i>/``.
+      jax_env: the env ``env_id`` names, when the caller built it already (not built again).
     """
 
     workers = None
@@ -80,7 +81,7 @@ class JaxEnvBackend:
     def __init__(self, definition: AlgorithmDef, config: Any, env_id: str, *,
                  eval_config: Any = None, video_dir: str | None = None,
                  address: str | None = None, logdir: str | None = None,
-                 log_to_disk: bool = False):
+                 log_to_disk: bool = False, jax_env: Any = None):
         cfg = config
         if cfg.num_workers:
             raise ConfigError("JAX envs train inside one compiled loop; set num_workers=0 "
@@ -90,7 +91,8 @@ class JaxEnvBackend:
         self.definition = definition
         self.config = cfg
         self.env_id = env_id
-        self.jax_env = make_jax_env(env_id, cfg.env_config)
+        self.jax_env = jax_env if jax_env is not None else \
+            make_jax_env(env_id, cfg.env_config)
         self.spec = spec = self.jax_env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.

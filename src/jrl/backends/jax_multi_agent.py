@@ -2,9 +2,12 @@
 fully-jitted loop (``jrl.execution.multi_agent_anakin``), ``vmap``ped over ``num_seeds``.
 
 Agent ids are the indices ``0 .. num_agents - 1``; ``policy_mapping_fn`` maps each once, when
-the trainer is built. Policies share the trainer's algorithm and config (their learner states
-are stacked and updated in one ``vmap``), so ``config_overrides`` and heuristic policy classes
-are refused. ``get_policy``, ``compute_action(policy_id=...)`` and checkpoints use seed 0.
+the trainer is built. Policies share the trainer's algorithm: without ``config_overrides`` their
+learner states are stacked and updated in one ``vmap``; with overrides of hyperparameters that
+keep the learner state's shapes (``lr``, ``gamma``, ``entropy_coeff``, ...) each policy updates
+with its own config, one after another in the same compiled loop. Overrides of shape-setting
+keys and heuristic policy classes are refused. ``get_policy``,
+``compute_action(policy_id=...)`` and checkpoints use seed 0.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from jrl.execution.anakin import steps_per_env
 from jrl.execution.multi_agent_anakin import evaluate_multi_agent_jax, make_multi_agent_anakin
 from jrl.registry import make_algorithm
 from jrl.rollout.jax_envs import is_multi_agent_jax_env, make_jax_env
-from jrl.rollout.multi_agent import PolicyMapping, parse_policies
+from jrl.rollout.multi_agent import PolicyMapping, parse_policies, policy_config
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef
+
+# Config keys that set array shapes of the compiled loop: one value for every policy.
+_SHAPE_KEYS = frozenset({"num_envs_per_worker", "rollout_fragment_length", "train_batch_size",
+                         "model", "num_seeds", "observation_filter", "buffer_size"})
 
 
 class JaxMultiAgentBackend:
@@ -42,23 +49,28 @@ class JaxMultiAgentBackend:
     def __init__(self, definition: AlgorithmDef, config: Any, env_id: str, *,
                  eval_config: Any = None, video_dir: str | None = None,
                  address: str | None = None, logdir: str | None = None,
-                 log_to_disk: bool = False):
+                 log_to_disk: bool = False, jax_env: Any = None):
         cfg = config
         if cfg.num_workers:
             raise ConfigError("JAX envs train inside one compiled loop; set num_workers=0 "
                               "(use num_seeds to train several seeds at once)")
         self.definition, self.config, self.env_id = definition, cfg, env_id
-        self.jax_env = env = make_jax_env(env_id, cfg.env_config)
+        self.jax_env = env = jax_env if jax_env is not None else \
+            make_jax_env(env_id, cfg.env_config)
         if not is_multi_agent_jax_env(env):
             raise ConfigError(f"multiagent policies need a multi-agent env; the JAX env "
                               f"'{env_id}' has no num_agents (see JaxMultiAgentEnv)")
         ma = cfg.multiagent
         specs = parse_policies(ma.policies) or {DEFAULT_POLICY_ID: None}
         for pid, spec in specs.items():
-            if spec is not None and (spec.policy_class is not None or spec.config):
+            if spec is not None and spec.policy_class is not None:
                 raise ConfigError(f"multiagent.policies.{pid}: policies on a JAX env share the "
-                                  "trainer's algorithm and config (no policy class or "
-                                  "config overrides)")
+                                  "trainer's algorithm (no policy class)")
+            for key in sorted(set(spec.config if spec is not None else ()) & _SHAPE_KEYS):
+                raise ConfigError(f"multiagent.policies.{pid}.config.{key}: on a JAX env every "
+                                  f"policy keeps the trainer's {key} (it sets array shapes in "
+                                  f"the compiled loop); override hyperparameters such as lr, "
+                                  f"gamma or entropy_coeff")
         self.policy_ids = list(specs)
         mapping = PolicyMapping(ma.policy_mapping_fn, self.policy_ids)
         self.agent_policy = tuple(self.policy_ids.index(mapping(i, None, None))
@@ -74,6 +86,27 @@ class JaxMultiAgentBackend:
         self.policies_to_train = to_train
         self.spec = spec = env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
+        # Per-policy config_overrides: each policy its own config and algorithm (updated one
+        # after another in the compiled loop; without overrides they update stacked).
+        self.policy_configs = {pid: policy_config(cfg, spec_.config if spec_ else {})
+                               for pid, spec_ in specs.items()}
+        overridden = any(spec_ is not None and spec_.config for spec_ in specs.values())
+        algorithms = None
+        if overridden:
+            algorithms = [make_algorithm(definition, self.policy_configs[pid], spec)
+                          for pid in self.policy_ids]
+            want = jax.eval_shape(self.algorithm.init, jax.random.PRNGKey(0))
+            for pid, algo in zip(self.policy_ids, algorithms, strict=True):
+                have = jax.eval_shape(algo.init, jax.random.PRNGKey(0))
+                if jax.tree.structure(have) != jax.tree.structure(want) or any(
+                        (a.shape, a.dtype) != (b.shape, b.dtype)
+                        for a, b in zip(jax.tree.leaves(have), jax.tree.leaves(want),
+                                        strict=True)):
+                    raise ConfigError(
+                        f"multiagent.policies.{pid}.config {sorted(specs[pid].config)} changes "
+                        f"the shapes of the policy's learner state; on a JAX env policies may "
+                        f"only override hyperparameters that keep them (lr, gamma, "
+                        f"entropy_coeff, ...)")
         self.callbacks = make_callbacks(cfg.callbacks)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, spec.obs_shape, np.float32)
         self.action_space = (gym.spaces.Discrete(spec.num_actions) if spec.discrete else
@@ -84,14 +117,17 @@ class JaxMultiAgentBackend:
         self.iterations_per_chunk = max(1, math.ceil(cfg.timesteps_per_iteration / steps))
         self._anakin = make_multi_agent_anakin(
             definition, env, cfg, groups, self.iterations_per_chunk,
-            train_mask=[pid in to_train for pid in self.policy_ids], algorithm=self.algorithm)
+            train_mask=[pid in to_train for pid in self.policy_ids], algorithm=self.algorithm,
+            algorithms=algorithms,
+            configs=[self.policy_configs[pid] for pid in self.policy_ids] if algorithms else None)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
         self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
         self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
         self._evaluate = jax.jit(evaluate_multi_agent_jax, static_argnums=(0, 1, 3, 5, 6, 7))
         self.policy_map: dict[str, Policy] = {}
         for p, pid in enumerate(self.policy_ids):
-            policy = Policy(definition, self.algorithm, cfg, spec,
+            policy = Policy(definition, algorithms[p] if algorithms else self.algorithm,
+                            self.policy_configs[pid], spec,
                             get_preprocessor(self.observation_space, cfg.model),
                             self.observation_space, self.action_space, seed=cfg.seed + p)
             policy.bind_learner(lambda p=p: self._policy_state(p),

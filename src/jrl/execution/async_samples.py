@@ -12,6 +12,11 @@ updates the driver sends the newest weights to the workers (one ``ray.put``). Fr
 sampled with older weights than the ones that learn from them; the algorithm corrects for that
 (V-trace) with the ``behaviour_logp`` the workers recorded.
 
+In multi-agent training each trained policy runs its own plan (learner thread, queue, V-trace
+learner) on a per-policy view of the workers (``shared_stream``): the workers sample every
+policy at once, the view streams their fragments, hands the plan only its policy's steps and
+sends each policy's newest weights with the workers' next requests.
+
 With ``num_workers=0`` the local worker samples a train batch and the update runs in the calling
 thread (no thread, no queue, no lag): the same algorithm, synchronously.
 
@@ -76,7 +81,9 @@ class AsyncSamplesPlan:
         self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
                                              self.fragments_per_batch * config.num_envs_per_worker)
         self._policy = jax.jit(algorithm.policy)
-        self._streaming = bool(workers.remote_workers())
+        # A policy's view of multi-agent workers streams that policy's steps itself.
+        self._shared = bool(getattr(workers, "shared_stream", False))
+        self._streaming = self._shared or bool(workers.remote_workers())
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(config.learner_queue_size)
         self._stop = threading.Event()
@@ -142,9 +149,12 @@ class AsyncSamplesPlan:
             self._state = state
             self._window_start = time.perf_counter()
         self._broadcast()
-        for index, actor in self.workers.remote_workers_by_index().items():
-            for _ in range(self.config.max_sample_requests_in_flight_per_worker):
-                self._request(index, actor)
+        if self._shared:
+            self.workers.start_stream()
+        else:
+            for index, actor in self.workers.remote_workers_by_index().items():
+                for _ in range(self.config.max_sample_requests_in_flight_per_worker):
+                    self._request(index, actor)
         self._thread = threading.Thread(target=self._learn_loop, name="jrl-async-learner",
                                         daemon=True)
         self._thread.start()
@@ -154,16 +164,28 @@ class AsyncSamplesPlan:
         self._in_flight[ref] = (index, self._policy_version)
 
     def _broadcast(self) -> None:
-        import ray
-
         with self._lock:
             state, version = self._state, self._num_updates
             self._broadcasts_in_window += 1
-        self._policy_ref = ray.put(jax.device_get(self._policy(state)))
+        acting = jax.device_get(self._policy(state))
+        if self._shared:  # goes out with the workers' next requests, with the other policies'
+            self.workers.set_policy(acting, version=version)
+        else:
+            import ray
+
+            self._policy_ref = ray.put(acting)
         self._policy_version = version
 
     def _collect_train_batch(self) -> int:
         """Waits for fragments until one train batch is queued; returns the env steps sampled."""
+        if self._shared:
+            batch, versions = self.workers.take_stream(
+                self.fragments_per_batch * self.config.num_envs_per_worker)
+            with self._lock:
+                due = self._num_updates - self._policy_version >= self.config.broadcast_interval
+            if due:
+                self._broadcast()
+            return self._enqueue((batch.to_transition(), versions), batch.count)
         import ray
 
         steps = 0
@@ -190,6 +212,10 @@ class AsyncSamplesPlan:
         taken, self._fragments = (self._fragments[: self.fragments_per_batch],
                                   self._fragments[self.fragments_per_batch:])
         item = (concat_envs([b for b, _ in taken]).to_transition(), [v for _, v in taken])
+        return self._enqueue(item, steps)
+
+    def _enqueue(self, item: tuple, steps: int) -> int:
+        """Puts a train batch into the learner's queue (waits while it is full)."""
         while True:
             self._raise_learner_error()
             try:

@@ -5,7 +5,15 @@ gets the same number ``k`` of agents). Policies' learner states are stacked on a
 axis ``P``: acting is ``vmap``ped over it, each policy's batch folds its ``k`` agents into the env
 batch axis (``[T, B * k]``), and the update is ``vmap``ped over the policies (``stacked=True``) or
 run for one policy after another in the same jit (``stacked=False``, for comparison). Policies
-outside ``train_mask`` keep their state bit for bit. One shared policy is ``P = 1, k = A``.
+with their own hyperparameters (``algorithms``: one per policy, built from the policy's
+``config_overrides``; the learner states must keep the same shapes) update one after another,
+each with its own algorithm. Policies outside ``train_mask`` keep their state bit for bit. One
+shared policy is ``P = 1, k = A``.
+
+Off-policy algorithms (DQN, SAC, ...) keep one jittable replay buffer per policy, stacked on the
+policy axis like the learner states: each iteration adds every policy's ``[T, B * k]`` fragment
+to its buffer and, once the policy's agents sampled ``learning_starts`` steps, runs its
+``updates_per_fragment`` updates on batches drawn from its own buffer.
 
     anakin = make_multi_agent_anakin("PPO", env, config, groups=[[0], [1]], iterations=10)
     runners = jax.vmap(anakin.init)(seed_keys)
@@ -23,7 +31,10 @@ import numpy as np
 
 from jrl.errors import ConfigError
 from jrl.execution.anakin import steps_per_env
+from jrl.execution.learner import replay_item_example
+from jrl.ops.filters import get_filter
 from jrl.registry import get_algorithm_def, make_algorithm
+from jrl.replay.uniform import replay_add, replay_init, replay_sample
 from jrl.rollout.jax_envs import JaxMultiAgentEnv
 from jrl.types import Algorithm, AlgorithmDef, Transition
 
@@ -37,6 +48,7 @@ class MultiAgentRunnerState(NamedTuple):
     key: jax.Array
     episode_return: jax.Array  # [B, A]
     episode_length: jax.Array  # [B]
+    replay: Any = None         # off-policy: every policy's buffer, stacked [P, ...]
 
 
 class MultiAgentAnakin(NamedTuple):
@@ -69,17 +81,29 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
                             groups: Sequence[Sequence[int]], iterations: int = 10,
                             train_mask: Sequence[bool] | None = None,
                             algorithm: Algorithm | None = None,
-                            stacked: bool = True) -> MultiAgentAnakin:
-    """Builds the multi-agent jitted loop (on-policy algorithms: PPO, A2C, PG)."""
+                            stacked: bool = True,
+                            algorithms: Sequence[Algorithm] | None = None,
+                            configs: Sequence[Any] | None = None) -> MultiAgentAnakin:
+    """Builds the multi-agent jitted loop (on-policy: PPO, A2C, PG; off-policy: DQN, SAC, ...).
+
+    ``algorithms`` and ``configs`` (one per policy, same learner-state and replay shapes as
+    ``algorithm``/``config``) give each policy its own update (its ``config_overrides``);
+    acting stays ``algorithm``'s."""
     if isinstance(definition, str):
         definition = get_algorithm_def(definition)
-    if not definition.jittable or definition.plan != "on_policy":
-        raise ConfigError(f"multi-agent JAX envs train on-policy algorithms (PPO, A2C, PG) in "
-                          f"the fully-jitted loop; {definition.name} uses the "
-                          f"'{definition.plan}' plan")
+    if not definition.jittable or definition.plan not in ("on_policy", "off_policy"):
+        raise ConfigError(f"multi-agent JAX envs train on-policy (PPO, A2C, PG) or off-policy "
+                          f"(DQN, SAC, ...) algorithms in the fully-jitted loop; "
+                          f"{definition.name} uses the '{definition.plan}' plan")
+    off_policy = definition.plan == "off_policy"
     algorithm = algorithm or make_algorithm(definition, config, env.spec)
     index = check_groups(groups, env.num_agents)
     P, k = index.shape
+    if algorithms is not None:
+        if len(algorithms) != P:
+            raise ValueError(f"algorithms: one per policy ({P}), got {len(algorithms)}")
+        stacked = False
+    configs = list(configs) if configs is not None else [config] * P
     A = env.num_agents
     flat_index = jnp.asarray(index.ravel())
     mask = np.ones(P, bool) if train_mask is None else np.asarray(train_mask, bool)
@@ -101,8 +125,14 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
         key, init_key, reset_key = jax.random.split(key, 3)
         train_state = jax.vmap(algorithm.init)(jax.random.split(init_key, P))
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, B))
+        replay = None
+        if off_policy:
+            one = replay_init(replay_item_example(definition, config, env.spec),
+                              config.buffer_size)
+            replay = jax.tree.map(lambda x: jnp.broadcast_to(x, (P,) + x.shape), one)
         return MultiAgentRunnerState(train_state, env_state, obs, key,
-                                     jnp.zeros((B, A), jnp.float32), jnp.zeros((B,), jnp.float32))
+                                     jnp.zeros((B, A), jnp.float32), jnp.zeros((B,), jnp.float32),
+                                     replay)
 
     def env_step(runner: MultiAgentRunnerState, _):
         key, act_key, step_key = jax.random.split(runner.key, 3)
@@ -126,6 +156,10 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
             env_state=step.state, obs=step.obs, key=key,
             episode_return=jnp.where(ended[:, None], 0.0, ep_return),
             episode_length=jnp.where(ended, 0.0, ep_length))
+        if off_policy:  # each trained policy's agents' steps count for its epsilon schedule
+            ts = runner.train_state
+            steps = jnp.where(jnp.asarray(mask), ts.env_steps + B * k, ts.env_steps)
+            runner = runner._replace(train_state=ts._replace(env_steps=steps))
         return runner, (transition, finished)
 
     def update_all(train_state: Any, batch: Transition) -> tuple[Any, dict]:
@@ -133,13 +167,56 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
         batch = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), batch)  # [P, T, ...]
         if stacked:
             return jax.vmap(algorithm.update)(train_state, batch)
-        results = [algorithm.update(jax.tree.map(lambda x, p=p: x[p], train_state),
-                                    jax.tree.map(lambda x, p=p: x[p], batch)) for p in range(P)]
+        updates = [a.update for a in algorithms] if algorithms is not None else \
+            [algorithm.update] * P
+        results = [updates[p](jax.tree.map(lambda x, p=p: x[p], train_state),
+                              jax.tree.map(lambda x, p=p: x[p], batch)) for p in range(P)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+
+    def learn_off_policy(algo: Algorithm, cfg: Any, ts: Any, replay: Any, batch: Transition):
+        """One policy: its fragment into its buffer, then its updates (once it may learn)."""
+        postprocess = definition.require("postprocess")
+        ts = ts._replace(obs_filter=get_filter(cfg.observation_filter).update(
+            ts.obs_filter, batch.obs))
+        replay = replay_add(replay, postprocess(cfg, batch))
+
+        def one_update(ts, _):
+            key, sample_key = jax.random.split(ts.key)
+            ts, metrics = algo.update(ts._replace(key=key),
+                                      replay_sample(replay, sample_key, cfg.train_batch_size))
+            return ts, {name: v for name, v in metrics.items() if name != "td_error"}
+
+        def learn(ts):
+            ts, metrics = jax.lax.scan(one_update, ts, None, length=cfg.updates_per_fragment)
+            return ts, jax.tree.map(jnp.mean, metrics)
+
+        shapes = jax.eval_shape(learn, ts)[1]
+        ts, metrics = jax.lax.cond(
+            ts.env_steps >= cfg.learning_starts, learn,
+            lambda ts: (ts, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), shapes)),
+            ts)
+        return ts, replay, metrics
+
+    def learn_all_off_policy(train_state: Any, replay: Any, batch: Transition):
+        batch = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), batch)  # [P, T, ...]
+        if stacked:
+            return jax.vmap(lambda ts, r, b: learn_off_policy(algorithm, config, ts, r, b))(
+                train_state, replay, batch)
+        algos = list(algorithms) if algorithms is not None else [algorithm] * P
+        results = [learn_off_policy(algos[p], configs[p],
+                                    *jax.tree.map(lambda x, p=p: x[p],
+                                                  (train_state, replay, batch)))
+                   for p in range(P)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
 
     def iteration(runner: MultiAgentRunnerState, _):
         runner, (batch, finished) = jax.lax.scan(env_step, runner, None, length=T)
-        new_state, metrics = update_all(runner.train_state, batch)
+        if off_policy:
+            new_state, replay, metrics = learn_all_off_policy(runner.train_state, runner.replay,
+                                                              batch)
+            runner = runner._replace(replay=replay)
+        else:
+            new_state, metrics = update_all(runner.train_state, batch)
         # Frozen policies (not in policies_to_train) keep every leaf bit for bit.
         keep = jnp.asarray(mask)
         new_state = jax.tree.map(

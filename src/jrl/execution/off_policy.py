@@ -67,7 +67,7 @@ class OffPolicyPlan:
         if getattr(config, "input", SAMPLER) != SAMPLER:
             self.input, self.estimation = make_input(
                 definition, config, spec, config.rollout_fragment_length, workers.num_envs,
-                self.workers.sample)
+                self.workers.sample, policy_id=getattr(workers, "policy_id", None))
 
     def _add_impl(self, state, replay, fragment):
         items = self._postprocess(fragment)

@@ -59,7 +59,8 @@ class OfflinePlan:
         self._policy = jax.jit(algorithm.policy)
         self._state: Any = None
         self.input, self.estimation = make_input(definition, config, spec, self.T, self.B,
-                                                 self._sample)
+                                                 self._sample,
+                                                 policy_id=getattr(workers, "policy_id", None))
 
     def _sample(self) -> dict[str, np.ndarray]:
         self.workers.set_policy(self._policy(self._state))
@@ -149,10 +150,12 @@ class OffPolicyEstimation:
 
 
 def make_input(definition: AlgorithmDef, config: Any, spec: Any, T: int, B: int,
-               sample: Callable[[], Any]) -> tuple[MixedInput, OffPolicyEstimation | None]:
+               sample: Callable[[], Any], policy_id: str | None = None
+               ) -> tuple[MixedInput, OffPolicyEstimation | None]:
     """The batch source of ``config.input`` (``[T, B]`` batches; ``sample()`` serves
     ``"sampler"``) and the off-policy estimation of its file batches (None without files or
-    estimators)."""
+    estimators). ``policy_id``: a multi-agent trainer's policy, which reads its own batches of
+    ``MultiAgentBatch`` lines."""
     sources = config.input if isinstance(config.input, dict) else {
         config.input if isinstance(config.input, str) else "__files__": 1.0}
     readers: dict[str, Callable[[], Any]] = {}
@@ -163,7 +166,7 @@ def make_input(definition: AlgorithmDef, config: Any, spec: Any, T: int, B: int,
             files = list(config.input) if name == "__files__" else name
             assembler = BatchAssembler(T, B, spec.obs_dtype, spec.action_dtype, spec.obs_shape)
             readers[name] = JsonReader(files, assembler, config.shuffle_buffer_size,
-                                       seed=config.seed + index).next
+                                       seed=config.seed + index, policy_id=policy_id).next
     estimation = None
     if config.input_evaluation and any(name != SAMPLER for name in sources):
         logp = definition.require("action_logp")(config, spec)

@@ -8,6 +8,12 @@ early or act in turns are all fine. ``sample()`` returns a ``MultiAgentBatch``: 
 its agents' transitions as flat columns ``[N_p, ...]``, one agent's steps after another; the last
 step of each agent's piece is terminated, truncated, or marked truncated where the fragment cut
 it (it then bootstraps from the value of its next observation, as at a fragment's end).
+
+Each such piece (one agent's steps with one policy, within one episode and fragment) goes
+through the ``on_postprocess_trajectory`` callback before it joins its policy's batch, as in
+RLlib: ``postprocessed_batch`` is the piece (a ``SampleBatch`` the callback may rewrite in
+place) and ``original_batches`` maps every agent whose piece ended at the same step of the
+same env to ``(policy, copy of its piece)``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jrl.callbacks import Episode, make_callbacks
+from jrl.callbacks import Episode, make_callbacks, overrides_hook
 from jrl.config import merge, resolve_import, to_dict
 from jrl.errors import ConfigError, EnvError
 from jrl.registry import get_algorithm_def, make_algorithm
@@ -35,7 +41,7 @@ from jrl.rollout.multi_agent_env import (
 )
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
-from jrl.rollout.worker import WorkerBase, prepare_worker_process
+from jrl.rollout.worker import SampleBatch, WorkerBase, prepare_worker_process
 from jrl.types import AlgorithmDef
 
 logger = logging.getLogger(__name__)
@@ -248,10 +254,15 @@ class MultiAgentBatch(dict):
 
 
 class MultiAgentEpisode(Episode):
-    """An episode of a multi-agent env: per-agent last values, rewards and policies."""
+    """An episode of a multi-agent env: per-agent last values, rewards and policies.
 
-    def __init__(self, env_index: int):
+    ``preprocess(agent_id, raw_obs)`` gives ``last_observation_for`` the observation as the
+    agent's policy sees it (computed when asked).
+    """
+
+    def __init__(self, env_index: int, preprocess: Callable[[Any, Any], Any] | None = None):
         super().__init__(env_index)
+        self._preprocess = preprocess
         self.agent_rewards: dict[tuple[Any, str], float] = {}
         self._agent_policy: dict[Any, str] = {}
         self._agent_last: dict[Any, dict] = {}
@@ -263,7 +274,12 @@ class MultiAgentEpisode(Episode):
         return self._agent_last.get(agent_id, {}).get(key, default)
 
     def last_observation_for(self, agent_id: Any = None) -> Any:
-        return self._last(agent_id, "obs")
+        """The agent's last observation, preprocessed for its policy (None before it has
+        one)."""
+        raw = self._last(agent_id, "raw_obs")
+        if raw is None or self._preprocess is None:
+            return raw
+        return self._preprocess(agent_id, raw)
 
     def last_raw_obs_for(self, agent_id: Any = None) -> Any:
         return self._last(agent_id, "raw_obs")
@@ -337,6 +353,8 @@ class MultiAgentRolloutWorker(WorkerBase):
                                           spec.observation_space, spec.action_space,
                                           seed=seed + 101 * i)
         self.callbacks = make_callbacks(config.callbacks)
+        self._postprocess_hook = overrides_hook(self.callbacks, "on_postprocess_trajectory")
+        self._closed: list[tuple[Any, dict]] = []  # pieces the callback has not seen yet
         self._keys = {pid: jax.random.PRNGKey(seed + 7 * i) for i, pid in
                       enumerate(self.policy_map)}
         self._has_policy = False
@@ -379,7 +397,10 @@ class MultiAgentRolloutWorker(WorkerBase):
         slot.obs = dict(obs)
         slot.pending = {}
         slot.done = set()
-        slot.episode = MultiAgentEpisode(index)
+        slot.episode = MultiAgentEpisode(
+            index, preprocess=lambda agent_id, raw: self._observe(slot, agent_id, raw))
+        for agent_id, raw in slot.obs.items():
+            slot.episode._agent_last[agent_id] = {"raw_obs": raw}
         self.callbacks.on_episode_start(worker=self, base_env=slot.env,
                                         policies=self.policy_map, episode=slot.episode,
                                         env_index=index)
@@ -394,6 +415,12 @@ class MultiAgentRolloutWorker(WorkerBase):
                                spec.action_space)
             episode._agent_policy[agent_id] = pid
         return pid
+
+    def _observe(self, slot: _Slot, agent_id: Any, raw: Any) -> Any:
+        pid = self._policy_of(slot, agent_id)
+        if not isinstance(self.policy_map[pid], Policy):
+            return raw  # a heuristic policy acts on raw observations
+        return self._preprocess(pid, agent_id, raw)
 
     def _preprocess(self, pid: str, agent_id: Any, raw: Any) -> np.ndarray:
         pre = self.policy_map[pid].preprocessor
@@ -474,7 +501,35 @@ class MultiAgentRolloutWorker(WorkerBase):
             return
         if not (stream["terminateds"][-1] or stream["truncateds"][-1]):
             stream["truncateds"][-1] = True  # cut by the fragment: bootstrap from new_obs
-        self._pieces.setdefault(stream["pid"], []).append(stream)
+        pid = stream["pid"]
+        policy = self.policy_map[pid]
+        piece = SampleBatch({
+            "obs": np.asarray(stream["obs"], policy.preprocessor.dtype),
+            "actions": np.asarray(stream["actions"], policy.spec.action_dtype),
+            "rewards": np.asarray(stream["rewards"], np.float32),
+            "terminateds": np.asarray(stream["terminateds"], bool),
+            "truncateds": np.asarray(stream["truncateds"], bool),
+            "new_obs": np.asarray(stream["new_obs"], policy.preprocessor.dtype),
+            "action_logp": np.asarray(stream["action_logp"], np.float32),
+        })
+        self._pieces.setdefault(pid, []).append(piece)
+        if self._postprocess_hook:
+            self._closed.append((agent_id, pid, piece))
+
+    def _postprocess(self, slot: _Slot) -> None:
+        """``on_postprocess_trajectory`` for every piece closed since the last call (one env,
+        one step: each sees the others in ``original_batches``)."""
+        if not self._closed:
+            return
+        closed, self._closed = self._closed, []
+        original = {agent_id: (self.policy_map[pid],
+                               SampleBatch({k: v.copy() for k, v in piece.items()}))
+                    for agent_id, pid, piece in closed}
+        for agent_id, pid, piece in closed:
+            self.callbacks.on_postprocess_trajectory(
+                worker=self, episode=slot.episode, agent_id=agent_id, policy_id=pid,
+                policies=self.policy_map, postprocessed_batch=piece,
+                original_batches=original)
 
     def sample(self) -> MultiAgentBatch:
         """Steps every env ``rollout_fragment_length`` times; returns each policy's
@@ -508,19 +563,9 @@ class MultiAgentRolloutWorker(WorkerBase):
         for slot in self._slots:
             for agent_id in list(slot.streams):
                 self._close_stream(slot, agent_id)
-        columns = {}
-        for pid, pieces in self._pieces.items():
-            policy = self.policy_map[pid]
-            cols = {k: [x for p in pieces for x in p[k]] for k in _COLUMNS}
-            columns[pid] = {
-                "obs": np.asarray(cols["obs"], policy.preprocessor.dtype),
-                "actions": np.asarray(cols["actions"], policy.spec.action_dtype),
-                "rewards": np.asarray(cols["rewards"], np.float32),
-                "terminateds": np.asarray(cols["terminateds"], bool),
-                "truncateds": np.asarray(cols["truncateds"], bool),
-                "new_obs": np.asarray(cols["new_obs"], policy.preprocessor.dtype),
-                "action_logp": np.asarray(cols["action_logp"], np.float32),
-            }
+            self._postprocess(slot)
+        columns = {pid: {k: np.concatenate([p[k] for p in pieces]) for k in _COLUMNS}
+                   for pid, pieces in self._pieces.items()}
         env_steps = self.fragment_length * self.num_envs
         self._env_steps += env_steps
         self._agent_steps += agent_steps
@@ -567,6 +612,7 @@ class MultiAgentRolloutWorker(WorkerBase):
             last = episode._agent_last.setdefault(agent_id, {})
             last["raw_obs"] = obs[agent_id]
         slot.obs = {a: o for a, o in obs.items() if a not in slot.done}
+        self._postprocess(slot)
         self.callbacks.on_episode_step(worker=self, base_env=slot.env, episode=episode,
                                        env_index=index)
         if over or (not slot.obs and not slot.pending):
@@ -576,6 +622,7 @@ class MultiAgentRolloutWorker(WorkerBase):
         episode = slot.episode
         for agent_id in list(slot.pending):  # agents still waiting for their turn
             self._emit(slot, agent_id, slot.pending[agent_id][0], False, True)
+        self._postprocess(slot)
         self.callbacks.on_episode_end(worker=self, base_env=slot.env, policies=self.policy_map,
                                       episode=episode, env_index=index)
         self._completed.append({
@@ -612,10 +659,16 @@ def _clip(reward: float, clip: Any) -> float:
 
 def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable, env_id: str,
                              config: Any, num_episodes: int, *, explore: bool = False,
-                             seed: int = 10_000, max_steps: int | None = None) -> list[dict]:
+                             seed: int = 10_000, max_steps: int | None = None,
+                             record: bool = False) -> list[dict]:
     """Episodes outside training, up to 16 envs at a time (each policy acts on all of its
     agents in one call per step); each is ``{"episode_reward" (sum over agents),
-    "episode_len", "policy_reward", "agent_rewards"}``."""
+    "episode_len", "policy_reward", "agent_rewards"}``.
+
+    With ``record`` each also has ``agent_batches``: ``{policy_id: [per agent: its
+    transitions (obs and new_obs preprocessed, actions, rewards summed between its turns,
+    terminateds, truncateds, action_logp) and its ``agent_index``]}`` (agents of heuristic
+    policies are not recorded)."""
     results: list[dict] = []
     sizes: dict[str, int] = {}
     steps_left = max_steps if max_steps is not None else np.inf
@@ -625,8 +678,8 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                 for i in range(n)]
         try:
             obs = [env.reset(seed=seed + len(results) + i)[0] for i, env in enumerate(envs)]
-            live = [{"policy": {}, "rewards": {}, "total": 0.0, "length": 0, "done": set()}
-                    for _ in envs]
+            live = [{"policy": {}, "rewards": {}, "total": 0.0, "length": 0, "done": set(),
+                     "pending": {}, "traj": {}} for _ in envs]
             active = set(range(n))
             while active and steps_left > 0:
                 groups: dict[str, list] = {}
@@ -644,10 +697,16 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                     size = max(sizes.get(pid, 0), len(members))
                     sizes[pid] = size
                     padded = [m[2] for m in members] + [members[0][2]] * (size - len(members))
-                    actions = policy.compute_actions(padded, explore=explore)[0]
+                    actions, _, extras = policy.compute_actions(padded, explore=explore)
                     discrete = isinstance(policy.action_space, gym.spaces.Discrete)
-                    for (i, agent_id, _), a in zip(members, actions, strict=False):
+                    logps = extras.get("action_logp")
+                    for j, ((i, agent_id, raw), a) in enumerate(zip(members, actions,
+                                                                    strict=False)):
                         action_dicts[i][agent_id] = int(a) if discrete else a
+                        if record and isinstance(policy, Policy):
+                            logp = 0.0 if logps is None else float(np.asarray(logps)[j])
+                            live[i]["pending"][agent_id] = [
+                                policy.preprocess([raw])[0], np.asarray(a), logp, 0.0, pid]
                 for i in sorted(active):
                     ep = live[i]
                     obs[i], rewards, terms, truncs, _ = envs[i].step(action_dicts[i])
@@ -661,8 +720,13 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                     for agent_id in obs[i]:
                         if terms.get(agent_id, False) or truncs.get(agent_id, False):
                             ep["done"].add(agent_id)
+                    over = terms.get(ALL, False) or truncs.get(ALL, False)
+                    if record:
+                        _record_step(ep, obs[i], rewards, terms, truncs, policy_map,
+                                     bool(over or not [a for a in obs[i]
+                                                       if a not in ep["done"]]))
                     obs[i] = {a: o for a, o in obs[i].items() if a not in ep["done"]}
-                    if terms.get(ALL, False) or truncs.get(ALL, False) or not obs[i]:
+                    if over or not obs[i]:
                         active.discard(i)
                         policy_reward: dict = {}
                         for (_, pid), r in ep["rewards"].items():
@@ -672,7 +736,42 @@ def run_multi_agent_episodes(policy_map: Mapping[str, Policy], mapping: Callable
                             "policy_reward": policy_reward,
                             "agent_rewards": {f"{a}/{p}": r
                                               for (a, p), r in ep["rewards"].items()}})
+                        if record:
+                            results[-1]["agent_batches"] = _agent_batches(ep)
         finally:
             for env in envs:
                 env.close()
     return results
+
+
+def _record_step(ep: dict, obs: dict, rewards: dict, terms: dict, truncs: dict,
+                 policy_map: Mapping[str, Any], over: bool) -> None:
+    """Adds an env step to a recorded episode: rewards go to the agents waiting for their
+    next observation; an agent's transition ends at its next observation or its end."""
+    all_term = bool(terms.get(ALL, False))
+    for agent_id, r in rewards.items():
+        if agent_id in ep["pending"]:
+            ep["pending"][agent_id][3] += float(r)
+    for agent_id in list(ep["pending"]):
+        term = bool(terms.get(agent_id, False)) or all_term
+        trunc = not term and (bool(truncs.get(agent_id, False)) or over)
+        if agent_id not in obs and not (term or trunc):
+            continue  # not its turn yet
+        o, a, logp, reward, pid = ep["pending"].pop(agent_id)
+        new_obs = policy_map[pid].preprocess([obs[agent_id]])[0] if agent_id in obs else o
+        if agent_id not in ep["traj"]:
+            ep["traj"][agent_id] = {"pid": pid, "agent_index": len(ep["traj"]),
+                                    **{k: [] for k in _COLUMNS}}
+        traj = ep["traj"][agent_id]
+        for key, value in zip(_COLUMNS, (o, a, reward, term, trunc, new_obs, logp),
+                              strict=True):
+            traj[key].append(value)
+
+
+def _agent_batches(ep: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for traj in ep["traj"].values():
+        columns = {k: np.asarray(traj[k]) for k in _COLUMNS}
+        columns["agent_index"] = traj["agent_index"]
+        out.setdefault(traj["pid"], []).append(columns)
+    return out

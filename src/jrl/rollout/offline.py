@@ -1,5 +1,14 @@
 """Offline experience in RLlib's format: JSON lines, one ``SampleBatch`` object per line; no pickle.
 
+Multi-agent episodes (``jrl evaluate --out`` on a multi-agent checkpoint) are written as RLlib
+writes a ``MultiAgentBatch``: one line per episode, ``{"type": "MultiAgentBatch",
+"policy_batches": {policy_id: <SampleBatch columns>}, "count": <env steps>}``; a policy's batch
+holds its agents' steps one agent after another, told apart by ``agent_index``. A reader for
+one policy (``policy_id``: a multi-agent trainer's policy) takes that policy's batch of each
+such line (lines without it are skipped; plain ``SampleBatch`` lines count as
+``default_policy``'s); a single-agent reader takes a ``MultiAgentBatch`` line of exactly one
+policy.
+
 Writing (``output``): ``JsonWriter`` appends one line per env column of each sampled fragment (or
 one per recorded episode) to ``output-<date>_worker-<index>_<n>.json``, starting a new file once
 ``output_max_file_size`` bytes are written. A line maps column names to per-step lists:
@@ -111,6 +120,11 @@ def _jsonable(value: Any) -> Any:
 
 def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> str:
     """One JSON line (without newline) for a row of ``[T, ...]`` columns."""
+    return json.dumps(encode_columns(row, compress_columns))
+
+
+def encode_columns(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> dict:
+    """The JSON object of a ``SampleBatch`` row of ``[T, ...]`` columns."""
     compress = set(compress_columns)
     out: dict[str, Any] = {"type": "SampleBatch"}
     for key, value in row.items():
@@ -120,7 +134,7 @@ def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> 
             out[key] = pack(np.asarray(value))
         else:
             out[key] = np.asarray(value).tolist()
-    return json.dumps(out)
+    return out
 
 
 def complete_row(row: Mapping[str, np.ndarray], prev_action: Any = None,
@@ -221,9 +235,21 @@ class JsonWriter:
         full = complete_row(row, prev_action, prev_reward)
         if lane is not None and len(full["rewards"]):
             self._prev[lane] = (full["actions"][-1], float(full["rewards"][-1]))
-        ordered = {k: full[k] for k in COLUMNS if k in full}  # RLlib's columns first
-        ordered.update((k, v) for k, v in full.items() if k not in COLUMNS)
-        line = encode_row(ordered, self.compress_columns) + "\n"
+        self._write_line(encode_row(_ordered(full), self.compress_columns) + "\n")
+
+    def write_multi_agent(self, policy_rows: Mapping[str, list], count: int) -> None:
+        """Writes one ``MultiAgentBatch`` line: for each policy, its rows (one per agent, each
+        completed with the derived columns on its own) one after another."""
+        batches = {}
+        for pid, rows in policy_rows.items():
+            full = [complete_row(row) for row in rows]
+            joined = {k: ([x for f in full for x in f[k]] if k == "infos"
+                          else np.concatenate([f[k] for f in full])) for k in full[0]}
+            batches[str(pid)] = encode_columns(_ordered(joined), self.compress_columns)
+        self._write_line(json.dumps({"type": "MultiAgentBatch", "policy_batches": batches,
+                                     "count": int(count)}) + "\n")
+
+    def _write_line(self, line: str) -> None:
         fh = self._handle()
         fh.write(line)
         fh.flush()
@@ -245,13 +271,40 @@ class JsonWriter:
             self._fh = None
 
 
+def _ordered(row: Mapping[str, Any]) -> dict[str, Any]:
+    ordered = {k: row[k] for k in COLUMNS if k in row}  # RLlib's columns first
+    ordered.update((k, v) for k, v in row.items() if k not in COLUMNS)
+    return ordered
+
+
+_RECORDED = ("obs", "new_obs", "actions", "rewards", "terminateds", "truncateds", "action_logp")
+
+
 def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
                    compress_columns: Iterable[str] = ()) -> None:
     """Writes recorded episodes (``obs``, ``new_obs``, ``actions``, ``rewards``,
-    ``terminateds``, ``truncateds``, ``action_logp``), one line each, to the file ``path``."""
+    ``terminateds``, ``truncateds``, ``action_logp``), one line each, to the file ``path``.
+
+    A multi-agent episode (``agent_batches``: ``{policy_id: [one such dict per agent, with
+    its ``agent_index``]}``) becomes one ``MultiAgentBatch`` line."""
     writer = JsonWriter(path, compress_columns, single_file=True)
     try:
         for eps_id, episode in enumerate(episodes):
+            if "agent_batches" in episode:
+                policy_rows = {}
+                for pid, agents in episode["agent_batches"].items():
+                    rows = []
+                    for agent in agents:
+                        n = len(agent["rewards"])
+                        row = {k: np.asarray(agent[k]) for k in _RECORDED}
+                        row["eps_id"] = np.full(n, episode.get("eps_id", eps_id), np.int64)
+                        row["agent_index"] = np.full(n, agent["agent_index"], np.int64)
+                        row["t"] = np.arange(n, dtype=np.int64)
+                        rows.append(row)
+                    if rows:
+                        policy_rows[pid] = rows
+                writer.write_multi_agent(policy_rows, episode["episode_len"])
+                continue
             n = len(episode["rewards"])
             row = {k: np.asarray(episode[k]) for k in (
                 "obs", "new_obs", "actions", "rewards", "terminateds", "truncateds",
@@ -336,16 +389,41 @@ def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]
     return row
 
 
-def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None
-              ) -> Iterator[dict[str, Any]]:
-    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line."""
+def policy_batch(obj: Any, policy_id: str | None) -> Any:
+    """The ``SampleBatch`` object of a parsed line for ``policy_id`` (None: a single-agent
+    reader), or None when the line holds nothing for that policy."""
+    if not isinstance(obj, Mapping):
+        return obj  # decode_row says what is wrong
+    if obj.get("type") == "MultiAgentBatch":
+        batches = obj.get("policy_batches")
+        if not isinstance(batches, Mapping):
+            raise ValueError("a MultiAgentBatch needs a 'policy_batches' object")
+        if policy_id is not None:
+            return batches.get(policy_id)
+        if len(batches) != 1:
+            raise ValueError(f"a MultiAgentBatch of policies {sorted(batches)}; a single-agent "
+                             f"trainer reads SampleBatch lines or MultiAgentBatch lines of one "
+                             f"policy")
+        return next(iter(batches.values()))
+    if policy_id is not None and policy_id != "default_policy":
+        return None
+    return obj
+
+
+def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
+              policy_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line;
+    with ``policy_id`` that policy's batches of ``MultiAgentBatch`` lines."""
     for path in files:
         with open(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    row = decode_row(json.loads(line), columns)
+                    obj = policy_batch(json.loads(line), policy_id)
+                    if obj is None:
+                        continue
+                    row = decode_row(obj, columns)
                 except ValueError as e:  # json.JSONDecodeError is a ValueError
                     raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
                                     ) from None
@@ -466,8 +544,10 @@ class JsonReader:
     when exhausted (``loop``), in a new shuffled order when ``shuffle_buffer_size > 1``."""
 
     def __init__(self, source: str | Iterable[str], assembler: BatchAssembler,
-                 shuffle_buffer_size: int = 0, seed: int = 0, loop: bool = True):
+                 shuffle_buffer_size: int = 0, seed: int = 0, loop: bool = True,
+                 policy_id: str | None = None):
         self.files = resolve_files(source)
+        self.policy_id = policy_id
         self.assembler = assembler
         self.shuffle_buffer_size = shuffle_buffer_size
         self.loop = loop
@@ -478,7 +558,7 @@ class JsonReader:
         passes = 0
         while True:
             yielded = False
-            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS),
+            rows = ShuffledInput(iter_rows(self.files, BATCH_COLUMNS, self.policy_id),
                                  self.shuffle_buffer_size,
                                  self._seed + passes)
             for row in rows:
@@ -488,7 +568,8 @@ class JsonReader:
             if not self.loop:
                 return
             if not yielded:
-                raise DataError(f"input files {self.files[:3]} hold no rows")
+                whose = f" of policy '{self.policy_id}'" if self.policy_id is not None else ""
+                raise DataError(f"input files {self.files[:3]} hold no rows{whose}")
 
     def next(self) -> dict[str, np.ndarray] | None:
         """The next batch, or None once a non-looping reader is exhausted."""

@@ -13,7 +13,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jrl.callbacks import DefaultCallbacks, Episode, make_callbacks
+from jrl.callbacks import Episode, make_callbacks, overrides_hook
 from jrl.errors import ConfigError, EnvError
 from jrl.networks.custom import ModelCatalog
 from jrl.registry import get_algorithm_def, make_algorithm
@@ -208,7 +208,7 @@ class RolloutWorker(WorkerBase):
             self._episode_ids = np.zeros(self.num_envs, np.int64)
             self._episode_lens = np.zeros(self.num_envs, np.int64)
             self._episode_returns = np.zeros(self.num_envs, np.float64)
-            self._step_hook = _overrides(self.callbacks, "on_episode_step")
+            self._step_hook = overrides_hook(self.callbacks, "on_episode_step")
             self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
         self._completed: list[dict] = []
         self._steps_sampled = 0
@@ -510,7 +510,7 @@ class RolloutWorker(WorkerBase):
 
     def _postprocess(self, batch: SampleBatch, segments: list) -> None:
         hook = self.callbacks.on_postprocess_trajectory
-        if not _overrides(self.callbacks, "on_postprocess_trajectory"):
+        if not overrides_hook(self.callbacks, "on_postprocess_trajectory"):
             return
         for env_index, start, stop, episode in segments:
             view = SampleBatch({k: v[start:stop, env_index] for k, v in batch.items()})
@@ -592,9 +592,3 @@ def _step_infos(info: dict, done: np.ndarray, num_envs: int) -> list[dict]:
             rows[i].update({k: v[i] for k, v in final.items() if not k.startswith("_")
                             and (final.get(f"_{k}") is None or final[f"_{k}"][i])})
     return rows
-
-
-def _overrides(callbacks: DefaultCallbacks, hook: str) -> bool:
-    """Whether ``callbacks`` replaces the no-op default ``hook`` (lets the sampler skip work)."""
-    return getattr(type(callbacks), hook, None) is not getattr(DefaultCallbacks, hook) or \
-        hook in vars(callbacks)

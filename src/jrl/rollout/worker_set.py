@@ -209,6 +209,12 @@ class WorkerSet:
         self._local.set_policy(host_policy)
         self._policy_ref = ray.put(host_policy)
 
+    @property
+    def policy_ref(self) -> Any:
+        """The object ref of the acting pytree last sent by ``set_policy`` (None without remote
+        workers): plans that issue their own sample requests pass it along."""
+        return self._policy_ref
+
     def sample(self) -> SampleBatch:
         """One fragment from each sampling worker, ``[T, sum(B)]``."""
         if not self._remote:
