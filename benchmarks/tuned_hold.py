@@ -42,7 +42,8 @@ SECTION = "Tuned examples that hold: fresh 10-episode greedy evaluation, 3 train
 CONFIGS = ("cartpole-a2c", "cartpole-appo", "cartpole-impala", "cartpole-ppo", "cartpole-pg",
            "cartpole-dqn", "cartpole-es", "cartpole-apex", "cartpole-a3c",
            "multi-agent-cartpole-ppo", "multi-agent-cartpole-shared-ppo",
-           "gymnax-multi-agent-cartpole-ppo", "pendulum-sac", "pendulum-td3", "pendulum-ddpg",
+           "multi-agent-cartpole-impala", "gymnax-multi-agent-cartpole-ppo",
+           "gymnax-multi-agent-cartpole-dqn", "pendulum-sac", "pendulum-td3", "pendulum-ddpg",
            "pendulum-apex-ddpg", "cartpole-bc", "cartpole-marwil")
 EXCLUDED = {
     "pong-ppo": "Atari Pong: hours on a CPU",
