@@ -111,7 +111,7 @@ def record_expert(expert_dir: str, timeout: float) -> None:
                               "-q"]), check=True, timeout=timeout)
         os.makedirs(expert_dir, exist_ok=True)
         subprocess.run(_nice([*JRL, "evaluate", _final_checkpoint(tmp) or tmp, "--episodes",
-                              "100", "--out",
+                              "100", "--config", json.dumps({"num_workers": 0}), "--out",
                               os.path.join(expert_dir, "expert.json")]), check=True,
                        timeout=timeout, stdout=subprocess.DEVNULL)
 
@@ -146,8 +146,10 @@ def run_one(name: str, seed: int, timeout: float, expert_dir: str) -> dict:
             return record
         fresh_seed = FRESH_SEED_BASE + 1000 * seed
         checkpoint = _final_checkpoint(tmp) or tmp
+        # Evaluation runs its episodes in-process: no Ray workers to start for it.
         ev = subprocess.run(_nice([*JRL, "evaluate", checkpoint, "--episodes", str(EVAL_EPISODES),
-                                   "--seed", str(fresh_seed)]),
+                                   "--seed", str(fresh_seed), "--config",
+                                   json.dumps({"num_workers": 0})]),
                             capture_output=True, text=True, timeout=timeout)
         match = re.search(r"mean return (-?[\d.]+)", ev.stdout)
         record["fresh_seed"] = fresh_seed
