@@ -293,7 +293,9 @@ def ray_cluster():
     here = os.path.dirname(os.path.abspath(__file__))
     if ray.is_initialized():  # a trainer earlier in the session started its own local Ray
         ray.shutdown()
+    # Keep the caller's PYTHONPATH after the tests' folder, so workers import the same jrl.
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": here, "RAY_AUTH_MODE": "disabled"}})
+             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
     yield
     ray.shutdown()

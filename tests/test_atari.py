@@ -146,3 +146,36 @@ def test_envpool_gives_the_gymnasium_paths_frames_and_returns_for_fixed_actions(
     assert terminated and returns == pool_returns and -21 <= returns < 0
     env.close()
     pool.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pong-ppo.yaml", "pong-impala.yaml"])
+def test_pong_tuned_examples_start_and_train(name):
+    """configs/pong-{ppo,impala}.yaml as written (env, wrappers, network, loss settings) start
+    and run a few iterations; only the hardware they ask for (workers, GPUs) and the batch
+    sizes are cut to this machine's."""
+    import os
+
+    import jrl
+    from jrl.cli import load_experiments
+
+    configs = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+    (spec,) = load_experiments(os.path.join(configs, name)).values()
+    config = dict(spec["config"])
+    config.update(num_workers=0, num_gpus=0, num_envs_per_worker=2, seed=0,
+                  rollout_fragment_length=25, train_batch_size=100, timesteps_per_iteration=0)
+    if "sgd_minibatch_size" in config:
+        config.update(sgd_minibatch_size=50, num_sgd_iter=2)
+    trainer = jrl.Trainer(spec["run"], env=spec["env"], config=config, log_to_disk=False)
+    try:
+        policy = trainer.get_policy()
+        want = (42, 42, 4) if name == "pong-impala.yaml" else (84, 84, 4)
+        assert policy.observation_space.shape == want
+        assert policy.observation_space.dtype == np.uint8 and policy.action_space.n == 6
+        for _ in range(3):
+            result = trainer.train()
+        assert result["timesteps_total"] >= 300
+        stats = result["info"]["learner"]["default_policy"]
+        assert np.isfinite(stats["total_loss"]) and stats["entropy"] > 0
+    finally:
+        trainer.stop()

@@ -306,6 +306,17 @@ def test_a_malformed_line_names_its_file_and_line(tmp_path, bad, message):
         list(read_json(path))
 
 
+def test_non_strict_json_numbers_of_python_writers_are_read(tmp_path):
+    """RLlib writes with ``json.dumps``, which may emit -Infinity (log 0) or NaN: the fast
+    strict parser falls back to the standard library's for such lines."""
+    line = json.dumps({"obs": [[0.0] * 4] * 2, "new_obs": [[0.0] * 4] * 2, "actions": [0, 1],
+                       "rewards": [1.0, 1.0], "action_logp": [float("-inf"), -0.5],
+                       "infos": [{"x": float("nan")}, {}]})
+    (row,) = read_json(_write_lines(tmp_path / "d.json", [line]))
+    assert row["action_logp"][0] == -np.inf and row["action_logp"][1] == np.float32(-0.5)
+    assert math.isnan(row["infos"][0]["x"])
+
+
 def test_missing_inputs_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="not a file, directory or glob"):
         list(read_json(str(tmp_path / "nope")))

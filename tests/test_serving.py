@@ -84,9 +84,23 @@ class ServingEnv(jrl.ExternalEnv):
 
 class Batches(jrl.DefaultCallbacks):
     seen: list = []
+    episodes: list = []  # (event, episode length) from the episode callbacks
 
     def on_sample_end(self, *, samples, **kwargs):
         Batches.seen.append({k: np.array(v) for k, v in samples.items()})
+
+    def on_episode_start(self, *, episode, env_index, **kwargs):
+        episode.user_data["steps"] = 0
+        Batches.episodes.append(("start", episode.length))
+
+    def on_episode_step(self, *, episode, **kwargs):
+        episode.user_data["steps"] += 1
+        assert episode.last_observation_for() is not None
+
+    def on_episode_end(self, *, episode, **kwargs):
+        assert episode.user_data["steps"] == episode.length
+        episode.custom_metrics["steps_seen"] = episode.user_data["steps"]
+        Batches.episodes.append(("end", episode.length))
 
 
 def _train_in_background(trainer):
@@ -138,7 +152,7 @@ def _post(port, path, body, token=TOKEN, raw=None, method="POST"):
 
 
 def test_ppo_trains_on_an_external_env_and_skips_disabled_episodes():
-    Batches.seen = []
+    Batches.seen, Batches.episodes = [], []
     jrl.register_env("sim-disabled", lambda ctx: CartPoleSim(disabled_every=2))
     trainer = jrl.Trainer("PPO", env="sim-disabled",
                           config={**PPO_SMALL, "callbacks": Batches}, log_to_disk=False)
@@ -148,6 +162,12 @@ def test_ppo_trains_on_an_external_env_and_skips_disabled_episodes():
         trainer.stop()
     assert results[-1]["timesteps_total"] == 100
     assert results[-1]["episodes_total"] > 0
+    # Episode callbacks fire for external episodes as for env episodes; their custom metrics
+    # reach the results.
+    ends = [n for event, n in Batches.episodes if event == "end"]
+    assert ends and all(n > 0 for n in ends)
+    assert Batches.episodes[0] == ("start", 0)
+    assert any(r["custom_metrics"].get("steps_seen_mean", 0) > 0 for r in results)
     for batch in Batches.seen:
         assert batch["obs"].shape == (10, 2, 4)
         assert not np.any(batch["obs"][..., 0] == 9.0)  # training_enabled=False never trains
@@ -280,6 +300,27 @@ def test_bad_input_gets_a_one_line_json_4xx(served, case):
     status, _ = _post(env.server.port, "/v1/get_action",
                       {"episode_id": eid, "observation": [0, 0, 0, 0]})
     assert status == 200
+
+
+def test_idle_episodes_time_out_with_a_clear_404(served):
+    env, _ = served
+    server = PolicyServer(env, "127.0.0.1", 0, token=TOKEN, episode_timeout_s=0.3).start()
+    try:
+        idle, busy = _started(server.port), _started(server.port)
+        deadline = time.time() + 1.0
+        while time.time() < deadline:  # calls keep `busy` alive
+            status, _ = _post(server.port, "/v1/log_returns", {"episode_id": busy, "reward": 1})
+            assert status == 200
+            time.sleep(0.05)
+        status, body = _post(server.port, "/v1/log_returns", {"episode_id": idle, "reward": 1})
+        assert status == 404 and "without calls" in json.loads(body)["error"]
+        assert env.has_episode(busy) and not env.has_episode(idle)
+        assert _post(server.port, "/v1/end_episode",
+                     {"episode_id": busy, "observation": [0, 0, 0, 0]})[0] == 200
+    finally:
+        server.shutdown()
+    with pytest.raises(ConfigError, match="episode_timeout_s"):
+        PolicyServer(env, "127.0.0.1", 0, token=TOKEN, episode_timeout_s=-1)
 
 
 def test_wrong_method_gets_405_json(served):
@@ -483,11 +524,23 @@ def test_cartpole_examples_end_to_end():
 
 
 def test_jrl_serve_answers_actions(tmp_path):
+    """A checkpoint of a registered env is served from the spaces in its metadata: the env's
+    creator (which fails by then, as in a process that never registered it) is not called."""
     from jrl.serving.inference import serve_checkpoint
 
-    trainer = jrl.Trainer("PPO", env="CartPole-v1", config=PPO_SMALL, log_to_disk=False)
+    trained = []
+
+    def creator(env_config):
+        if trained:
+            raise RuntimeError("jrl serve must not make the env")
+        return gym.make("CartPole-v1")
+
+    jrl.register_env("serve-test-cartpole", creator)
+    trainer = jrl.Trainer("PPO", env="serve-test-cartpole", config=PPO_SMALL, log_to_disk=False)
     checkpoint = trainer.save(str(tmp_path))
+    trained.append(True)
     server = serve_checkpoint(checkpoint, "127.0.0.1", 0, TOKEN).start()
+    assert server.trainer is None
     try:
         obs = [[0.0, 0.1, 0.0, -0.1], [0.01, 0.0, 0.02, 0.0]]
         status, body = _post(server.port, "/v1/actions", {"observations": obs, "extras": True})
@@ -503,9 +556,9 @@ def test_jrl_serve_answers_actions(tmp_path):
         assert _post(server.port, "/v1/actions", {"observations": obs}, token=None)[0] == 401
         status, body = _post(server.port, "/healthz", None, token=None, method="GET")
         assert status == 200 and json.loads(body)["algo"] == "PPO"
+        assert json.loads(body)["env"] == "serve-test-cartpole"
     finally:
         server.shutdown()
-        server.trainer.stop()
         trainer.stop()
 
 

@@ -1,6 +1,7 @@
 """Ray Tune: algorithms as Trainables by name, grid search, checkpoints, function trainables."""
 
 
+import flax.linen as nn
 import pytest
 
 import jrl
@@ -34,6 +35,36 @@ def test_tuner_runs_a_registered_algorithm_by_name_with_grid_search(ray_cluster,
     restored = jrl.Trainer.from_checkpoint(results[0].checkpoint.path, log_to_disk=False)
     assert restored.iteration == 2
     restored.stop()
+
+
+class TuneTwoHeads(nn.Module):
+    """A custom actor-critic for the trial test: ``(logits, value)``."""
+
+    num_outputs: int
+    hidden: int = 8
+
+    @nn.compact
+    def __call__(self, obs):
+        x = nn.tanh(nn.Dense(self.hidden)(obs))
+        return nn.Dense(self.num_outputs)(x), nn.Dense(1)(x)[:, 0]
+
+
+def test_trial_actors_get_the_drivers_custom_models_and_envs(ray_cluster, tmp_path):
+    # Registered in the driver only, after Tune's trainables were registered: the trial's
+    # actor (another process) must still find both.
+    jrl.ModelCatalog.register_custom_model("tune_two_heads", TuneTwoHeads)
+    jrl.register_env("jrl-test-tune-phase", lambda cfg: PhaseEnv(cfg))
+    try:
+        config = {**SMALL_PPO, "env": "jrl-test-tune-phase", "env_config": {"episode_len": 5},
+                  "model": {"custom_model": "tune_two_heads",
+                            "custom_model_config": {"hidden": 4}}}
+        (result,) = tune.Tuner("PPO", param_space=config, run_config=tune.RunConfig(
+            storage_path=str(tmp_path), name="custom", stop={"training_iteration": 1},
+            verbose=0)).fit()
+    finally:
+        jrl.ModelCatalog.unregister("tune_two_heads")
+    assert result.error is None, result.error
+    assert result.metrics["timesteps_total"] >= 128
 
 
 def test_trial_resources_cover_driver_and_workers():

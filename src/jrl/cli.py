@@ -353,9 +353,14 @@ def _grid_variants(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
     from jrl.checkpoint import prune_checkpoints
-    from jrl.logger import ProgressReporter
+    from jrl.logger import PHASES, PROFILE_ENV, ProgressReporter, process_age_s
     from jrl.trainer import Trainer
 
+    profile = os.environ.get(PROFILE_ENV, "") not in ("", "0")
+    if profile:
+        PHASES.watch_compiles()
+        if "startup: Python, imports, config" not in PHASES.seconds:
+            PHASES.add("startup: Python, imports, config", process_age_s() or 0.0)
     name, algo, config, stop = plan.name, plan.algo, plan.config, plan.stop
     local_dir, checkpoint_freq = plan.local_dir, plan.checkpoint_freq
     checkpoint_at_end = plan.checkpoint_at_end
@@ -394,6 +399,10 @@ def run_experiment(args: argparse.Namespace, plan: ExperimentPlan) -> None:
                               plan.checkpoint_score_attr)
         trainer.stop()
     _print_summary(trainer, result if trainer.iteration else None, last_checkpoint)
+    if profile:
+        wall = process_age_s()
+        print(f"\nWhere the time went ({PROFILE_ENV}=1; process wall time "
+              f"{wall or float('nan'):.1f} s):\n{PHASES.table(wall)}")
     if interrupted:
         raise SystemExit(_interrupt_exit_code(interrupted))
 
@@ -464,7 +473,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             video_dir = args.video_dir or os.path.join(os.getcwd(), "jrl_videos")
             if mode == "rgb_array":
                 _require_moviepy()
-            episodes = render_episodes(policy.act_fn, policy.acting, policy.preprocessor,
+            episodes = render_episodes(policy.episode_actor(), policy.acting,
+                                       policy.preprocessor,
                                        trainer.env_id,
                                        trainer.algo_config, args.episodes, render_mode=mode,
                                        video_dir=video_dir, **common)
@@ -513,7 +523,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.trainer.stop()
+        if server.trainer is not None:  # (checkpoints without spaces go through a Trainer)
+            server.trainer.stop()
     return 0
 
 

@@ -117,6 +117,14 @@ class ModelConfig:
       custom_action_dist: name given to ``jrl.ModelCatalog.register_custom_action_dist``.
       framestack: the DeepMind Atari wrappers stack the last 4 frames (``preprocessor_pref:
         deepmind``).
+      use_lstm: wrap the network's torso in an LSTM (RLlib's auto-wrap): the policy carries a
+        recurrent state between steps and learns on sequences of ``max_seq_len`` steps.
+      use_gru: the same with a GRU cell (jrl's key; RLlib has only ``use_lstm``/``use_attention``).
+      lstm_cell_size: units of the LSTM (or GRU) cell.
+      max_seq_len: steps per training sequence (truncated backpropagation through time).
+      lstm_use_prev_action: the cell also reads the previous action (one-hot if discrete).
+      lstm_use_prev_reward: the cell also reads the previous reward.
+      lstm_use_prev_action_reward: RLlib's older key: both of the above.
     """
 
     fcnet_hiddens: tuple[int, ...] = (256, 256)
@@ -133,6 +141,30 @@ class ModelConfig:
     custom_preprocessor: str | None = None
     custom_action_dist: str | None = None
     framestack: bool = True
+    use_lstm: bool = False
+    use_gru: bool = False
+    lstm_cell_size: int = field(256, min=1)
+    max_seq_len: int = field(20, min=1)
+    lstm_use_prev_action: bool = False
+    lstm_use_prev_reward: bool = False
+    lstm_use_prev_action_reward: bool = False
+
+    def validate(self) -> None:
+        if self.use_lstm and self.use_gru:
+            raise ConfigError("model.use_lstm and model.use_gru are both set; pick one cell")
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the network carries state between steps (``use_lstm`` or ``use_gru``)."""
+        return self.use_lstm or self.use_gru
+
+    @property
+    def use_prev_action(self) -> bool:
+        return self.lstm_use_prev_action or self.lstm_use_prev_action_reward
+
+    @property
+    def use_prev_reward(self) -> bool:
+        return self.lstm_use_prev_reward or self.lstm_use_prev_action_reward
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

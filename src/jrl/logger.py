@@ -9,14 +9,17 @@ terminal, or prints one plain line per iteration when stdout is not a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import itertools
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 import numpy as np
@@ -181,9 +184,7 @@ class ResultLogger:
 
     def _write_tensorboard(self, result: Mapping[str, Any], scalars: dict[str, Any]) -> None:
         if self._tensorboard is None:
-            from tensorboardX import SummaryWriter  # slow import; only runs that log need it
-
-            self._tensorboard = SummaryWriter(self.logdir, flush_secs=30)
+            self._tensorboard = summary_writer(self.logdir)
         step = _scalar(result.get("timesteps_total"))
         if not isinstance(step, (int, float)):
             step = _scalar(result.get("training_iteration"))
@@ -192,6 +193,136 @@ class ResultLogger:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._tensorboard.add_scalar(TENSORBOARD_PREFIX + key, float(value), global_step=step)
         self._tensorboard.flush()
+
+
+def summary_writer(logdir: str) -> Any:
+    """tensorboardX's ``SummaryWriter`` for ``logdir``, imported without torch.
+
+    tensorboardX probes ``import torch`` when its writer module loads, only to accept torch
+    tensors; jrl logs Python floats, and torch's import costs seconds and ~200 MB per run where
+    torch is installed. So unless the process already imported torch, the probe is answered
+    "not installed" for the length of tensorboardX's import, and torch stays importable after.
+    """
+    probe_blocked = "torch" not in sys.modules
+    if probe_blocked:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise
+    try:
+        from tensorboardX import SummaryWriter  # slow import; only runs that log need it
+    finally:
+        if probe_blocked and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    # tensorboardX names files by the second; a suffix keeps two writers in one run directory
+    # (a restored run logging where it left off) from overwriting each other's file.
+    return SummaryWriter(logdir, flush_secs=30,
+                         filename_suffix=f".{os.getpid()}.{next(_EVENT_FILE_IDS)}")
+
+
+_EVENT_FILE_IDS = itertools.count()
+
+
+PROFILE_ENV = "JRL_PROFILE"
+_COMPILE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "compile: trace (Python -> jaxpr)",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration": "compile: lower (jaxpr -> MLIR)",
+                   "/jax/core/compile/backend_compile_duration": "compile: XLA"}
+
+
+class PhaseTimes:
+    """Wall time spent in each phase of a run: ``with phases.phase("env creation"): ...``.
+
+    Times are exclusive: a phase inside another (and JAX's tracing, lowering and XLA compiling,
+    recorded from ``jax.monitoring`` once ``watch_compiles()`` was called) is taken out of the
+    outer one, so the phases add up to the wall time they cover. ``jrl train`` prints the table
+    at the end when ``JRL_PROFILE=1`` is set.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.programs: dict[str, float] = {}  # XLA compile seconds per compiled program
+        self._stack: list[list] = []  # [name, start, seconds taken by inner phases]
+        self._watching = False
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        frame = [name, time.perf_counter(), 0.0]
+        self._stack.append(frame)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            total = time.perf_counter() - frame[1]
+            self._add(name, total - frame[2])
+            if self._stack:
+                self._stack[-1][2] += total
+
+    def add(self, name: str, seconds: float) -> None:
+        """Adds ``seconds`` spent in ``name`` inside the current phase (taken out of it)."""
+        self._add(name, seconds)
+        if self._stack:
+            self._stack[-1][2] += seconds
+
+    def watch_compiles(self) -> None:
+        """Records JAX's trace/lower/XLA compile durations as phases (idempotent)."""
+        if self._watching:
+            return
+        import jax.monitoring
+
+        recent: list[tuple[float, float]] = []  # (start, seconds counted) of recent events
+
+        def on_duration(event: str, duration: float, fun_name: str = "?", **_: Any) -> None:
+            name = _COMPILE_EVENTS.get(event)
+            if name is None:
+                return
+            if name == "compile: XLA":
+                self.programs[fun_name] = self.programs.get(fun_name, 0.0) + duration
+            # A jit traced inside another's trace reports both: count the outer's own time.
+            end = time.perf_counter()
+            start = end - duration
+            inner = sum(counted for s, counted in recent if s >= start)
+            recent[:] = [(s, c) for s, c in recent if s < start]
+            recent.append((start, duration))
+            self.add(name, max(0.0, duration - inner))
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+        self._watching = True
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def table(self, wall_s: float | None = None) -> str:
+        """The phases, longest first, as aligned text lines (with ``wall_s``: the share of it
+        and the time no phase covers)."""
+        rows = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        if wall_s is not None:
+            rows.append(("other (not in a phase)", max(0.0, wall_s - sum(self.seconds.values()))))
+        width = max((len(name) for name, _ in rows), default=10) + 2
+        lines = []
+        for name, seconds in rows:
+            count = self.counts.get(name, 0)
+            share = f"  {100 * seconds / wall_s:5.1f}%" if wall_s else ""
+            calls = f"  ({count}x)" if count > 1 else ""
+            lines.append(f"  {name:<{width}} {seconds:8.2f} s{share}{calls}")
+        if self.programs:
+            top = sorted(self.programs.items(), key=lambda kv: -kv[1])[:5]
+            lines.append(f"  XLA programs compiled: {self.counts.get('compile: XLA', 0)}"
+                         "; longest: " + ", ".join(f"{n} {t:.2f} s" for n, t in top))
+        return "\n".join(lines)
+
+
+PHASES = PhaseTimes()  # this process's phases: effects at the edge, like jax's own profiler
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux), or ``None`` where unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class ProgressReporter:

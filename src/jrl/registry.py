@@ -134,6 +134,11 @@ def make_algorithm(definition: AlgorithmDef | str, config: Any, spec: EnvSpec,
     that mapped device axis."""
     if isinstance(definition, str):
         definition = get_algorithm_def(definition)
+    model = getattr(config, "model", None)
+    if getattr(model, "recurrent", False) and not definition.recurrent:
+        supported = ", ".join(n for n in _ALGORITHMS if get_algorithm_def(n).recurrent)
+        raise ConfigError(f"{definition.name} has no recurrent policies (model.use_lstm/"
+                          f"use_gru); use {supported}, or drop the key")
     if axis_name is None:
         return definition.make(config, networks, spec)
     return definition.make(config, networks, spec, axis_name=axis_name)

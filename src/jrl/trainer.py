@@ -26,8 +26,8 @@ from jrl.backends.jax_multi_agent import JaxMultiAgentBackend
 from jrl.backends.multi_agent import MultiAgentBackend, is_multi_agent
 from jrl.backends.workers import WorkerBackend
 from jrl.config import jsonable, merge, to_dict
-from jrl.errors import CheckpointError, ConfigError
-from jrl.logger import ResultLogger, flatten_result, make_logdir
+from jrl.errors import CheckpointError, ConfigError, EnvError
+from jrl.logger import PHASES, ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
 from jrl.rollout.jax_envs import (
     GYMNAX_PREFIX,
@@ -181,8 +181,9 @@ class Trainer:
         if built_jax_env is not None:
             backend_args["jax_env"] = built_jax_env
         try:
-            self.backend = backend(self.definition, self.algo_config, self.env_id,
-                                   **backend_args)
+            with PHASES.phase("build: envs, workers, algorithm, init"):
+                self.backend = backend(self.definition, self.algo_config, self.env_id,
+                                       **backend_args)
         except MultiAgentEnvFound:  # a registered creator returned a jrl.MultiAgentEnv
             self.backend = MultiAgentBackend(self.definition, self.algo_config, self.env_id,
                                              **backend_args)
@@ -258,7 +259,8 @@ class Trainer:
         """Runs one training iteration and returns its RLlib-style result dict."""
         start = time.time()
         cfg = self.algo_config
-        it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
+        with PHASES.phase("train: sample + learn"):
+            it = self.backend.run_iteration(start, self.iteration + 1, self.timesteps_total)
         steps_this_iter, learner, episodes = it.env_steps, it.learner, it.episodes
         self.iteration += 1
         self.timesteps_total += steps_this_iter
@@ -299,10 +301,12 @@ class Trainer:
         if replay_size is not None:
             result["info"]["replay_buffer_size"] = replay_size
         if cfg.evaluation_interval and self.iteration % cfg.evaluation_interval == 0:
-            result.update(self.evaluate())
+            with PHASES.phase("evaluation"):
+                result.update(self.evaluate())
         self.callbacks.on_train_result(trainer=self, result=result)
         if self._result_logger is not None:
-            self._result_logger.log({k: v for k, v in result.items() if k != "config"})
+            with PHASES.phase("results: result.json, progress.csv, TensorBoard"):
+                self._result_logger.log({k: v for k, v in result.items() if k != "config"})
         self._last_result = result
         return result
 
@@ -333,30 +337,60 @@ class Trainer:
                        full_fetch: bool = False, explore: bool | None = False) -> Any:
         """The action for one raw observation (preprocessed and filtered first).
 
-        With ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does.
-        ``state``, ``prev_action``, ``prev_reward`` and ``info`` are accepted for RLlib
-        compatibility; jrl's networks are not recurrent, so they do not change the action.
+        With ``state`` (a recurrent policy's ``get_initial_state()`` or last ``state_out``) or
+        ``full_fetch`` returns ``(action, state_out, extras)`` as RLlib does; ``prev_action``
+        and ``prev_reward`` feed models with ``lstm_use_prev_action``/``_reward``.
         """
         explore = self.algo_config.explore if explore is None else explore
         action, state_out, extras = self.get_policy(policy_id).compute_single_action(
             observation, state, prev_action, prev_reward, info, explore=explore)
-        if full_fetch:
+        if full_fetch or (state is not None and len(state) > 0):
             return action, state_out, extras
         return action
 
     compute_single_action = compute_action
 
-    def compute_actions(self, observations: Mapping | list, explore: bool | None = False,
-                        policy_id: str = DEFAULT_POLICY_ID) -> Any:
-        """Actions for a dict ``{key: obs}`` (returns a dict) or a list of observations."""
+    def compute_actions(self, observations: Mapping | list, state: Mapping | list | None = None,
+                        *, prev_action: Any = None, prev_reward: Any = None,
+                        info: Any = None, policy_id: str = DEFAULT_POLICY_ID,
+                        full_fetch: bool = False, explore: bool | None = False,
+                        **kwargs: Any) -> Any:
+        """Actions for a dict ``{key: obs}`` (returns a dict) or a list of observations.
+
+        As in RLlib, with ``state`` (``{key: state}`` for a dict, a list of states for a list;
+        each a recurrent policy's ``get_initial_state()`` or last ``state_out``; keys missing
+        from it start from the initial state) or ``full_fetch`` returns ``(actions, states,
+        extras)``: ``states`` keyed like ``observations`` and ``extras`` batched in their
+        order. ``prev_action`` / ``prev_reward`` (keyed, or batched in the observations'
+        order) feed models with ``lstm_use_prev_action``/``_reward``.
+        """
         explore = self.algo_config.explore if explore is None else explore
         policy = self.get_policy(policy_id)
-        if isinstance(observations, Mapping):
-            keys = list(observations)
-            actions, _, _ = policy.compute_actions([observations[k] for k in keys],
-                                                   explore=explore)
-            return dict(zip(keys, actions, strict=True))
-        return policy.compute_actions(list(observations), explore=explore)[0]
+        keyed = isinstance(observations, Mapping)
+        keys = list(observations) if keyed else list(range(len(observations)))
+        obs = [observations[k] for k in keys]
+
+        def batch(value: Any) -> Any:
+            if value is None or not isinstance(value, Mapping):
+                return value
+            return [value[k] for k in keys]
+
+        states = None
+        if state is not None:
+            given = state if isinstance(state, Mapping) else dict(enumerate(state))
+            initial = policy.get_initial_state()
+            per_key = [initial if given.get(k) is None or len(given[k]) == 0 else given[k]
+                       for k in keys]
+            states = [np.stack([np.asarray(s[i]) for s in per_key])
+                      for i in range(len(initial))] or None
+        actions, state_out, extras = policy.compute_actions(
+            obs, states, batch(prev_action), batch(prev_reward), explore=explore)
+        out_actions = dict(zip(keys, actions, strict=True)) if keyed else actions
+        if state is None and not full_fetch:
+            return out_actions
+        out_states = [[s[j] for s in state_out] for j in range(len(keys))]
+        return out_actions, dict(zip(keys, out_states, strict=True)) if keyed else out_states, \
+            extras
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
         """The ``Policy`` called ``policy_id`` (its weights are the learner's)."""
@@ -381,7 +415,8 @@ class Trainer:
         return {"algo": self.algo_name, "env": self.env_id, "config": jsonable(config),
                 "timesteps_total": self.timesteps_total, "episodes_total": self.episodes_total,
                 "time_total_s": self.time_total_s, "training_iteration": self.iteration,
-                "python": platform.python_version(), "jax_version": jax.__version__}
+                "python": platform.python_version(), "jax_version": jax.__version__,
+                **_spaces_metadata(self.observation_space, self.action_space)}
 
     def save(self, checkpoint_dir: str | None = None) -> str:
         """Writes ``checkpoint_<iteration>/`` (atomically) and returns its path.
@@ -393,6 +428,10 @@ class Trainer:
         directory = checkpoint_dir or self.logdir
         if directory is None:
             raise CheckpointError("save() needs a checkpoint_dir when the trainer has no logdir")
+        with PHASES.phase("checkpoint"):
+            return self._save(directory)
+
+    def _save(self, directory: str) -> str:
         parts = self.backend.checkpoint_parts()
         meta = self._metadata()
         if self._last_result is not None:  # for checkpoint_score_attr
@@ -463,6 +502,18 @@ def _restorable_callbacks(spec: Any) -> Any:
         except ConfigError as e:
             logger.warning("not restoring callbacks: %s", e)
     return None
+
+
+def _spaces_metadata(observation_space: Any, action_space: Any) -> dict[str, Any]:
+    """``{"spaces": ...}``: the raw observation and action spaces as JSON, so ``jrl serve`` can
+    rebuild the policy without making the env ({} for spaces JSON cannot describe)."""
+    from jrl.rollout.spaces import space_to_json
+
+    try:
+        return {"spaces": {"observation_space": space_to_json(observation_space),
+                           "action_space": space_to_json(action_space)}}
+    except (EnvError, TypeError, ValueError):
+        return {}
 
 
 def _num_updates(state: Any) -> int:

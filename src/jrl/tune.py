@@ -33,6 +33,51 @@ def _clean_result(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: jsonable(v) for k, v in result.items() if k not in ("config", "done")}
 
 
+class ShippedRegistrations:
+    """The driver's ``jrl.register_env`` creators and ``ModelCatalog`` registrations, riding
+    along with a trainable class to its trial actors.
+
+    Tune pickles the trainable class on the driver when it starts a trial's actor, so this
+    snapshots the registrations at that moment (not when the class was registered): a custom
+    model or env registered just before ``tune.run`` reaches the trial, as it reaches Ray
+    rollout workers (``rollout.worker.prepare_worker_process``)."""
+
+    def __init__(self, envs: Mapping[str, Any] | None = None,
+                 models: Mapping[str, Mapping[str, type]] | None = None):
+        self.envs = dict(envs or {})
+        self.models = {k: dict(v) for k, v in (models or {}).items()}
+
+    def __reduce__(self):
+        from ray import cloudpickle
+
+        from jrl.networks.custom import ModelCatalog
+        from jrl.rollout.envs import registered_creator, registered_envs
+
+        envs = dict(self.envs)
+        for name in registered_envs():
+            creator = registered_creator(name)
+            try:  # a creator that cannot travel is left behind (the trial reports the env)
+                cloudpickle.dumps(creator)
+            except Exception:
+                continue
+            envs[name] = creator
+        models = {k: {**self.models.get(k, {}), **v}
+                  for k, v in ModelCatalog.registrations().items()}
+        return ShippedRegistrations, (envs, models)
+
+    def restore(self, env_id: Any) -> None:
+        """Registers everything in this process (a trial actor), the trial's env and models
+        the way a rollout worker takes them."""
+        from jrl.rollout.envs import register_env
+        from jrl.rollout.worker import prepare_worker_process
+
+        for name, creator in self.envs.items():
+            if name != env_id:
+                register_env(name, creator)
+        env = env_id if isinstance(env_id, str) else ""
+        prepare_worker_process(env, 0, self.envs.get(env), self.models)
+
+
 def make_trainable(algo_name: str) -> type:
     """A ``tune.Trainable`` class that trains ``algo_name`` with jrl."""
     from ray import tune
@@ -43,8 +88,10 @@ def make_trainable(algo_name: str) -> type:
 
     class JrlTrainable(tune.Trainable):
         _algo_name = name
+        _registrations = ShippedRegistrations()
 
         def setup(self, config: dict) -> None:
+            self._registrations.restore(config.get("env"))
             self.trainer = Trainer(self._algo_name, config=dict(config), logdir=self.logdir,
                                    log_to_disk=True)
 

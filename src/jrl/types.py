@@ -72,6 +72,11 @@ class Transition(NamedTuple):
     ``terminated`` and ``truncated`` are kept apart: a truncated step bootstraps from the value of
     ``next_obs``, a terminated one does not. ``next_obs`` is the true next observation (the final
     observation of an episode at its last step, not the reset observation).
+
+    Recurrent policies (``model.use_lstm``) also fill ``state_in`` (the state each step was acted
+    with, a tuple of ``[T, B, H]``), ``prev_action`` ``[T, B, ...]`` and ``prev_reward``
+    ``[T, B]`` (zeros at an episode's first step); they are ``None`` otherwise (no leaves, so
+    feed-forward programs do not change).
     """
 
     obs: jax.Array
@@ -81,6 +86,9 @@ class Transition(NamedTuple):
     truncated: jax.Array
     next_obs: jax.Array
     behaviour_logp: jax.Array
+    state_in: Any = None
+    prev_action: Any = None
+    prev_reward: Any = None
 
 
 class ReplayBatch(NamedTuple):
@@ -147,6 +155,8 @@ class Algorithm(NamedTuple):
       policy: ``policy(state) -> Policy`` the pytree ``act`` needs (params, filter statistics,
         exploration parameters), small enough to ship to rollout workers.
       name: the registered algorithm name (``"PPO"``, ``"DQN"``).
+      recurrent: ``RecurrentFns`` when the policy carries state between steps
+        (``model.use_lstm``), else ``None``; ``act`` then acts from the initial state.
     """
 
     init: Callable[[PRNGKey], Any]
@@ -154,6 +164,21 @@ class Algorithm(NamedTuple):
     act: Callable[[Any, jax.Array, PRNGKey, bool], tuple[jax.Array, dict[str, jax.Array]]]
     policy: Callable[[Any], Any]
     name: str = ""
+    recurrent: Any = None
+
+
+class RecurrentFns(NamedTuple):
+    """How a recurrent policy acts, one step at a time.
+
+    Attributes:
+      initial_state: ``initial_state(n) -> state``: the zero state of ``n`` lanes (a tuple of
+        float32 ``[n, H]`` arrays: ``(h, c)`` for an LSTM, ``(h,)`` for a GRU).
+      act: ``act(policy, obs [N, ...], state, prev_action [N, ...], prev_reward [N], key,
+        explore) -> (action, extras, state_out)``.
+    """
+
+    initial_state: Callable[[int], Any]
+    act: Callable[..., tuple[jax.Array, dict[str, jax.Array], Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +219,8 @@ class AlgorithmDef:
       action_logp: ``action_logp(config, spec) -> logp(policy, obs [N], actions [N]) -> [N]``:
         the policy's log-probability of given actions, for off-policy estimation
         (``input_evaluation``) of recorded data.
+      recurrent: whether ``make`` builds recurrent policies for ``model.use_lstm``/``use_gru``
+        (the others reject those keys).
     """
 
     name: str
@@ -210,6 +237,7 @@ class AlgorithmDef:
     noise_rows: Callable[[jax.Array, int], jax.Array] | None = None
     batch_type: type | None = None
     action_logp: Callable[[Any, EnvSpec], Callable] | None = None
+    recurrent: bool = False
 
     @property
     def trainer_name(self) -> str:

@@ -129,5 +129,6 @@ ALGORITHM_DEF = AlgorithmDef(
     plan="on_policy",
     example_batch=train_batch_example,
     gradient_fns=make_gradient_fns,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "A2C")

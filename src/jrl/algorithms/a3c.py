@@ -55,5 +55,6 @@ ALGORITHM_DEF = AlgorithmDef(
     plan="async_gradients",
     example_batch=fragment_example,
     gradient_fns=make_gradient_fns,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "A3C")

@@ -75,7 +75,14 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
     """
     if spec is None:
         raise ConfigError(f"make_{name.lower()} needs the env spec")
-    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    recurrent = config.model.recurrent and networks is None
+    if recurrent and microbatch_size:
+        raise ConfigError(f"{name}: microbatch_size splits samples apart; a recurrent model "
+                          "(model.use_lstm/use_gru) trains on whole sequences: drop one")
+    fns = (toolkit.make_recurrent_fns(spec, config.model, config.observation_filter)
+           if recurrent else
+           toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter,
+                                         networks))
     obs_filter = fns.obs_filter
 
     def loss_fn(params, filter_state, data):
@@ -84,7 +91,7 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
                                  data["advantages"], data["value_targets"], vf_loss_coeff,
                                  entropy_coeff, data["weight"])
 
-    def compute(policy: ActorCriticPolicy, batch: Transition):
+    def compute_samples(policy: ActorCriticPolicy, batch: Transition):
         T, B = batch.reward.shape
         n = T * B
         flat = lambda x: x.reshape((n, *x.shape[2:]))  # noqa: E731
@@ -124,6 +131,36 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
                                          all_gather(obs, axis_name))
         return grads, stats, filter_delta
 
+    def sequence_loss_fn(params, filter_state, seqs, data):
+        dist, value, _ = fns.unroll(params, filter_state, seqs.features, seqs.initial_state)
+        mask = toolkit.flatten_time(seqs.mask)
+        # mean(weight * x) is the mean over the valid (unpadded) steps.
+        weight = mask * mask.size / jnp.maximum(mask.sum(), 1.0)
+        flat = jax.tree.map(toolkit.flatten_time, data)
+        return actor_critic_loss(dist.log_prob(flat["actions"]), dist.entropy(), value,
+                                 flat["advantages"], flat["value_targets"], vf_loss_coeff,
+                                 entropy_coeff, weight)
+
+    def compute_sequences(policy: ActorCriticPolicy, batch: Transition):
+        T, B = batch.reward.shape
+        seqs, v_t, v_tp1, _ = fns.evaluate(policy.params, policy.obs_filter, batch)
+        advantages, value_targets = targets(batch, v_t, v_tp1)
+        if normalize_advantages:  # over the [T, B] steps: padding never enters the statistics
+            advantages = toolkit.normalize_advantages(advantages, axis_name)
+        L = seqs.mask.shape[0]
+        data = toolkit.time_major(toolkit.sequence_data(
+            {"actions": batch.action, "advantages": advantages,
+             "value_targets": value_targets}, T, L))
+        grads, stats = jax.grad(sequence_loss_fn, has_aux=True)(
+            policy.params, policy.obs_filter, seqs, data)
+        obs = batch.obs.reshape((T * B, *batch.obs.shape[2:]))
+        stats["vf_explained_var"] = toolkit.explained_variance(value_targets, v_t, axis_name)
+        filter_delta = obs_filter.update(obs_filter.init(spec.obs_shape),
+                                         all_gather(obs, axis_name))
+        return grads, stats, filter_delta
+
+    compute = compute_sequences if recurrent else compute_samples
+
     def apply(state: ActorCriticState, grads, filter_delta: FilterState, env_steps):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = toolkit.advance_learner_state(
@@ -144,5 +181,5 @@ def make_learner(name: str, config: Any, spec: EnvSpec, targets: TargetsFn, *,
         return state, {**stats, **apply_stats}
 
     return (Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
-                      name=name),
+                      name=name, recurrent=fns.recurrent if recurrent else None),
             GradientFns(compute=compute, apply=apply))

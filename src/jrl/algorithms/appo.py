@@ -32,6 +32,7 @@ from jrl.config import field, to_dict
 from jrl.errors import ConfigError
 from jrl.ops.losses import clipped_surrogate_loss
 from jrl.ops.parallel import num_devices, pmean
+from jrl.ops.sequences import chop, masked_mean
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
 
 
@@ -68,7 +69,8 @@ APPOState = PPOState
 
 
 def appo_loss(dist, value: jax.Array, minibatch: dict, old_dist, config: APPOConfig,
-              kl_coeff: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+              kl_coeff: jax.Array, mask: jax.Array | None = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped surrogate on V-trace advantages + value loss - entropy bonus (+ KL penalty).
 
     Args:
@@ -79,14 +81,16 @@ def appo_loss(dist, value: jax.Array, minibatch: dict, old_dist, config: APPOCon
       old_dist: the distribution the batch was evaluated with at the start of the update.
       config: APPO config.
       kl_coeff: current KL penalty weight (used with ``use_kl_loss``).
+      mask: 1 at valid samples, 0 at the padding of sequences ``[N]`` (``None``: all valid).
     """
     logp = dist.log_prob(minibatch["actions"])
     chex.assert_equal_shape([logp, minibatch["pg_advantages"], value, minibatch["vs"]])
     policy_loss, clip_frac = clipped_surrogate_loss(
-        jnp.exp(logp - minibatch["old_logp"]), minibatch["pg_advantages"], config.clip_param)
-    vf_loss = 0.5 * jnp.mean(jnp.square(value - minibatch["vs"]))
-    entropy = jnp.mean(dist.entropy())
-    kl = jnp.mean(old_dist.kl(dist))
+        jnp.exp(logp - minibatch["old_logp"]), minibatch["pg_advantages"], config.clip_param,
+        mask)
+    vf_loss = 0.5 * masked_mean(jnp.square(value - minibatch["vs"]), mask)
+    entropy = masked_mean(dist.entropy(), mask)
+    kl = masked_mean(old_dist.kl(dist), mask)
     total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
     if config.use_kl_loss:
         total = total + kl_coeff * kl
@@ -99,7 +103,10 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
     """Builds APPO's ``Algorithm`` for ``spec`` (see ``make_impala`` for ``axis_name``)."""
     if spec is None:
         raise ConfigError("make_appo needs the env spec")
-    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    recurrent = config.model.recurrent and networks is None
+    fns = (toolkit.make_recurrent_fns(spec, config.model, config.observation_filter) if recurrent
+           else toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter,
+                                              networks))
     optimizer = impala_optimizer(config)
 
     def init(key: jax.Array) -> APPOState:
@@ -135,6 +142,46 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
             env_steps=T * B * num_devices(axis_name))
         return new_state, stats
 
+    def recurrent_update(state: APPOState, batch: Transition
+                         ) -> tuple[APPOState, dict[str, jax.Array]]:
+        # V-trace on the fragment's [T, B] steps; SGD on minibatches of whole sequences.
+        T, B = batch.reward.shape
+        seqs, v_t, v_tp1, old_dist = fns.evaluate(state.params, state.obs_filter, batch)
+        L = seqs.mask.shape[0]
+        old_logp = old_dist.log_prob(toolkit.flatten_time(chop(batch.action, L)))
+        targets, log_rho_t = vtrace_targets(toolkit.per_step(old_logp, T, L), v_t, v_tp1,
+                                            batch, config)
+        sequence_major = lambda x: jnp.swapaxes(  # noqa: E731
+            x.reshape((L, -1, *x.shape[1:])), 0, 1)
+        data = toolkit.sequence_data({"actions": batch.action, "pg_advantages":
+                                      targets.pg_advantages, "vs": targets.vs}, T, L)
+        data.update(old_logp=sequence_major(old_logp), inputs=toolkit.time_major(seqs.features),
+                    mask=seqs.mask.T, state=seqs.initial_state,
+                    old_dist=jax.tree.map(sequence_major, old_dist))
+
+        def loss_fn(params, minibatch):
+            columns = toolkit.time_major({k: v for k, v in minibatch.items() if k != "state"})
+            dist, value, _ = fns.unroll(params, state.obs_filter, columns["inputs"],
+                                        minibatch["state"])
+            flat = jax.tree.map(toolkit.flatten_time, columns)
+            return appo_loss(dist, value, flat, flat["old_dist"], config, state.kl_coeff,
+                             mask=flat["mask"])
+
+        trained, stats = surrogate_epochs(
+            state, loss_fn, data, optimizer, num_epochs=config.num_sgd_iter,
+            minibatch_size=max(1, (config.sgd_minibatch_size or T * B) // L),
+            kl_target=config.kl_target if config.use_kl_loss else None, axis_name=axis_name)
+        stats.update(mean_rho=pmean(jnp.mean(jnp.exp(log_rho_t)), axis_name),
+                     vf_explained_var=toolkit.explained_variance(targets.vs, v_t, axis_name))
+        new_state = toolkit.advance_learner_state(
+            trained, obs_filter=fns.obs_filter.update(state.obs_filter,
+                                                      all_observations(batch, axis_name)),
+            env_steps=T * B * num_devices(axis_name))
+        return new_state, stats
+
+    if recurrent:
+        return Algorithm(init=init, update=recurrent_update, act=fns.act,
+                         policy=toolkit.network_policy, name="APPO", recurrent=fns.recurrent)
     return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
                      name="APPO")
 
@@ -145,5 +192,6 @@ ALGORITHM_DEF = AlgorithmDef(
     make=make_appo,
     plan="async_samples",
     example_batch=async_batch_example,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "APPO")

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jrl.networks.recurrent import initial_state
 from jrl.types import EnvSpec, ReplayBatch, Transition
 
 
@@ -46,7 +47,8 @@ def random_fragment(spec: EnvSpec, T: int, B: int, key: jax.Array) -> Transition
 
 def fragment_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transition:
     """One worker's fragment ``[rollout_fragment_length, num_envs_per_worker]`` (A3C)."""
-    return random_fragment(spec, config.rollout_fragment_length, config.num_envs_per_worker, key)
+    return with_recurrent_inputs(config.model, random_fragment(
+        spec, config.rollout_fragment_length, config.num_envs_per_worker, key))
 
 
 def train_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transition:
@@ -54,7 +56,23 @@ def train_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transitio
     they cover ``train_batch_size`` (PG, A2C, PPO)."""
     T, B = config.rollout_fragment_length, config.num_envs_per_worker
     rounds = max(1, math.ceil(config.train_batch_size / (T * B)))
-    return random_fragment(spec, T * rounds, B, key)
+    return with_recurrent_inputs(config.model, random_fragment(spec, T * rounds, B, key))
+
+
+def with_recurrent_inputs(model: Any, batch: Transition) -> Transition:
+    """``batch`` with what a recurrent policy's batch also holds (``state_in`` zeros, the
+    previous actions and rewards) when ``model`` is recurrent; unchanged otherwise."""
+    if not getattr(model, "recurrent", False):
+        return batch
+    T, B = batch.reward.shape
+    state = initial_state(model, T * B)
+    starts = batch.terminated | batch.truncated
+    keep = ~jnp.concatenate([jnp.ones_like(starts[:1]), starts[:-1]])
+    shift = lambda x: jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]])  # noqa: E731
+    prev_action = shift(batch.action) * keep.reshape(keep.shape + (1,) * (
+        batch.action.ndim - 2)).astype(batch.action.dtype)
+    return batch._replace(state_in=tuple(s.reshape((T, B, -1)) for s in state),
+                          prev_action=prev_action, prev_reward=shift(batch.reward) * keep)
 
 
 def async_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transition:
@@ -62,7 +80,7 @@ def async_batch_example(config: Any, spec: EnvSpec, key: jax.Array) -> Transitio
     ``train_batch_size`` (IMPALA, APPO)."""
     T, B = config.rollout_fragment_length, config.num_envs_per_worker
     fragments = max(1, math.ceil(config.train_batch_size / (T * B)))
-    return random_fragment(spec, T, B * fragments, key)
+    return with_recurrent_inputs(config.model, random_fragment(spec, T, B * fragments, key))
 
 
 def replay_example(postprocess: Callable[[Any, Transition], ReplayBatch]

@@ -23,6 +23,7 @@ from jrl.config import CommonConfig, field, to_dict
 from jrl.errors import ConfigError
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import VTraceReturns, vtrace
+from jrl.ops.sequences import chop
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, LearnerState, NetworkPolicy, Transition
 
 
@@ -143,14 +144,30 @@ def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None
     """
     if spec is None:
         raise ConfigError("make_impala needs the env spec")
-    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    recurrent = config.model.recurrent and networks is None
+    fns = (toolkit.make_recurrent_fns(spec, config.model, config.observation_filter) if recurrent
+           else toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter,
+                                              networks))
     optimizer = impala_optimizer(config)
 
     def init(key: jax.Array) -> ImpalaState:
         return toolkit.init_learner_state(key, fns.init_params, optimizer, fns.obs_filter,
                                           spec.obs_shape)
 
+    def sequence_loss_fn(params, obs_filter_state, batch):
+        # The forward pass runs over max_seq_len sequences; the loss over the [T, B] steps they
+        # hold (the padding is dropped, so V-trace sees the fragments as they were sampled).
+        _, v_t, v_tp1, dist = fns.evaluate(params, obs_filter_state, batch)
+        T = batch.reward.shape[0]
+        L = fns.max_seq_len
+        actions = toolkit.flatten_time(chop(batch.action, min(L, T)))
+        return impala_loss(toolkit.per_step(dist.log_prob(actions), T, L),
+                           toolkit.per_step(dist.entropy(), T, L), v_t, v_tp1, batch, config,
+                           axis_name)
+
     def loss_fn(params, obs_filter_state, batch):
+        if recurrent:
+            return sequence_loss_fn(params, obs_filter_state, batch)
         dist, v_t, v_tp1 = fns.evaluate(params, obs_filter_state, batch)
         T, B = batch.reward.shape
         logp_t = dist.log_prob(batch.action.reshape((T * B, *batch.action.shape[2:])))
@@ -171,7 +188,7 @@ def make_impala(config: ImpalaConfig, networks: Any = None, spec: EnvSpec | None
             params=params, opt_state=opt_state), stats
 
     return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
-                     name="IMPALA")
+                     name="IMPALA", recurrent=fns.recurrent if recurrent else None)
 
 
 def all_observations(batch: Transition, axis_name: str | None) -> jax.Array:
@@ -187,5 +204,6 @@ ALGORITHM_DEF = AlgorithmDef(
     plan="async_samples",
     example_batch=async_batch_example,
     trainer_class_name="ImpalaTrainer",
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "IMPALA")

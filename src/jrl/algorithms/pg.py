@@ -107,5 +107,6 @@ ALGORITHM_DEF = AlgorithmDef(
     make=make_pg,
     plan="on_policy",
     example_batch=train_batch_example,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "PG")

@@ -25,6 +25,7 @@ from jrl.ops.filters import FilterState
 from jrl.ops.losses import clipped_surrogate_loss
 from jrl.ops.parallel import all_gather, num_devices, pmean
 from jrl.ops.returns import gae
+from jrl.ops.sequences import masked_mean
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, NetworkPolicy, Transition
 
 
@@ -98,8 +99,8 @@ class PPOState(NamedTuple):
 PPOPolicy = NetworkPolicy  # what act needs: network params and filter statistics
 
 
-def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: jax.Array
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: jax.Array,
+             mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped surrogate + (clipped) value loss - entropy bonus + KL penalty, for ``[N]`` samples.
 
     Args:
@@ -111,24 +112,26 @@ def ppo_loss(dist, value, batch: dict, old_dist, config: PPOConfig, kl_coeff: ja
         ``behaviour_logp``).
       config: PPO config (clip params and coefficients).
       kl_coeff: current KL penalty weight.
+      mask: 1 at valid samples, 0 at the padding of sequences ``[N]`` (``None``: all valid);
+        every mean runs over the valid samples only.
     """
     logp = dist.log_prob(batch["actions"])
     chex.assert_equal_shape([logp, batch["advantages"]])
     policy_loss, clip_frac = clipped_surrogate_loss(
-        jnp.exp(logp - batch["behaviour_logp"]), batch["advantages"], config.clip_param)
+        jnp.exp(logp - batch["behaviour_logp"]), batch["advantages"], config.clip_param, mask)
     vf_error = jnp.square(value - batch["value_targets"])
     if config.vf_clip_param is not None:
         clipped_value = batch["old_values"] + jnp.clip(
             value - batch["old_values"], -config.vf_clip_param, config.vf_clip_param)
         vf_error = jnp.maximum(vf_error, jnp.square(clipped_value - batch["value_targets"]))
-    vf_loss = 0.5 * jnp.mean(vf_error)
-    entropy = jnp.mean(dist.entropy())
+    vf_loss = 0.5 * masked_mean(vf_error, mask)
+    entropy = masked_mean(dist.entropy(), mask)
     if old_dist is None:
         # No KL penalty: report the sample estimate E_old[log pi_old - log pi] instead of the
         # exact KL, so the update needs no pass of the old policy over the batch.
-        kl = jax.lax.stop_gradient(jnp.mean(batch["behaviour_logp"] - logp))
+        kl = jax.lax.stop_gradient(masked_mean(batch["behaviour_logp"] - logp, mask))
     else:
-        kl = jnp.mean(old_dist.kl(dist))
+        kl = masked_mean(old_dist.kl(dist), mask)
     total = (policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
              + kl_coeff * kl)
     return total, {"total_loss": total, "policy_loss": policy_loss, "vf_loss": vf_loss,
@@ -170,7 +173,10 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     """
     if spec is None:
         raise ConfigError("make_ppo needs the env spec")
-    fns = toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+    recurrent = config.model.recurrent and networks is None
+    fns = (toolkit.make_recurrent_fns(spec, config.model, config.observation_filter) if recurrent
+           else toolkit.make_actor_critic_fns(spec, config.model, config.observation_filter,
+                                              networks))
     if config.lr_annealing:
         # Updates per env step are fixed by the config, so the schedule is in optimizer steps.
         steps_per_update = config.num_sgd_iter * max(
@@ -224,6 +230,53 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
         return toolkit.advance_learner_state(trained, obs_filter=obs_filter,
                                              env_steps=T * B * num_devices(axis_name)), stats
 
+    def recurrent_update(state: PPOState, batch: Transition
+                         ) -> tuple[PPOState, dict[str, jax.Array]]:
+        # Values and advantages over the whole [T, B] batch (so the normalization sees valid
+        # steps only), then SGD on minibatches of whole max_seq_len sequences.
+        T, B = batch.reward.shape
+        seqs, values, bootstrap, _ = fns.evaluate(state.params, state.obs_filter, batch)
+        lambda_ = config.lambda_ if config.use_gae else 1.0
+        advantages, value_targets = gae(batch.reward, values, bootstrap, batch.terminated,
+                                        batch.truncated, config.gamma, lambda_)
+        if config.normalize_advantages:
+            advantages = toolkit.normalize_advantages(advantages, axis_name)
+        L = seqs.mask.shape[0]
+        data = toolkit.sequence_data({
+            "actions": batch.action, "behaviour_logp": batch.behaviour_logp,
+            "advantages": advantages, "value_targets": value_targets, "old_values": values},
+            T, L)
+        data["inputs"] = toolkit.time_major(seqs.features)
+        data["mask"] = seqs.mask.T
+        data["state"] = seqs.initial_state
+        if config.kl_coeff > 0:
+            old_dist, _, _ = fns.unroll(state.params, state.obs_filter, seqs.features,
+                                        seqs.initial_state)
+            data["old_dist"] = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape((L, -1, *x.shape[1:])), 0, 1), old_dist)
+
+        def loss_fn(params, minibatch):
+            columns = toolkit.time_major({k: v for k, v in minibatch.items() if k != "state"})
+            dist, value, _ = fns.unroll(params, state.obs_filter, columns["inputs"],
+                                        minibatch["state"])
+            flat = jax.tree.map(toolkit.flatten_time, columns)
+            return ppo_loss(dist, value, flat, flat.get("old_dist"), config, state.kl_coeff,
+                            mask=flat["mask"])
+
+        trained, stats = surrogate_epochs(
+            state, loss_fn, data, optimizer, num_epochs=config.num_sgd_iter,
+            minibatch_size=max(1, config.sgd_minibatch_size // L),
+            kl_target=config.kl_target if config.kl_coeff > 0 else None, axis_name=axis_name)
+        stats.update(vf_explained_var=toolkit.explained_variance(value_targets, values, axis_name),
+                     cur_lr=lr_schedule(state.num_updates * steps_per_update))
+        obs = batch.obs.reshape((T * B, *batch.obs.shape[2:]))
+        obs_filter = fns.obs_filter.update(state.obs_filter, all_gather(obs, axis_name))
+        return toolkit.advance_learner_state(trained, obs_filter=obs_filter,
+                                             env_steps=T * B * num_devices(axis_name)), stats
+
+    if recurrent:
+        return Algorithm(init=init, update=recurrent_update, act=fns.act,
+                         policy=toolkit.network_policy, name="PPO", recurrent=fns.recurrent)
     return Algorithm(init=init, update=update, act=fns.act, policy=toolkit.network_policy,
                      name="PPO")
 
@@ -234,5 +287,6 @@ ALGORITHM_DEF = AlgorithmDef(
     make=make_ppo,
     plan="on_policy",
     example_batch=train_batch_example,
+    recurrent=True,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "PPO")

@@ -24,9 +24,11 @@ import optax
 
 from jrl.errors import ConfigError
 from jrl.networks import catalog
+from jrl.networks.recurrent import initial_state, make_recurrent_actor_critic
 from jrl.ops.filters import Filter, get_filter
 from jrl.ops.parallel import pmean
-from jrl.types import EnvSpec, LearnerState, NetworkPolicy, Transition
+from jrl.ops.sequences import chop, chop_into_sequences, episode_starts, unchop
+from jrl.types import EnvSpec, LearnerState, NetworkPolicy, RecurrentFns, Transition
 
 # ``step(carry, minibatch) -> (carry, stats)``: one SGD step (see ``sgd_step``).
 StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
@@ -186,6 +188,9 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
                           networks: Any = None) -> ActorCriticFns:
     """``ActorCriticFns`` of ``networks`` (default: the catalog's actor-critic for ``spec`` and
     the ``model`` config) behind the filter named ``observation_filter``."""
+    if getattr(model, "recurrent", False) and networks is None:
+        raise ConfigError("model.use_lstm/use_gru (recurrent policies) are supported by PPO, PG, "
+                          "A2C, A3C, IMPALA and APPO; drop them for this algorithm")
     net = networks if networks is not None else catalog.make_actor_critic(spec, model)
     obs_filter = get_filter(observation_filter)
 
@@ -217,6 +222,127 @@ def make_actor_critic_fns(spec: EnvSpec, model: Any, observation_filter: str,
         return action, {"action_logp": dist.log_prob(action), "vf_preds": value}
 
     return ActorCriticFns(obs_filter, init_params, forward, evaluate, act)
+
+
+class RecurrentActorCriticFns(NamedTuple):
+    """A recurrent actor-critic network (``model.use_lstm``/``use_gru``) behind an observation
+    filter, as pure functions.
+
+    Attributes:
+      obs_filter: the observation filter.
+      init_params: ``init_params(key) -> params``.
+      unroll: ``unroll(params, filter_state, inputs, state) -> (dist, value [L * N], states)``
+        over time-major sequences: ``inputs`` holds ``obs``, ``resets``, ``prev_action`` and
+        ``prev_reward``, each ``[L, N, ...]``; ``dist`` and ``value`` are flattened
+        ``l * N + n``; ``states`` the state after each step (each ``[L, N, H]``).
+      evaluate: ``evaluate(params, filter_state, batch [T, B]) -> (sequences, v_t, v_tp1,
+        dist)``: the batch's inputs cut into ``model.max_seq_len`` sequences (``ops.sequences.
+        Sequences``), the values of ``obs`` and ``next_obs`` ``[T, B]`` (``next_obs`` with
+        the state after its step), and the distribution over the sequences' steps (``[L * S]``,
+        see ``per_step``).
+      act: ``act(policy, obs, key, explore)`` from the initial state (one step, no memory).
+      recurrent: the step-by-step acting with state (``RecurrentFns``).
+      max_seq_len: steps per training sequence.
+    """
+
+    obs_filter: Filter
+    init_params: Callable
+    unroll: Callable
+    evaluate: Callable
+    act: Callable
+    recurrent: RecurrentFns
+    max_seq_len: int
+
+
+def make_recurrent_fns(spec: EnvSpec, model: Any, observation_filter: str
+                       ) -> RecurrentActorCriticFns:
+    """``RecurrentActorCriticFns`` of the catalog's recurrent actor-critic for ``spec``."""
+    net = make_recurrent_actor_critic(spec, model)
+    obs_filter = get_filter(observation_filter)
+    action_dtype = jnp.dtype(spec.action_dtype)
+
+    def zero_inputs(obs):
+        L, N = obs.shape[:2]
+        return {"obs": obs, "resets": jnp.zeros((L, N), bool),
+                "prev_action": jnp.zeros((L, N, *spec.action_shape), action_dtype),
+                "prev_reward": jnp.zeros((L, N), jnp.float32)}
+
+    def init_params(key):
+        inputs = zero_inputs(jnp.zeros((1, 1, *spec.obs_shape), spec.obs_dtype))
+        return net.init(key, inputs["obs"], initial_state(model, 1), inputs["resets"],
+                        inputs["prev_action"], inputs["prev_reward"])
+
+    def unroll(params, filter_state, inputs, state):
+        obs = inputs["obs"]
+        L, N = obs.shape[:2]
+        dist_params, value, states = net.apply(
+            params, obs_filter.apply(filter_state, obs), tuple(state), inputs["resets"],
+            inputs["prev_action"], inputs["prev_reward"])
+        if spec.action_mask is not None:
+            flat_obs = obs.reshape((L * N, *obs.shape[2:]))
+            dist_params = catalog.mask_logits(dist_params, catalog.action_mask(spec, flat_obs))
+        return catalog.make_distribution(spec, dist_params, model), value, states
+
+    def evaluate(params, filter_state, batch: Transition):
+        T, B = batch.reward.shape
+        inputs = {"obs": batch.obs, "resets": episode_starts(batch.terminated, batch.truncated),
+                  "prev_action": batch.prev_action, "prev_reward": batch.prev_reward}
+        seqs = chop_into_sequences(inputs, tuple(batch.state_in), model.max_seq_len)
+        L, S = seqs.mask.shape
+        dist, values, states = unroll(params, filter_state, seqs.features, seqs.initial_state)
+        v_t = unchop(values.reshape(L, S), T)
+        # V(next_obs[t]) with the state after step t, its action and reward.
+        after = tuple(unchop(s, T).reshape((T * B, -1)) for s in states)
+        _, v_tp1, _ = unroll(params, filter_state, {
+            "obs": batch.next_obs.reshape((1, T * B, *batch.next_obs.shape[2:])),
+            "resets": jnp.zeros((1, T * B), bool),
+            "prev_action": batch.action.reshape((1, T * B, *batch.action.shape[2:])),
+            "prev_reward": batch.reward.reshape((1, T * B))}, after)
+        return seqs, v_t, v_tp1.reshape(T, B), dist
+
+    def step(policy, obs, state, prev_action, prev_reward, key, explore=True):
+        dist, value, states = unroll(policy.params, policy.obs_filter, {
+            "obs": obs[None], "resets": jnp.zeros((1, obs.shape[0]), bool),
+            "prev_action": jnp.asarray(prev_action, action_dtype)[None],
+            "prev_reward": jnp.asarray(prev_reward, jnp.float32)[None]}, state)
+        action = dist.sample(key) if explore else dist.mode()
+        extras = {"action_logp": dist.log_prob(action), "vf_preds": value}
+        return action, extras, tuple(s[0] for s in states)
+
+    def act(policy, obs, key, explore=True):
+        n = obs.shape[0]
+        action, extras, _ = step(policy, obs, initial_state(model, n),
+                                 jnp.zeros((n, *spec.action_shape), action_dtype),
+                                 jnp.zeros((n,), jnp.float32), key, explore)
+        return action, extras
+
+    recurrent = RecurrentFns(lambda n: initial_state(model, n), step)
+    return RecurrentActorCriticFns(obs_filter, init_params, unroll, evaluate, act, recurrent,
+                                   int(model.max_seq_len))
+
+
+def sequence_data(data: dict, T: int, max_seq_len: int) -> dict:
+    """``[T, B, ...]`` columns cut like ``chop_into_sequences`` and laid out sequence-major
+    ``[S, L, ...]`` (so minibatches draw whole sequences)."""
+    L = min(max_seq_len, T)
+    return jax.tree.map(lambda x: jnp.swapaxes(chop(x, L), 0, 1), data)
+
+
+def per_step(values: jax.Array, T: int, max_seq_len: int) -> jax.Array:
+    """Per-step values of sequences flattened ``l * S + s`` (``unroll``'s order) back to the
+    fragment's ``[T, B]`` (padding dropped)."""
+    L = min(max_seq_len, T)
+    return unchop(values.reshape((L, -1, *values.shape[1:])), T)
+
+
+def time_major(minibatch: Any) -> Any:
+    """Sequence-major ``[M, L, ...]`` columns back to time-major ``[L, M, ...]``."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), minibatch)
+
+
+def flatten_time(x: jax.Array) -> jax.Array:
+    """``[L, M, ...]`` -> ``[L * M, ...]`` (the order ``unroll`` flattens in)."""
+    return x.reshape((x.shape[0] * x.shape[1], *x.shape[2:]))
 
 
 def init_learner_state(key: jax.Array, init_params: Callable[[jax.Array], Any],

@@ -19,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrl.backends import Iteration, check_update, jit_init
+from jrl.backends import Iteration, all_finite, check_update, jit_init
 from jrl.callbacks import make_callbacks
 from jrl.errors import ConfigError, NumericError
 from jrl.execution.anakin import make_anakin, steps_per_env
 from jrl.execution.learner import learner_devices
-from jrl.logger import ResultLogger
+from jrl.logger import PHASES, ResultLogger
 from jrl.registry import make_algorithm
 from jrl.rollout.jax_envs import JaxEnv, make_jax_env
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
@@ -42,23 +42,34 @@ def evaluate_jax(algorithm: Any, env: JaxEnv, policy: Any, key: jax.Array, num_e
     obs, state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
     zeros = jnp.zeros((num_episodes,), jnp.float32)
     active = jnp.ones((num_episodes,), bool)
+    rnn = algorithm.recurrent
+    # A recurrent policy's state, previous action and reward (each env runs one episode).
+    carried = None if rnn is None else (
+        rnn.initial_state(num_episodes),
+        jnp.zeros((num_episodes, *env.spec.action_shape), env.spec.action_dtype), zeros)
 
     def cond(carry):
         *_, active, t = carry
         return jnp.any(active) & (t < max_steps)
 
     def body(carry):
-        obs, state, key, returns, lengths, active, t = carry
+        obs, state, carried, key, returns, lengths, active, t = carry
         key, act_key, step_key = jax.random.split(key, 3)
-        action, _ = algorithm.act(policy, obs, act_key, explore)
+        if rnn is None:
+            action, _ = algorithm.act(policy, obs, act_key, explore)
+        else:
+            action, _, rnn_state = rnn.act(policy, obs, *carried, act_key, explore)
         step = jax.vmap(env.step)(jax.random.split(step_key, num_episodes), state, action)
+        if rnn is not None:
+            carried = (rnn_state, action.astype(carried[1].dtype),
+                       step.reward.astype(jnp.float32))
         returns = returns + jnp.where(active, step.reward, 0.0)
         lengths = lengths + active
         active = active & ~(step.terminated | step.truncated)
-        return step.obs, step.state, key, returns, lengths, active, t + 1
+        return step.obs, step.state, carried, key, returns, lengths, active, t + 1
 
     *_, returns, lengths, active, _ = jax.lax.while_loop(
-        cond, body, (obs, state, key, zeros, zeros, active, 0))
+        cond, body, (obs, state, carried, key, zeros, zeros, active, 0))
     return returns, lengths, ~active
 
 
@@ -91,8 +102,9 @@ class JaxEnvBackend:
         self.definition = definition
         self.config = cfg
         self.env_id = env_id
-        self.jax_env = jax_env if jax_env is not None else \
-            make_jax_env(env_id, cfg.env_config)
+        with PHASES.phase("build: env creation"):
+            self.jax_env = jax_env if jax_env is not None else \
+                make_jax_env(env_id, cfg.env_config)
         self.spec = spec = self.jax_env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
         # Episode hooks cannot run inside the compiled loop; on_train_result still does.
@@ -107,7 +119,8 @@ class JaxEnvBackend:
         self._anakin = make_anakin(definition, self.jax_env, cfg, self.iterations_per_chunk,
                                    self.algorithm)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-        self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
+        with PHASES.phase("build: init (run)"):
+            self.runner = jax.block_until_ready(jit_init(jax.vmap(self._anakin.init))(keys))
         self.seed_devices = _seed_devices(cfg.num_seeds, cfg.num_gpus)
         if len(self.seed_devices) > 1:
             # Seeds are independent: lay the seed axis over the devices and let the compiled,
@@ -117,7 +130,9 @@ class JaxEnvBackend:
                                  axis_types=(jax.sharding.AxisType.Auto,))
             self.runner = jax.device_put(
                 self.runner, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
-        self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
+        # Not donated: the runner before the chunk is kept to roll back to on a NumericError,
+        # which with donation took a copy (one small compiled program per leaf shape).
+        self._train_chunk = jax.jit(_with_finite_check(jax.vmap(self._anakin.train_chunk)))
         self._evaluate = jax.jit(evaluate_jax, static_argnums=(0, 1, 4, 5, 6))
         self._logdir = logdir if log_to_disk else None
         self._seed_loggers: list[ResultLogger] | None = None
@@ -130,7 +145,7 @@ class JaxEnvBackend:
     # seed 0's state is "the" policy of the facade
     @property
     def state(self) -> Any:
-        return jax.tree.map(lambda x: x[0], self.runner.train_state)
+        return _first_seed(self.runner.train_state)
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -142,9 +157,10 @@ class JaxEnvBackend:
         self.runner = self.runner._replace(train_state=stacked)
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
-        previous = jax.tree.map(jnp.copy, self.runner)  # the chunk donates the runner
-        self.runner, metrics = self._train_chunk(self.runner)
-        metrics = jax.device_get(metrics)  # [seeds, iterations]
+        previous = self.runner  # kept to roll back to
+        with PHASES.phase("train: jitted chunks (run)"):
+            self.runner, metrics, finite = self._train_chunk(self.runner)
+            metrics, finite = jax.device_get((metrics, finite))  # metrics: [seeds, iterations]
         episodes = metrics.pop("episodes").sum(axis=1)
         reward_sum = metrics.pop("episode_reward_sum").sum(axis=1)
         length_sum = metrics.pop("episode_len_sum").sum(axis=1)
@@ -155,7 +171,7 @@ class JaxEnvBackend:
         per_seed_learner = {k: _nanmean(v, axis=1) for k, v in metrics.items()}
         learner = {k: float(_nanmean(v)) for k, v in per_seed_learner.items()}
         try:
-            check_update(learner, self.runner.train_state, iteration)
+            check_update(learner, self.runner.train_state, iteration, finite)
         except NumericError:
             self.runner = previous
             raise
@@ -170,8 +186,9 @@ class JaxEnvBackend:
                       "episodes_this_iter": episodes.astype(int).tolist()},
             "num_healthy_workers": 0, "num_worker_restarts": 0,
         }
-        self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner,
-                        iteration, timesteps_total + steps)
+        with PHASES.phase("results: per-seed logs"):
+            self._log_seeds(per_seed_reward, per_seed_len, episodes, per_seed_learner,
+                            iteration, timesteps_total + steps)
         return Iteration(steps, learner, [], int(episodes.sum()), extra)
 
     def _log_seeds(self, rewards, lengths, episodes, learner, iteration, timesteps) -> None:
@@ -234,6 +251,24 @@ class JaxEnvBackend:
     def stop(self) -> None:
         for seed_logger in self._seed_loggers or []:
             seed_logger.close()
+
+
+def _with_finite_check(train_chunk: Any) -> Any:
+    """``train_chunk`` that also returns whether the new learner states are all finite (in the
+    same compiled program, instead of a second one for ``check_update``)."""
+    def chunk(runner: Any) -> tuple[Any, dict, jax.Array]:
+        runner, metrics = train_chunk(runner)
+        return runner, metrics, all_finite(runner.train_state)
+    return chunk
+
+
+def _first_seed_impl(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+# One compiled program for the whole state (indexing leaf by leaf compiles one per shape);
+# slicing gains nothing from XLA's optimizations, so they are skipped like init's.
+_first_seed = jit_init(_first_seed_impl)
 
 
 def _seed_devices(num_seeds: int, num_gpus: float) -> list:

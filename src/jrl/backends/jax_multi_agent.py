@@ -17,7 +17,6 @@ from typing import Any
 
 import gymnasium as gym
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jrl.backends import Iteration, check_update, jit_init
@@ -86,6 +85,9 @@ class JaxMultiAgentBackend:
         self.policies_to_train = to_train
         self.spec = spec = env.spec
         self.algorithm = make_algorithm(definition, cfg, spec)
+        if self.algorithm.recurrent is not None:
+            raise ConfigError("recurrent policies (model.use_lstm/use_gru) run in single-agent "
+                              "training only so far")
         # Per-policy config_overrides: each policy its own config and algorithm (updated one
         # after another in the compiled loop; without overrides they update stacked).
         self.policy_configs = {pid: policy_config(cfg, spec_.config if spec_ else {})
@@ -122,7 +124,9 @@ class JaxMultiAgentBackend:
             configs=[self.policy_configs[pid] for pid in self.policy_ids] if algorithms else None)
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
         self.runner = jit_init(jax.vmap(self._anakin.init))(keys)
-        self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk), donate_argnums=0)
+        # Not donated: the runner before the chunk is kept to roll back to on a NumericError,
+        # which with donation took a copy (one small compiled program per leaf shape).
+        self._train_chunk = jax.jit(jax.vmap(self._anakin.train_chunk))
         self._evaluate = jax.jit(evaluate_multi_agent_jax, static_argnums=(0, 1, 3, 5, 6, 7))
         self.policy_map: dict[str, Policy] = {}
         for p, pid in enumerate(self.policy_ids):
@@ -157,7 +161,7 @@ class JaxMultiAgentBackend:
     # -- training -------------------------------------------------------------------------------
 
     def run_iteration(self, start: float, iteration: int, timesteps_total: int) -> Iteration:
-        previous = jax.tree.map(jnp.copy, self.runner)  # the chunk donates the runner
+        previous = self.runner  # kept to roll back to
         self.runner, metrics = self._train_chunk(self.runner)
         metrics = jax.device_get(metrics)  # [seeds, iterations, ...]
         episodes = metrics.pop("episodes").sum(axis=1)  # [seeds]

@@ -12,6 +12,7 @@ import numpy as np
 from jrl import registry
 from jrl.backends import Iteration, check_update, jit_init
 from jrl.errors import ConfigError, NumericError
+from jrl.logger import PHASES
 from jrl.rollout.evaluation import run_episodes
 from jrl.rollout.policy import DEFAULT_POLICY_ID
 from jrl.rollout.worker_set import WorkerSet
@@ -39,8 +40,9 @@ class WorkerBackend:
         self.definition = definition
         self.config = config
         self.eval_config = eval_config
-        self.workers = WorkerSet.create(env_id, config, definition, video_dir=video_dir,
-                                        address=address)
+        with PHASES.phase("build: envs + workers (Ray start with num_workers > 0)"):
+            self.workers = WorkerSet.create(env_id, config, definition, video_dir=video_dir,
+                                            address=address)
         local = self.workers.local_worker()
         self.spec = local.spec
         self.algorithm = local.algorithm
@@ -48,7 +50,9 @@ class WorkerBackend:
         self.observation_space = local.env.single_observation_space
         self.action_space = local.action_space
         self.policy_map = local.policy_map
-        self.state = jit_init(self.algorithm.init)(jax.random.PRNGKey(config.seed))
+        with PHASES.phase("build: init (run)"):
+            self.state = jax.block_until_ready(
+                jit_init(self.algorithm.init)(jax.random.PRNGKey(config.seed)))
         self._acting = jax.jit(self.algorithm.policy)
         self.policy_map[DEFAULT_POLICY_ID].bind_learner(self._get_state, self._set_state)
         self.plan = registry.plan_class(definition.plan)(
@@ -96,7 +100,7 @@ class WorkerBackend:
     def rollout_episodes(self, num_episodes: int, *, explore: bool = False, seed: int = 10_000,
                          max_steps: int | None = None, record: bool = False) -> list[dict]:
         policy = self.policy_map[DEFAULT_POLICY_ID]
-        return run_episodes(policy.act_fn, policy.acting, policy.preprocessor,
+        return run_episodes(policy.episode_actor(), policy.acting, policy.preprocessor,
                             self.eval_config.env, self.eval_config, num_episodes,
                             explore=explore, seed=seed, max_steps=max_steps, record=record)
 

@@ -39,6 +39,7 @@ class RunnerState(NamedTuple):
     episode_return: jax.Array
     episode_length: jax.Array
     replay: ReplayState | None
+    recurrent: Any = None  # (state, prev_action [B, ...], prev_reward [B]) of a recurrent policy
 
 
 class Anakin(NamedTuple):
@@ -71,6 +72,7 @@ def make_anakin(definition: AlgorithmDef | str, env: JaxEnv, config: Any, iterat
     B = config.num_envs_per_worker
     T = steps_per_env(definition, config)
     off_policy = definition.plan == "off_policy"
+    rnn = algorithm.recurrent
     if off_policy:
         postprocess = definition.require("postprocess")
 
@@ -83,17 +85,35 @@ def make_anakin(definition: AlgorithmDef | str, env: JaxEnv, config: Any, iterat
             replay = replay_init(replay_item_example(definition, config, env.spec),
                                  config.buffer_size)
         zeros = jnp.zeros((B,), jnp.float32)
-        return RunnerState(train_state, env_state, obs, key, zeros, zeros, replay)
+        carried = None
+        if rnn is not None:
+            carried = (rnn.initial_state(B), jnp.zeros((B, *env.spec.action_shape),
+                                                       env.spec.action_dtype), zeros)
+        return RunnerState(train_state, env_state, obs, key, zeros, zeros, replay, carried)
 
     def env_step(runner: RunnerState, _):
         key, act_key, step_key = jax.random.split(runner.key, 3)
         policy = algorithm.policy(runner.train_state)
-        action, extras = algorithm.act(policy, runner.obs, act_key, True)
+        if rnn is None:
+            action, extras = algorithm.act(policy, runner.obs, act_key, True)
+        else:
+            state, prev_action, prev_reward = runner.recurrent
+            action, extras, state_out = rnn.act(policy, runner.obs, state, prev_action,
+                                                prev_reward, act_key, True)
         step = jax.vmap(env.step)(jax.random.split(step_key, B), runner.env_state, action)
         logp = extras.get("action_logp", jnp.zeros((B,), jnp.float32))
         transition = Transition(runner.obs, action, step.reward, step.terminated,
                                 step.truncated, step.final_obs, logp)
         done = step.terminated | step.truncated
+        if rnn is not None:  # carry the state on; a lane whose episode ended starts afresh
+            transition = transition._replace(state_in=state, prev_action=prev_action,
+                                             prev_reward=prev_reward)
+            keep = ~done
+            runner = runner._replace(recurrent=(
+                tuple(jnp.where(keep[:, None], s, 0.0) for s in state_out),
+                jnp.where(keep.reshape((B,) + (1,) * (action.ndim - 1)), action,
+                          jnp.zeros_like(action)),
+                jnp.where(keep, step.reward, 0.0)))
         ep_return = runner.episode_return + step.reward
         ep_length = runner.episode_length + 1
         finished = (jnp.where(done, ep_return, 0.0).sum(), jnp.where(done, ep_length, 0.0).sum(),

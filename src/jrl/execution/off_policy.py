@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jrl.errors import ConfigError
 from jrl.execution.learner import Learner, replay_item_example, scan_updates
 from jrl.execution.offline import SAMPLER, make_input
+from jrl.logger import PHASES
 from jrl.ops.filters import get_filter
 from jrl.replay.prioritized import (
     config_beta,
@@ -175,7 +176,13 @@ class OffPolicyPlan:
 
     def step(self, state: Any) -> tuple[Any, dict | None, int]:
         self.workers.set_policy(self._policy(state))
-        batch = self._next_batch(state)
+        with PHASES.phase("train: sample (envs + acting)"):
+            batch = self._next_batch(state)
+        with PHASES.phase("train: learn (replay add, sample, updates)"):
+            # waiting here costs nothing: the next sample needs the new weights anyway
+            return jax.block_until_ready(self._learn_step(state, batch))
+
+    def _learn_step(self, state: Any, batch: Any) -> tuple[Any, dict | None, int]:
         fragment = batch.to_transition()
         self._env_steps += batch.count
         if self._env_steps < self.config.learning_starts:

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 from jrl.execution.learner import Learner
+from jrl.logger import PHASES
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import Algorithm, AlgorithmDef
@@ -29,6 +30,10 @@ class OnPolicyPlan:
 
     def step(self, state: Any) -> tuple[Any, dict, int]:
         self.workers.set_policy(self._policy(state))
-        batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
-        state, metrics = self.learner.update(state, batch.to_transition())
+        with PHASES.phase("train: sample (envs + acting)"):
+            batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
+        with PHASES.phase("train: learn (update)"):
+            # waiting here costs nothing: the next sample needs the new weights anyway
+            state, metrics = jax.block_until_ready(
+                self.learner.update(state, batch.to_transition()))
         return state, metrics, batch.count

@@ -7,6 +7,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jrl.ops.sequences import masked_mean
+
 
 def huber_loss(x: jax.Array, delta: float = 1.0) -> jax.Array:
     """Huber loss: ``0.5 x^2`` for ``|x| <= delta``, else ``delta * (|x| - 0.5 delta)``.
@@ -83,8 +85,8 @@ def actor_critic_loss(
                    "entropy": entropy}
 
 
-def clipped_surrogate_loss(ratio_t: jax.Array, advantages_t: jax.Array, epsilon: float
-                           ) -> tuple[jax.Array, jax.Array]:
+def clipped_surrogate_loss(ratio_t: jax.Array, advantages_t: jax.Array, epsilon: float,
+                           mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """PPO's clipped surrogate objective (Schulman et al., 2017, eq. 7) as a loss, over ``[N]``.
 
     ``-mean(min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon) * A))``: the ratio earns no more
@@ -95,6 +97,8 @@ def clipped_surrogate_loss(ratio_t: jax.Array, advantages_t: jax.Array, epsilon:
       ratio_t: probability ratios ``pi(a|s) / pi_old(a|s)`` of the taken actions ``[N]``.
       advantages_t: advantages ``[N]``.
       epsilon: the clipping range.
+      mask: 1 at valid samples, 0 at padding ``[N]`` (``None``: all valid); means run over
+        the valid samples only.
 
     Returns:
       ``(loss, clip_fraction)``: the loss, and the fraction of samples whose ratio lies outside
@@ -106,5 +110,5 @@ def clipped_surrogate_loss(ratio_t: jax.Array, advantages_t: jax.Array, epsilon:
     advantages_t = jax.lax.stop_gradient(advantages_t)
     surrogate = jnp.minimum(ratio_t * advantages_t,
                             jnp.clip(ratio_t, 1.0 - epsilon, 1.0 + epsilon) * advantages_t)
-    clip_fraction = jnp.mean((jnp.abs(ratio_t - 1.0) > epsilon).astype(jnp.float32))
-    return -jnp.mean(surrogate), clip_fraction
+    clip_fraction = masked_mean((jnp.abs(ratio_t - 1.0) > epsilon).astype(jnp.float32), mask)
+    return -masked_mean(surrogate, mask), clip_fraction

@@ -16,7 +16,8 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
                  num_episodes: int, *, explore: bool = False, seed: int = 10_000,
                  max_steps: int | None = None, record: bool = False) -> list[dict]:
     """Runs ``num_episodes`` episodes in parallel envs (one episode per env) and returns their
-    ``{"episode_reward", "episode_len"}``. ``act`` is the jitted ``(policy, obs, key, explore)``.
+    ``{"episode_reward", "episode_len"}``. ``act`` is the jitted ``(policy, obs, key, explore)``
+    (or a recurrent policy's ``RecurrentStepper``, told each step's rewards).
     ``max_steps`` caps the total number of env steps over all episodes. With ``record`` each
     episode also holds the columns of an offline SampleBatch row (``jrl.rollout.offline``):
     preprocessed ``obs`` and ``new_obs``, ``actions``, ``rewards``, ``terminateds``,
@@ -53,6 +54,8 @@ def run_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, con
                 if bounds is not None:
                     action = np.clip(action, *bounds)
                 raw, reward, terminated, truncated, info = env.step(action)
+                if hasattr(act, "observe"):  # a recurrent policy's stepper
+                    act.observe(reward, terminated | truncated)
                 returns += np.where(active, reward, 0.0)
                 if record:
                     done = terminated | truncated
@@ -110,6 +113,8 @@ def render_episodes(act: Callable, policy: Any, preprocessor: Any, env_id: str, 
                 if bounds is not None:
                     action = np.clip(action, *bounds)
                 raw, reward, terminated, truncated, _ = env.step(action)
+                if hasattr(act, "observe"):  # a recurrent policy's stepper
+                    act.observe(np.asarray([reward]), np.asarray([terminated or truncated]))
                 total += float(reward)
                 length += 1
                 steps_left -= 1

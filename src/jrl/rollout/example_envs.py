@@ -1,4 +1,5 @@
-"""Small example envs for models: an action-masking env (gymnasium id ``jrl/ActionMask-v0``).
+"""Small example envs for models: an action-masking env (gymnasium id ``jrl/ActionMask-v0``)
+and a CartPole without velocities that needs memory (``jrl/StatelessCartPole-v1``).
 
 ``ActionMaskEnv`` follows the convention RLlib and SB3-contrib users know: the observation is a
 Dict with an ``action_mask`` entry (1 allows an action, 0 forbids it) next to the real
@@ -12,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 
 class ActionMaskEnv(gym.Env):
@@ -75,7 +77,34 @@ class ActionMaskEnv(gym.Env):
                 {"invalid_action": invalid})
 
 
+class StatelessCartPole(CartPoleEnv):
+    """CartPole whose observation hides the velocities: ``[cart position, pole angle]`` (RLlib's
+    ``StatelessCartPole`` example). A feed-forward policy cannot tell which way the pole moves;
+    a recurrent one (``model.use_lstm``) can infer it from the last observations. Registered as
+    ``jrl/StatelessCartPole-v1`` with CartPole-v1's 500-step limit.
+
+    Args:
+      env_config: passed on as ``CartPoleEnv``'s keyword arguments (e.g. ``render_mode``).
+    """
+
+    def __init__(self, env_config: dict | None = None, **kwargs: Any):
+        super().__init__(**{**dict(env_config or {}), **kwargs})
+        high = np.array([self.x_threshold * 2, self.theta_threshold_radians * 2], np.float32)
+        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs[[0, 2]], reward, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs[[0, 2]], info
+
+
 def register() -> None:
     """Registers the example envs' gymnasium ids (idempotent)."""
     if "jrl/ActionMask-v0" not in gym.registry:
         gym.register(id="jrl/ActionMask-v0", entry_point=ActionMaskEnv)
+    if "jrl/StatelessCartPole-v1" not in gym.registry:
+        gym.register(id="jrl/StatelessCartPole-v1", entry_point=StatelessCartPole,
+                     max_episode_steps=500, reward_threshold=475.0)

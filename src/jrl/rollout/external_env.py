@@ -30,11 +30,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from jrl.callbacks import DefaultCallbacks, Episode
 from jrl.errors import EnvError
 
 logger = logging.getLogger(__name__)
 
 _WAIT_LOG_S = 30.0
+_REMEMBERED_TIMEOUTS = 4096
 
 
 class UnknownEpisodeError(EnvError):
@@ -76,6 +78,7 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
         self._runner: ExternalEnvRunner | None = None
         self._lock = threading.Lock()
         self._episodes: dict[str, _EpisodeState] = {}
+        self._timed_out: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._close_callbacks: list[Callable[[], Any]] = []
         self._closed = False
 
@@ -101,17 +104,23 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
                 raise TooManyEpisodesError(
                     f"too many concurrent episodes (max_concurrent={self.max_concurrent}); end "
                     "some episodes first")
-            self._episodes[episode_id] = _EpisodeState(episode_id, bool(training_enabled))
+            episode = self._episodes[episode_id] = _EpisodeState(episode_id,
+                                                                 bool(training_enabled))
+            self._timed_out.pop(episode_id, None)
+        if self._runner is not None:
+            self._runner.episode_started(episode)
         return episode_id
 
     def get_action(self, episode_id: str, observation: Any) -> Any:
         """The policy's action for ``observation`` (blocks until the policy computed it)."""
         return self.get_action_async(episode_id, observation).result()
 
-    def get_action_async(self, episode_id: str, observation: Any
+    def get_action_async(self, episode_id: str, observation: Any, *, inline: bool = False
                          ) -> concurrent.futures.Future:
         """``get_action`` without blocking: a future that the inference thread completes (or
-        fails with ``ExternalEnvClosed``)."""
+        fails with ``ExternalEnvClosed``). With ``inline=True`` the inference thread is not
+        woken: the caller answers the queued observations itself with
+        ``self.runner.answer_pending()`` (a server's event loop, once per round of requests)."""
         runner = self._require_runner()
         obs = runner.preprocess(observation)
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -119,9 +128,11 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
             episode = self._episode(episode_id)
             if episode.pending is not None:
                 raise EpisodeConflictError(f"episode {episode_id} already waits for an action")
-            episode.observe(obs, False, False, runner)
+            step = episode.observe(obs, False, False, runner)
             episode.pending = future
-        runner.request(episode, obs, future)
+        runner.request(episode, obs, future, wake=not inline)
+        if step is not None:
+            runner.episode_stepped(episode, step)
         return future
 
     def log_action(self, episode_id: str, observation: Any, action: Any,
@@ -138,8 +149,10 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
             episode = self._episode(episode_id)
             if episode.pending is not None:
                 raise EpisodeConflictError(f"episode {episode_id} already waits for an action")
-            episode.observe(obs, False, False, runner)
+            step = episode.observe(obs, False, False, runner)
             episode.act(action, action_logp, logged=True)
+        if step is not None:
+            runner.episode_stepped(episode, step)
 
     def log_returns(self, episode_id: str, reward: float, info: dict | None = None) -> None:
         """Adds ``reward`` to the current step (several calls add up)."""
@@ -167,9 +180,31 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
             episode = self._episode(episode_id)
             if episode.pending is not None:
                 raise EpisodeConflictError(f"episode {episode_id} still waits for an action")
-            episode.observe(obs, not truncated, bool(truncated), runner)
+            step = episode.observe(obs, not truncated, bool(truncated), runner)
             del self._episodes[episode_id]
+        if step is not None:
+            runner.episode_stepped(episode, step)
         runner.episode_ended(episode)
+
+    def end_idle_episodes(self, timeout_s: float) -> list[str]:
+        """Ends the episodes that had no call for ``timeout_s`` seconds (clients that went away)
+        and returns their ids. Their completed steps stay for the learner (the last one
+        bootstraps, like a step cut off by a fragment's end); the open step, whose outcome
+        never came, is dropped, and they are not counted as finished episodes. Calls for them
+        afterwards get ``UnknownEpisodeError`` saying they timed out."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [e for e in self._episodes.values()
+                    if e.pending is None and now - e.last_call >= timeout_s]
+            for episode in idle:
+                del self._episodes[episode.episode_id]
+                self._timed_out[episode.episode_id] = now - episode.last_call
+                while len(self._timed_out) > _REMEMBERED_TIMEOUTS:
+                    self._timed_out.popitem(last=False)
+        if idle:
+            logger.info("external env: ended %d episode(s) idle for over %g s", len(idle),
+                        timeout_s)
+        return [e.episode_id for e in idle]
 
     # -- for servers and the sampler ------------------------------------------------------------
 
@@ -220,8 +255,14 @@ class ExternalEnv(threading.Thread, metaclass=abc.ABCMeta):
     def _episode(self, episode_id: str) -> _EpisodeState:
         episode = self._episodes.get(episode_id) if isinstance(episode_id, str) else None
         if episode is None:
+            idle = self._timed_out.get(episode_id) if isinstance(episode_id, str) else None
+            if idle is not None:
+                raise UnknownEpisodeError(f"episode {episode_id[:128]!r} was ended after "
+                                          f"{idle:.0f} s without calls (episode_timeout_s); "
+                                          "start a new episode")
             raise UnknownEpisodeError(f"unknown episode id {str(episode_id)[:128]!r} (start it "
                                       "with start_episode first)")
+        episode.last_call = time.monotonic()
         return episode
 
     def _check_action(self, action: Any) -> Any:
@@ -261,17 +302,21 @@ class _EpisodeState:
         self.length = 0
         self.info: dict | None = None
         self.pending: concurrent.futures.Future | None = None
+        self.last_call = time.monotonic()
+        self.callback_episode: Episode | None = None  # for the worker's episode callbacks
 
     def observe(self, obs: np.ndarray, terminated: bool, truncated: bool,
-                runner: ExternalEnvRunner) -> None:
-        """A new observation: it closes the open step (when there is one)."""
+                runner: ExternalEnvRunner) -> _Step | None:
+        """A new observation: it closes the open step (when there is one) and returns it."""
+        step = None
         if self.action is not None:
+            step = _Step(self.obs, self.action, self.logp, self.logged, self.reward, obs,
+                         terminated, truncated, self.length)
             if self.training_enabled:
-                runner.add_step(self, _Step(self.obs, self.action, self.logp, self.logged,
-                                            self.reward, obs, terminated, truncated,
-                                            self.length))
+                runner.add_step(self, step)
             self.length += 1
         self.obs, self.action, self.logp, self.reward = obs, None, None, 0.0
+        return step
 
     def act(self, action: Any, logp: float | None, logged: bool) -> None:
         self.action, self.logp, self.logged = action, logp, logged
@@ -307,6 +352,7 @@ class ExternalEnvRunner:
         self.single_action_space = external_env.action_space
         self.max_buffered_steps = max_buffered_steps
         self._cond = threading.Condition()
+        self._answering = threading.Lock()
         self._requests: collections.deque = collections.deque()
         self._ready: collections.OrderedDict[int, list[_Step]] = collections.OrderedDict()
         self._num_ready = 0
@@ -324,20 +370,28 @@ class ExternalEnvRunner:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.max_ahead_steps = 10_000
+        self._callbacks: DefaultCallbacks | None = None
+        self._worker: Any = None
+        self._step_hook = False
 
     # -- setup ----------------------------------------------------------------------------------
 
     def bind(self, policy: Any, act: Callable, key: Any, explore: bool,
-             max_ahead_steps: int = 10_000) -> None:
+             max_ahead_steps: int = 10_000, callbacks: DefaultCallbacks | None = None,
+             worker: Any = None) -> None:
         """Sets how observations become actions: ``act(acting, obs [N, ...], key, explore) ->
         (action, logp or None, key)``. ``policy`` (a ``jrl.Policy``) preprocesses observations,
-        scores logged actions and describes itself to local-inference clients. While
+        scores logged actions and describes itself to local-inference clients. ``callbacks``
+        (the worker's) get ``on_episode_start/step/end`` for the external episodes. While
         ``max_ahead_steps`` completed steps wait for the learner, training episodes' actions
         wait too (so the data stays close to the learner's policy and its replay ratio)."""
         self.max_ahead_steps = int(max_ahead_steps)
         self.policy, self._preprocessor = policy, policy.preprocessor
         self._act, self._key, self._explore = act, key, explore
         self._score = logp_scorer(policy)
+        self._callbacks, self._worker = callbacks, worker
+        self._step_hook = callbacks is not None and \
+            type(callbacks).on_episode_step is not DefaultCallbacks.on_episode_step
 
     def set_acting(self, acting: Any) -> None:
         """The acting pytree (weights, filter statistics, epsilon) the inference thread uses
@@ -386,13 +440,28 @@ class ExternalEnvRunner:
         return obs
 
     def request(self, episode: _EpisodeState, obs: np.ndarray,
-                future: concurrent.futures.Future) -> None:
+                future: concurrent.futures.Future, wake: bool = True) -> None:
         with self._cond:
             if self._stopped:
                 future.set_exception(ExternalEnvClosed("the external env was closed"))
                 return
             self._requests.append((episode, obs, future))
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
+
+    def answer_pending(self) -> int:
+        """Answers the queued observations in the calling thread, in one batched ``act`` call;
+        returns how many. A server calls it on its event loop after queueing a round of
+        requests with ``inline=True``: no hand-over to the inference thread and back, each of
+        which waits for the GIL. Requests held back for the learner stay queued for the
+        inference thread."""
+        with self._cond:
+            if self._stopped:
+                return 0
+            requests = self._take_requests()
+        if requests:
+            self._answer_safely(requests)
+        return len(requests)
 
     def add_step(self, episode: _EpisodeState, step: _Step) -> None:
         with self._cond:
@@ -404,12 +473,46 @@ class ExternalEnvRunner:
                 self._drop_oldest()
             self._cond.notify_all()
 
+    def episode_started(self, episode: _EpisodeState) -> None:
+        """``on_episode_start`` (in the caller's thread, outside the env's lock)."""
+        if self._callbacks is None:
+            return
+        cb_episode = episode.callback_episode = Episode(0)
+        self._callbacks.on_episode_start(worker=self._worker, base_env=self,
+                                         policies=self._policies(), episode=cb_episode,
+                                         env_index=0)
+
+    def episode_stepped(self, episode: _EpisodeState, step: _Step) -> None:
+        """``on_episode_step`` for a completed step (when the callbacks override it)."""
+        cb_episode = episode.callback_episode
+        if cb_episode is None:
+            return
+        cb_episode.length, cb_episode.total_reward = episode.length, episode.total_reward
+        cb_episode.record_step(obs=step.next_obs, action=step.action, reward=step.reward,
+                               terminated=step.terminated, truncated=step.truncated,
+                               info=episode.info or {})
+        if self._step_hook:
+            self._callbacks.on_episode_step(worker=self._worker, base_env=self,
+                                            episode=cb_episode, env_index=0)
+
     def episode_ended(self, episode: _EpisodeState) -> None:
+        cb_episode = episode.callback_episode
+        if cb_episode is not None:
+            cb_episode.length, cb_episode.total_reward = episode.length, episode.total_reward
+            self._callbacks.on_episode_end(worker=self._worker, base_env=self,
+                                           policies=self._policies(), episode=cb_episode,
+                                           env_index=0)
         with self._cond:
-            self._completed.append({"episode_reward": episode.total_reward,
-                                    "episode_len": episode.length, "custom_metrics": {},
-                                    "hist_data": {}})
+            self._completed.append({
+                "episode_reward": episode.total_reward, "episode_len": episode.length,
+                "custom_metrics": dict(cb_episode.custom_metrics) if cb_episode else {},
+                "hist_data": {k: list(v) for k, v in cb_episode.hist_data.items()}
+                if cb_episode else {}})
             self._cond.notify_all()
+
+    def _policies(self) -> dict[str, Any]:
+        policy_map = getattr(self._worker, "policy_map", None)
+        return policy_map if policy_map is not None else {"default_policy": self.policy}
 
     def _drop_oldest(self) -> None:
         number = next(iter(self._ready))
@@ -435,6 +538,10 @@ class ExternalEnvRunner:
                     requests = self._take_requests()
                 if self._stopped:
                     return
+            self._answer_safely(requests)
+
+    def _answer_safely(self, requests: list) -> None:
+        with self._answering:  # one batch at a time: the key and the episodes' steps
             try:
                 self._answer(requests)
             except Exception as e:  # fail these requests, keep serving the next ones

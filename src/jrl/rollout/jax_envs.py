@@ -1,5 +1,5 @@
-"""JAX-native environments: a small protocol, the gymnax and MinAtar adapters, and the registry
-of users' own JAX envs (``register_jax_env(name, factory)`` or ``env="module:factory"``).
+"""JAX-native environments: a small protocol, the gymnax, MinAtar and brax adapters, and the
+registry of users' own JAX envs (``register_jax_env(name, factory)`` or ``env="module:factory"``).
 
 A JAX env is pure: ``reset(key) -> (obs, state)`` and
 ``step(key, state, action) -> JaxStep``, both jittable and vmappable, with auto-reset: when an
@@ -205,7 +205,8 @@ def _is_factory_path(env_id: str) -> bool:
     from jrl.rollout.envs import registered_creator
 
     if not (_FACTORY_PATH.match(env_id) and registered_creator(env_id) is None
-            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX, "pettingzoo:"))):
+            and not env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX,
+                                       BRAX_PREFIX, "pettingzoo:"))):
         return False
     return not _names_gymnasium_or_multi_agent_class(env_id)
 
@@ -227,10 +228,10 @@ def _names_gymnasium_or_multi_agent_class(env_id: str) -> bool:
 
 def is_jax_env_id(env_id: str | None) -> bool:
     """Whether ``env_id`` trains in the fully-jitted loop: ``gymnax:<id>``, ``minatar:<game>``,
-    a name given to ``register_jax_env``, or a ``module:factory`` path."""
+    ``brax:<name>``, a name given to ``register_jax_env``, or a ``module:factory`` path."""
     if not env_id:
         return False
-    return env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX)) or \
+    return env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, JAX_MA_PREFIX, BRAX_PREFIX)) or \
         env_id in _JAX_ENVS or _is_factory_path(env_id)
 
 
@@ -248,7 +249,10 @@ def _call_factory(factory: Callable[..., Any], env_config: dict | None, what: st
 
 
 def check_jax_env(env: Any, what: str) -> JaxEnv:
-    """``env`` if it has what the jitted loop calls (``spec``, ``reset``, ``step``)."""
+    """``env`` if it has what the jitted loop calls (``spec``, ``reset``, ``step``); an env
+    of brax's shape (see ``is_brax_like``) is adapted with ``BraxEnv``."""
+    if is_brax_like(env):
+        return BraxEnv(env, name=what)
     missing = [name for name in ("spec", "reset", "step") if not hasattr(env, name)]
     if missing:
         hint = (" (a gymnasium env: register it with jrl.register_env instead)"
@@ -273,6 +277,8 @@ def make_jax_env(env_id: str, env_config: dict | None = None) -> JaxEnv:
         return make_stacked_jax_env(env_id[len(JAX_MA_PREFIX):], env_config)
     if env_id.startswith(MINATAR_PREFIX):
         return make_minatar(env_id[len(MINATAR_PREFIX):], env_config)
+    if env_id.startswith(BRAX_PREFIX):
+        return make_brax(env_id[len(BRAX_PREFIX):], env_config)
     if _is_factory_path(env_id):
         from jrl.config import resolve_import
 
@@ -285,8 +291,8 @@ def make_jax_env(env_id: str, env_config: dict | None = None) -> JaxEnv:
         return check_jax_env(_call_factory(factory, env_config, f"'{env_id}'"),
                              f"JAX env factory '{env_id}'")
     raise EnvError(f"'{env_id}' is not a JAX env id (use '{GYMNAX_PREFIX}CartPole-v1', "
-                   f"'{MINATAR_PREFIX}Breakout', a name given to jrl.register_jax_env, or "
-                   "'module:factory')")
+                   f"'{MINATAR_PREFIX}Breakout', '{BRAX_PREFIX}inverted_pendulum', a name given "
+                   "to jrl.register_jax_env, or 'module:factory')")
 
 
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -303,3 +309,135 @@ def make_minatar(game: str, env_config: dict | None = None) -> GymnaxEnv:
         hint = f"; did you mean '{MINATAR_PREFIX}{near[0]}'?" if near else ""
         raise EnvError(f"unknown MinAtar game '{game}'{hint} (games: {', '.join(MINATAR_GAMES)})")
     return GymnaxEnv(f"{game}-MinAtar", **dict(env_config or {}))
+
+
+BRAX_PREFIX = "brax:"
+
+
+class BraxState(NamedTuple):
+    """What ``BraxEnv`` carries per env: brax's ``State`` and the agent steps of the episode."""
+
+    env_state: Any
+    t: jax.Array
+
+
+def is_brax_like(env: Any) -> bool:
+    """Whether ``env`` has brax's ``Env`` shape: ``reset(rng) -> State``,
+    ``step(state, action) -> State`` and ``action_size``, and no ``JaxEnv.spec``."""
+    return (not hasattr(env, "spec") and callable(getattr(env, "reset", None))
+            and callable(getattr(env, "step", None)) and hasattr(env, "action_size"))
+
+
+class BraxEnv:
+    """A brax ``Env`` (``brax.envs.get_environment(name)``, or any object of the same shape:
+    ``reset(rng) -> State``, ``step(state, action) -> State`` with ``State.obs``,
+    ``State.reward``, ``State.done`` and optionally ``State.info["truncation"]``, plus
+    ``action_size``) behind the ``JaxEnv`` protocol.
+
+    Actions are a ``Box(-1, 1, (action_size,))`` (brax's convention; they are clipped there).
+    The adapter counts steps and cuts an episode after ``episode_length`` of them (brax's
+    ``EpisodeWrapper`` default, 1000): that cut, and ``done`` with ``info["truncation"]`` set
+    by the env itself, are truncations; any other ``done`` is a termination. Auto-reset draws
+    a fresh initial state from ``reset`` for every episode.
+    """
+
+    def __init__(self, env: Any, episode_length: int | None = 1000, name: str | None = None):
+        what = name or type(env).__name__
+        try:
+            action_size = int(env.action_size)
+        except (AttributeError, TypeError, ValueError):
+            raise EnvError(f"brax env {what}: action_size must be an int") from None
+        if episode_length is not None and int(episode_length) < 1:
+            raise EnvError(f"brax env {what}: episode_length must be >= 1 or None, got "
+                           f"{episode_length}")
+        self.env = env
+        self.episode_length = None if episode_length is None else int(episode_length)
+        try:
+            first = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        except Exception as e:
+            raise EnvError(f"brax env {what}: reset(rng) failed: {type(e).__name__}: {e}") \
+                from e
+        for name_ in ("obs", "reward", "done"):
+            if not hasattr(first, name_):
+                raise EnvError(f"brax env {what}: reset(rng) must return a State with obs, "
+                               f"reward and done (missing {name_})")
+        if not hasattr(first.obs, "shape"):
+            raise EnvError(f"brax env {what}: only array observations are supported, got "
+                           f"{type(first.obs).__name__} (use the env's array observation)")
+        info = getattr(first, "info", None) or {}
+        self._env_truncates = "truncation" in info
+        self.spec = EnvSpec(obs_shape=tuple(first.obs.shape), action_kind="continuous",
+                            action_shape=(action_size,), action_low=(-1.0,) * action_size,
+                            action_high=(1.0,) * action_size,
+                            max_episode_steps=None if self._env_truncates
+                            else self.episode_length)
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, BraxState]:
+        state = self.env.reset(key)
+        return state.obs.astype(jnp.float32), BraxState(state, jnp.int32(0))
+
+    def step(self, key: jax.Array, state: BraxState, action: jax.Array) -> JaxStep:
+        action = jnp.clip(action.astype(jnp.float32), -1.0, 1.0)
+        env_state = self.env.step(state.env_state, action)
+        t = state.t + 1
+        done = jnp.asarray(env_state.done) > 0
+        info = getattr(env_state, "info", None) or {}
+        cut = jnp.asarray(info["truncation"]) > 0 if "truncation" in info else jnp.bool_(False)
+        terminated = done & ~cut
+        truncated = done & cut
+        if self.episode_length is not None:
+            truncated = truncated | ((t >= self.episode_length) & ~terminated)
+        final_obs = env_state.obs.astype(jnp.float32)
+        ended = terminated | truncated
+        fresh_obs, fresh = self.reset(key)
+        next_state = jax.tree.map(lambda a, b: jnp.where(ended, a, b), fresh,
+                                  BraxState(env_state, t))
+        return JaxStep(jnp.where(ended, fresh_obs, final_obs), next_state,
+                       jnp.asarray(env_state.reward, jnp.float32), terminated, truncated,
+                       final_obs)
+
+
+def _parse_query(env_id: str) -> tuple[str, dict]:
+    """``name?key=value&...`` -> ``(name, {key: value})``; values are Python literals when they
+    parse as one (``episode_length=500``), else strings (``backend=generalized``)."""
+    import ast
+
+    name, _, query = env_id.partition("?")
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise EnvError(f"'{env_id}': options after '?' must be key=value pairs joined "
+                           "by '&'")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, options
+
+
+def make_brax(env_id: str, env_config: dict | None = None) -> BraxEnv:
+    """``brax:<name>[?backend=...&episode_length=...]``: ``brax.envs.get_environment(name,
+    **options)`` as a ``BraxEnv``. ``env_config`` (RLlib's) adds to and overrides the options
+    in the id; ``episode_length`` (default 1000) is the adapter's, the rest (``backend``:
+    ``generalized``, ``positional``, ``spring`` or ``mjx``, and the env's own keyword
+    arguments) go to brax."""
+    name, options = _parse_query(env_id)
+    options.update(dict(env_config or {}))
+    episode_length = options.pop("episode_length", 1000)
+    try:
+        from brax import envs as brax_envs
+    except ImportError:
+        raise EnvError("brax envs need brax: pip install 'jrl[brax]'") from None
+    known = sorted(getattr(brax_envs, "_envs", {}))
+    if known and name not in known:
+        import difflib
+
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{BRAX_PREFIX}{near[0]}'?" if near else ""
+        raise EnvError(f"unknown brax env '{name}'{hint} (envs: {', '.join(known)})")
+    try:
+        env = brax_envs.get_environment(name, **options)
+    except (TypeError, ValueError, KeyError) as e:
+        raise EnvError(f"brax env '{name}' with {options}: {type(e).__name__}: {e}") from None
+    return BraxEnv(env, episode_length=episode_length, name=f"'{BRAX_PREFIX}{name}'")

@@ -349,6 +349,9 @@ class MultiAgentRolloutWorker(WorkerBase):
             pre = get_preprocessor(spec.observation_space, cfg.model)
             espec = env_spec(pre.shape, pre.dtype, spec.action_space)
             algo = make_algorithm(self.definition, cfg, espec)
+            if algo.recurrent is not None:
+                raise ConfigError(f"policy '{pid}': recurrent policies (model.use_lstm/use_gru) "
+                                  "run in single-agent training only so far")
             self.policy_map[pid] = Policy(self.definition, algo, cfg, espec, pre,
                                           spec.observation_space, spec.action_space,
                                           seed=seed + 101 * i)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from jrl.errors import DataError
 
@@ -389,6 +390,16 @@ def decode_row(obj: Any, columns: Iterable[str] | None = None) -> dict[str, Any]
     return row
 
 
+def parse_line(line: bytes | str) -> Any:
+    """One JSON line parsed: orjson (several times faster on the long number lists of a
+    row), falling back to the standard library for what strict JSON refuses but RLlib's
+    writer (``json.dumps``) may write: ``NaN``, ``Infinity``, ``-Infinity``."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def policy_batch(obj: Any, policy_id: str | None) -> Any:
     """The ``SampleBatch`` object of a parsed line for ``policy_id`` (None: a single-agent
     reader), or None when the line holds nothing for that policy."""
@@ -415,16 +426,16 @@ def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
     """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line;
     with ``policy_id`` that policy's batches of ``MultiAgentBatch`` lines."""
     for path in files:
-        with open(path) as fh:
+        with open(path, "rb") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    obj = policy_batch(json.loads(line), policy_id)
+                    obj = policy_batch(parse_line(line), policy_id)
                     if obj is None:
                         continue
                     row = decode_row(obj, columns)
-                except ValueError as e:  # json.JSONDecodeError is a ValueError
+                except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError: a ValueError
                     raise DataError(f"{path}, line {lineno}: malformed SampleBatch line: {e}"
                                     ) from None
                 yield row

@@ -21,6 +21,7 @@ from jrl.config import to_dict
 from jrl.errors import ConfigError, EnvError
 from jrl.networks import catalog
 from jrl.networks.heads import QHead
+from jrl.networks.recurrent import make_recurrent_actor_critic
 from jrl.ops.filters import get_filter
 from jrl.rollout.action_dist import dist_class_for, flat_inputs
 from jrl.rollout.preprocessors import Preprocessor
@@ -61,6 +62,9 @@ class Policy:
         self._set_learner_state: Callable[[Any], None] | None = None
         self._key = jax.random.PRNGKey(seed + 7919)
         self._model: PolicyModel | None = None
+        self._recurrent = algorithm.recurrent
+        if self._recurrent is not None:
+            self.recurrent_act_fn = jax.jit(self._recurrent.act, static_argnums=6)
 
     @property
     def config(self) -> dict:
@@ -153,26 +157,63 @@ class Policy:
                         explore: bool | None = None, timestep: int | None = None,
                         **kwargs: Any) -> tuple[np.ndarray, list, dict]:
         """Actions for a batch of raw observations: ``(actions, state_outs, extras)`` as in
-        RLlib (jrl's networks are not recurrent: ``state_outs`` is empty)."""
+        RLlib. A recurrent policy reads ``state_batches`` (a list of ``[N, cell_size]`` arrays;
+        default: the initial state), ``prev_action_batch`` and ``prev_reward_batch`` (default:
+        zeros) and returns the next state in ``state_outs``; other policies return ``[]``."""
         explore = self.algo_config.explore if explore is None else explore
-        actions, extras = self.act_on(self.preprocess(obs_batch), explore)
-        return actions, [], extras
+        obs = self.preprocess(obs_batch)
+        if self._recurrent is None:
+            actions, extras = self.act_on(obs, explore)
+            return actions, [], extras
+        n = len(obs)
+        state = self._recurrent.initial_state(n) if not state_batches else tuple(
+            jnp.asarray(s, jnp.float32).reshape(n, -1) for s in state_batches)
+        spec = self.spec
+        prev_action = (np.zeros((n, *spec.action_shape), spec.action_dtype)
+                       if prev_action_batch is None else
+                       np.asarray(prev_action_batch, spec.action_dtype).reshape(
+                           (n, *spec.action_shape)))
+        prev_reward = (np.zeros((n,), np.float32) if prev_reward_batch is None else
+                       np.asarray(prev_reward_batch, np.float32).reshape(n))
+        action, extras, state_out = self.recurrent_act_fn(
+            self.acting, obs, state, prev_action, prev_reward, self.next_key(), bool(explore))
+        action = np.asarray(action)
+        if spec.continuous and self.algo_config.clip_actions:
+            action = np.clip(action, np.reshape(spec.action_low, spec.action_shape),
+                             np.reshape(spec.action_high, spec.action_shape))
+        return (action, [np.asarray(s) for s in state_out],
+                {k: np.asarray(v) for k, v in extras.items()})
 
     def compute_single_action(self, obs: Any, state: Any = None, prev_action: Any = None,
                               prev_reward: Any = None, info: Any = None,
                               explore: bool | None = None, **kwargs: Any
                               ) -> tuple[Any, list, dict]:
-        """``(action, state_out, extras)`` for one raw observation."""
-        actions, state_out, extras = self.compute_actions([obs], explore=explore)
-        return actions[0], state_out, {k: v[0] for k, v in extras.items()}
+        """``(action, state_out, extras)`` for one raw observation; a recurrent policy takes
+        ``state`` (``get_initial_state()`` or the last ``state_out``: a list of
+        ``[cell_size]`` arrays), ``prev_action`` and ``prev_reward``."""
+        batched = lambda x: None if x is None else [x]  # noqa: E731
+        states = None if not state else [np.asarray(s)[None] for s in state]
+        actions, state_out, extras = self.compute_actions(
+            [obs], states, batched(prev_action), batched(prev_reward), explore=explore)
+        return actions[0], [s[0] for s in state_out], {k: v[0] for k, v in extras.items()}
 
     def get_initial_state(self) -> list:
-        """The recurrent state a new episode starts with: ``[]`` (jrl's models keep none)."""
-        return []
+        """The recurrent state a new episode starts with: a list of zero ``[cell_size]`` arrays
+        (``[h, c]`` for an LSTM, ``[h]`` for a GRU), or ``[]`` for a feed-forward model."""
+        if self._recurrent is None:
+            return []
+        return [np.asarray(s)[0] for s in self._recurrent.initial_state(1)]
 
     def is_recurrent(self) -> bool:
-        """Whether the model carries state between steps (never, in jrl today)."""
-        return False
+        """Whether the model carries state between steps (``model.use_lstm``/``use_gru``)."""
+        return self._recurrent is not None
+
+    def episode_actor(self) -> Callable:
+        """What evaluation loops call as ``act(acting, obs, key, explore)``: ``act_fn`` for a
+        feed-forward policy; for a recurrent one a stateful stepper (``RecurrentStepper``)
+        that carries each env's state and is told rewards and episode ends with
+        ``observe(reward, done)``."""
+        return self.act_fn if self._recurrent is None else RecurrentStepper(self)
 
     # -- model ----------------------------------------------------------------------------------
 
@@ -200,6 +241,42 @@ class Policy:
     def __repr__(self) -> str:
         return f"Policy({self.definition.name}, obs={self.observation_space}, " \
                f"actions={self.action_space})"
+
+
+class RecurrentStepper:
+    """Acts with a recurrent policy on a batch of envs, step after step, carrying each env's
+    state, previous action and reward; ``observe(reward, done)`` after each step (a done env's
+    lane starts again from the initial state)."""
+
+    def __init__(self, policy: Policy):
+        self._policy = policy
+        self._state: Any = None
+
+    def _reset(self, n: int) -> None:
+        spec = self._policy.spec
+        self._state = tuple(np.asarray(s) for s in self._policy.algorithm.recurrent
+                            .initial_state(n))
+        self._prev_action = np.zeros((n, *spec.action_shape), spec.action_dtype)
+        self._prev_reward = np.zeros((n,), np.float32)
+
+    def __call__(self, acting: Any, obs: Any, key: jax.Array, explore: bool) -> tuple:
+        if self._state is None or len(self._state[0]) != len(obs):
+            self._reset(len(obs))
+        action, extras, state = self._policy.recurrent_act_fn(
+            acting, obs, self._state, self._prev_action, self._prev_reward, key, bool(explore))
+        self._state = tuple(np.asarray(s) for s in state)
+        self._prev_action = np.asarray(action).astype(self._prev_action.dtype)
+        return action, extras
+
+    def observe(self, reward: Any, done: Any) -> None:
+        keep = ~np.asarray(done, bool)
+        self._state = tuple(np.where(keep[:, None], s, 0.0).astype(np.float32)
+                            for s in self._state)
+        self._prev_reward = np.where(keep, np.asarray(reward, np.float32), 0.0).astype(
+            np.float32)
+        shape = (-1,) + (1,) * (self._prev_action.ndim - 1)
+        self._prev_action = np.where(keep.reshape(shape), self._prev_action, 0).astype(
+            self._prev_action.dtype)
 
 
 class PolicyModel:
@@ -230,6 +307,33 @@ class PolicyModel:
                                                   hiddens=tuple(algo_config.hiddens))
         elif self.kind == "deterministic":
             self.network = catalog.make_deterministic_policy(spec, algo_config.model)
+        elif algo_config.model.recurrent:
+            self.network = make_recurrent_actor_critic(spec, algo_config.model)
+            self.dist_class = dist_class_for(spec, algo_config.model)
+
+            def unroll(params, fstate, obs, state, resets, prev_action, prev_reward):
+                dist_params, value, states = self.network.apply(
+                    params, obs_filter.apply(fstate, obs), state, resets, prev_action,
+                    prev_reward)
+                if spec.action_mask is not None:
+                    flat_obs = obs.reshape((-1, *obs.shape[2:]))
+                    dist_params = catalog.mask_logits(dist_params,
+                                                      catalog.action_mask(spec, flat_obs))
+                return dist_params, value, states
+
+            self._unroll = jax.jit(unroll)
+            initial = policy.algorithm.recurrent.initial_state
+
+            def one_step(params, fstate, obs):  # from the initial state (no memory)
+                n = obs.shape[0]
+                dist_params, value, _ = unroll(
+                    params, fstate, obs[None], initial(n), jnp.zeros((1, n), bool),
+                    jnp.zeros((1, n, *spec.action_shape), spec.action_dtype),
+                    jnp.zeros((1, n), jnp.float32))
+                return dist_params, value
+
+            self._forward = jax.jit(one_step)
+            return
         else:
             self.network = catalog.make_actor_critic(spec, algo_config.model)
             self.dist_class = dist_class_for(spec, algo_config.model)
@@ -306,6 +410,9 @@ class PolicyModel:
                               "forward pass; use policy.model.actions(obs) and q_values(obs, "
                               "actions)")
         obs = train_batch["obs"]
+        if self._policy.is_recurrent():
+            return self._recurrent_pass(train_batch, train_batch.get("state_in"),
+                                        train_batch.get("seq_lens"))
         if self.kind == "q":
             params, fstate = self._params_and_filter()
             return np.asarray(self._torso(params, fstate, self._inputs(obs))), []
@@ -318,8 +425,57 @@ class PolicyModel:
 
     def __call__(self, input_dict: Mapping, state: Any = None, seq_lens: Any = None
                  ) -> tuple[Any, list]:
-        """``from_batch(input_dict)`` (RLlib's ``model(input_dict, state, seq_lens)``)."""
+        """RLlib's ``model(input_dict, state, seq_lens)``: ``from_batch`` with the recurrent
+        ``state`` (a list of ``[B, cell_size]`` arrays) and ``seq_lens`` ``[B]`` of a
+        recurrent model."""
+        if self._policy.is_recurrent() and (state is not None or seq_lens is not None):
+            if not isinstance(input_dict, Mapping) or "obs" not in input_dict:
+                raise ConfigError("model(input_dict, state, seq_lens) takes a dict with an "
+                                  "'obs' batch")
+            return self._recurrent_pass(input_dict, state, seq_lens)
         return self.from_batch(input_dict)
+
+    def _recurrent_pass(self, batch: Mapping, state: Any, seq_lens: Any) -> tuple[Any, list]:
+        """A recurrent model over ``batch["obs"]`` ``[B * T, ...]`` (batch-major, ``T =
+        max(seq_lens)``; without ``seq_lens`` one step of ``B`` lanes), from ``state`` (default
+        the initial state); returns the outputs ``[B * T, ...]`` and the state after each
+        lane's last valid step."""
+        obs = self._inputs(batch["obs"])
+        n = len(obs)
+        if seq_lens is None:
+            seq_lens = np.ones(n, np.int64)
+        seq_lens = np.asarray(seq_lens, np.int64).reshape(-1)
+        B = len(seq_lens)
+        if B == 0 or n % B:
+            raise ConfigError(f"from_batch: {n} observations do not split into {B} sequences "
+                              "(seq_lens); pass B * max_seq_len observations, batch-major")
+        T = n // B
+        if state is None:
+            state = [batch[k] for k in sorted(batch) if str(k).startswith("state_in_")] or None
+        spec = self._policy.spec
+        state = (self._policy.algorithm.recurrent.initial_state(B) if not state else
+                 tuple(jnp.asarray(s, jnp.float32).reshape(B, -1) for s in state))
+        time_major = lambda x: np.swapaxes(  # noqa: E731
+            np.asarray(x).reshape((B, T, *np.shape(x)[1:])), 0, 1)
+        prev_action = batch.get("prev_actions")
+        prev_action = (np.zeros((n, *spec.action_shape), spec.action_dtype)
+                       if prev_action is None else np.asarray(prev_action, spec.action_dtype))
+        prev_reward = batch.get("prev_rewards")
+        prev_reward = np.zeros(n, np.float32) if prev_reward is None else np.asarray(
+            prev_reward, np.float32)
+        params, fstate = self._params_and_filter()
+        dist_params, value, states = self._unroll(
+            params, fstate, time_major(obs), state, np.zeros((T, B), bool),
+            time_major(prev_action.reshape((n, *spec.action_shape))),
+            time_major(prev_reward.reshape(n)))
+        batch_major = lambda x: np.swapaxes(  # noqa: E731
+            np.asarray(x).reshape((T, B, *np.shape(x)[1:])), 0, 1).reshape(
+            (n, *np.shape(x)[1:]))
+        self._last_values = batch_major(value)
+        outputs = jax.tree.map(batch_major, dist_params)
+        last = np.clip(seq_lens - 1, 0, T - 1)
+        state_out = [np.asarray(s)[last, np.arange(B)] for s in states]
+        return np.asarray(flat_inputs(spec, outputs, self._policy.algo_config.model)), state_out
 
     @property
     def base_model(self) -> LayerTable:
@@ -327,6 +483,9 @@ class PolicyModel:
         if self.network is None:
             raise ConfigError(f"{self._name}'s actor and critics are separate networks; use "
                               "policy.model.summary() for their parameters")
+        if self._policy.is_recurrent():
+            raise ConfigError("base_model.summary() traces feed-forward models only; use "
+                              "policy.model.summary() for a recurrent model's parameters")
         return LayerTable(self, self.network, self._policy.spec.obs_shape,
                           self._policy.spec.obs_dtype, lambda params: params, "model")
 

@@ -49,12 +49,20 @@ class SampleBatch(dict):
     def concat_time(batches: list[SampleBatch]) -> SampleBatch:
         return SampleBatch({k: np.concatenate([b[k] for b in batches], axis=0) for k in batches[0]})
 
+    PREV_ACTIONS, PREV_REWARDS = "prev_actions", "prev_rewards"
+
     def to_transition(self) -> Transition:
+        recurrent = {}
+        if "state_in_0" in self:  # a recurrent policy's batch
+            n = sum(1 for k in self if k.startswith("state_in_"))
+            recurrent = dict(state_in=tuple(self[f"state_in_{i}"] for i in range(n)),
+                             prev_action=self[self.PREV_ACTIONS],
+                             prev_reward=self[self.PREV_REWARDS].astype(np.float32))
         return Transition(obs=self[self.OBS], action=self[self.ACTIONS],
                           reward=self[self.REWARDS].astype(np.float32),
                           terminated=self[self.TERMINATEDS], truncated=self[self.TRUNCATEDS],
                           next_obs=self[self.NEW_OBS],
-                          behaviour_logp=self[self.ACTION_LOGP].astype(np.float32))
+                          behaviour_logp=self[self.ACTION_LOGP].astype(np.float32), **recurrent)
 
 
 _GYM_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
@@ -187,6 +195,9 @@ class RolloutWorker(WorkerBase):
         self.algorithm = make_algorithm(self.definition, config, self.spec)
         self.callbacks = make_callbacks(config.callbacks)
         self._act = jax.jit(self._act_and_split, static_argnums=3)
+        self._recurrent = self.algorithm.recurrent
+        if self._recurrent is not None:
+            self._act_rnn = jax.jit(self._act_recurrent, static_argnums=6)
         self._policy = None
         seed = config.seed * 1000 + worker_index
         self.policy_map: dict[str, Policy] = {DEFAULT_POLICY_ID: Policy(
@@ -195,11 +206,15 @@ class RolloutWorker(WorkerBase):
         self._key = jax.random.PRNGKey(seed)
         # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
         self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
+        if self._external is not None and self._recurrent is not None:
+            raise ConfigError("recurrent policies (model.use_lstm/use_gru) do not run with an "
+                              "ExternalEnv yet; use a gymnasium env")
         if self._external is not None:
             self._external.bind(self.policy_map[DEFAULT_POLICY_ID], self._act,
                                 jax.random.PRNGKey(seed + 1), bool(config.explore),
                                 max(2 * self.fragment_length * self.num_envs,
-                                    getattr(config, "train_batch_size", 0)))
+                                    getattr(config, "train_batch_size", 0)),
+                                callbacks=self.callbacks, worker=self)
         else:
             raw_obs, _ = self.env.reset(seed=seed)
             self.action_space.seed(seed)
@@ -210,6 +225,8 @@ class RolloutWorker(WorkerBase):
             self._episode_returns = np.zeros(self.num_envs, np.float64)
             self._step_hook = overrides_hook(self.callbacks, "on_episode_step")
             self._episodes = [self._start_episode(i) for i in range(self.num_envs)]
+            if self._recurrent is not None:
+                self._reset_recurrent()
         self._completed: list[dict] = []
         self._steps_sampled = 0
         self._action_log: list[np.ndarray] = []  # env actions of the running episodes' steps
@@ -233,6 +250,19 @@ class RolloutWorker(WorkerBase):
         # No placeholder output for algorithms without log-probs: a constant output costs more
         # than the whole forward pass on CPU.
         return action, extras.get(SampleBatch.ACTION_LOGP), key
+
+    def _act_recurrent(self, policy, obs, state, prev_action, prev_reward, key, explore):
+        key, act_key = jax.random.split(key)
+        action, extras, state_out = self._recurrent.act(policy, obs, state, prev_action,
+                                                        prev_reward, act_key, explore)
+        return action, extras.get(SampleBatch.ACTION_LOGP), key, state_out
+
+    def _reset_recurrent(self) -> None:
+        """Every env lane starts from the initial state (and no previous action or reward)."""
+        B = self.num_envs
+        self._rnn_state = [np.array(s) for s in self._recurrent.initial_state(B)]
+        self._prev_action = np.zeros((B, *self.spec.action_shape), self.spec.action_dtype)
+        self._prev_reward = np.zeros((B,), np.float32)
 
     def set_policy(self, policy: Any) -> None:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
@@ -321,12 +351,24 @@ class RolloutWorker(WorkerBase):
         seg_start = np.zeros(B, np.int64)
         explore = bool(self.config.explore)
         clip_rewards = self._clip_rewards
+        rnn = self._recurrent is not None
+        if rnn:
+            state_bufs = [np.empty((T, *s.shape), np.float32) for s in self._rnn_state]
+            prev_action_buf = np.empty((T, *self._prev_action.shape), self._prev_action.dtype)
+            prev_reward_buf = np.empty((T, B), np.float32)
         # The policy call for step t+1 is dispatched before step t's bookkeeping, so XLA
         # computes the next action while Python fills the buffers.
-        pending = self._act(self._policy, self._obs, self._key, explore)
+        pending = self._dispatch_act(self._obs, explore)
         for t in range(T):
             obs_buf[t] = self._obs
-            action, logp, self._key = pending
+            if rnn:
+                action, logp, self._key, state_out = pending
+                for buf, s in zip(state_bufs, self._rnn_state, strict=True):
+                    buf[t] = s
+                prev_action_buf[t] = self._prev_action
+                prev_reward_buf[t] = self._prev_reward
+            else:
+                action, logp, self._key = pending
             action = np.asarray(action)
             if logp is not None:
                 logp_buf[t] = np.asarray(logp)
@@ -342,8 +384,13 @@ class RolloutWorker(WorkerBase):
                     reward, terminated, truncated, next_obs, info, obs_buf[t],
                     self._steps_sampled + t * B)
             self._obs = next_obs
+            if rnn:  # carry the state on; a lane whose episode ended starts afresh
+                self._carry_recurrent(
+                    state_out, action,
+                    reward if clip_rewards is None else _clip_reward(reward, clip_rewards),
+                    terminated | truncated)
             if t + 1 < T:
-                pending = self._act(self._policy, next_obs, self._key, explore)
+                pending = self._dispatch_act(next_obs, explore)
             done = terminated | truncated
             any_done = done.any()
             if any_done:
@@ -394,6 +441,10 @@ class RolloutWorker(WorkerBase):
         batch = SampleBatch(obs=obs_buf, actions=np.stack(actions), rewards=rew_buf,
                             terminateds=term_buf, truncateds=trunc_buf, new_obs=next_buf,
                             action_logp=logp_buf, eps_id=eps_buf, t=t_buf)
+        if rnn:
+            batch.update({f"state_in_{i}": buf for i, buf in enumerate(state_bufs)})
+            batch[SampleBatch.PREV_ACTIONS] = prev_action_buf
+            batch[SampleBatch.PREV_REWARDS] = prev_reward_buf
         self._postprocess(batch, segments)
         self._steps_sampled += T * B
         keep = int(self._episode_lens.max(initial=0))
@@ -402,6 +453,22 @@ class RolloutWorker(WorkerBase):
         if self._writer is not None:
             self._writer.write(batch, infos)
         return batch
+
+    def _dispatch_act(self, obs: np.ndarray, explore: bool) -> tuple:
+        if self._recurrent is None:
+            return self._act(self._policy, obs, self._key, explore)
+        return self._act_rnn(self._policy, obs, tuple(self._rnn_state), self._prev_action,
+                             self._prev_reward, self._key, explore)
+
+    def _carry_recurrent(self, state_out: Any, action: np.ndarray, reward: np.ndarray,
+                         done: np.ndarray) -> None:
+        keep = ~np.asarray(done)
+        self._rnn_state = [np.where(keep[:, None], np.asarray(s), 0.0).astype(np.float32)
+                           for s in state_out]
+        shape = (-1,) + (1,) * (action.ndim - 1)
+        self._prev_action = np.where(keep.reshape(shape), action, 0).astype(
+            self._prev_action.dtype)
+        self._prev_reward = np.where(keep, reward, 0.0).astype(np.float32)
 
     def _non_finite_step(self, reward, terminated, truncated, next_obs, info, obs, steps):
         """A step where some env gave a NaN/inf reward or observation: ``nan_policy: raise``
@@ -462,9 +529,14 @@ class RolloutWorker(WorkerBase):
         key = self._key
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(key)
-        return {"key": np.asarray(key).tolist(), "steps_sampled": self._steps_sampled,
-                "episode_lens": lens.tolist(), "episode_returns": self._episode_returns.tolist(),
-                "envs": envs}
+        out = {"key": np.asarray(key).tolist(), "steps_sampled": self._steps_sampled,
+               "episode_lens": lens.tolist(), "episode_returns": self._episode_returns.tolist(),
+               "envs": envs}
+        if self._recurrent is not None:  # the running episodes' recurrent state
+            out["recurrent"] = {"state": [s.tolist() for s in self._rnn_state],
+                                "prev_action": self._prev_action.tolist(),
+                                "prev_reward": self._prev_reward.tolist()}
+        return out
 
     def set_sampler_state(self, state: dict[str, Any]) -> None:
         """Continues from ``get_sampler_state``'s output: each env is reset into its running
@@ -481,9 +553,15 @@ class RolloutWorker(WorkerBase):
         self._steps_sampled = int(state["steps_sampled"])
         log_len = 0
         local_envs = getattr(self.env, "envs", [None] * self.num_envs)
+        saved_rnn = state.get("recurrent") if self._recurrent is not None else None
         for i, (env, saved) in enumerate(zip(local_envs, envs, strict=True)):
             if not isinstance(env, EpisodeSeeds) or saved["actions"] is None:
                 continue  # this env starts a fresh episode
+            if saved_rnn is not None:
+                for s, saved_s in zip(self._rnn_state, saved_rnn["state"], strict=True):
+                    s[i] = saved_s[i]
+                self._prev_action[i] = saved_rnn["prev_action"][i]
+                self._prev_reward[i] = saved_rnn["prev_reward"][i]
             raw, _ = env.reset_to(saved["base_seed"], saved["episode"])
             for action in saved["actions"]:
                 raw, *_ = env.step(np.asarray(action, self._action_dtype))

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jrl.errors import ConfigError
+from jrl.logger import PHASES
 from jrl.networks.custom import ModelCatalog
 from jrl.rollout.envs import registered_creator
 from jrl.rollout.worker import RolloutWorker, SampleBatch
@@ -53,7 +54,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
     try:
-        ray.init(**kwargs)
+        with PHASES.phase("build: Ray start"):
+            ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
         raise ConfigError(f"cannot start or join {where}: {e}") from None

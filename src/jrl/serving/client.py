@@ -243,8 +243,7 @@ class PolicyClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else \
-                http.client.HTTPConnection
+            cls = _HTTPSConnection if self._scheme == "https" else _HTTPConnection
             conn = cls(self._host, self._port, timeout=self._timeout)
             conn.connect()
             # Headers and body go out in two sends: without NODELAY, Nagle's algorithm would
@@ -264,6 +263,7 @@ class PolicyClient:
             while True:
                 try:
                     conn = self._connection()
+                    conn.hold_head = data is not None
                     conn.request(method, path, body=data, headers=self._headers)
                     response = conn.getresponse()
                     payload = response.read()
@@ -294,6 +294,33 @@ class PolicyClient:
         return result
 
 
+class _OneWrite:
+    """``http.client`` writes a request's head and body in two ``send`` calls: two packets, so
+    the server's event loop wakes twice per request. With ``hold_head`` set, the head waits
+    and goes out with the body in one write."""
+
+    hold_head = False
+    _head = b""
+
+    def send(self, data: Any) -> None:
+        if self.hold_head and isinstance(data, bytes):
+            self.hold_head = False
+            self._head = data
+            return
+        if self._head:
+            head, self._head = self._head, b""
+            data = head + bytes(data)
+        super().send(data)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class _LocalPolicy:
     """The server's policy rebuilt in this process: the same algorithm record, config and
     jitted ``act``; weights swapped in as they arrive."""
@@ -301,27 +328,16 @@ class _LocalPolicy:
     def __init__(self, payload: dict[str, Any]):
         import jax
 
-        from jrl import registry
-        from jrl.rollout.envs import env_spec
-        from jrl.rollout.policy import Policy
-        from jrl.rollout.preprocessors import get_preprocessor
+        from jrl.serving.inference import build_policy
 
-        config = dict(payload["config"])
-        config.pop("callbacks", None)  # the server's callbacks may not import here
-        for key in ("input", "output", "env"):
-            config.pop(key, None)
-        definition = registry.get_algorithm_def(payload["algo"])
-        self.algo_config = registry.parse_config(definition.name, config)
-        obs_space = space_from_json(payload["observation_space"])
-        action_space = space_from_json(payload["action_space"])
-        preprocessor = get_preprocessor(obs_space, self.algo_config.model)
-        spec = env_spec(preprocessor.shape, preprocessor.dtype, action_space)
-        algorithm = registry.make_algorithm(definition, self.algo_config, spec)
+        self.policy, algorithm = build_policy(
+            payload["algo"], dict(payload["config"]),
+            space_from_json(payload["observation_space"]),
+            space_from_json(payload["action_space"]), seed=int(uuid.uuid4().int % 2**31))
+        self.algo_config = self.policy.algo_config
         self._structure = jax.eval_shape(lambda k: algorithm.policy(algorithm.init(k)),
                                          jax.random.PRNGKey(0))
-        self.policy = Policy(definition, algorithm, self.algo_config, spec, preprocessor,
-                             obs_space, action_space, seed=int(uuid.uuid4().int % 2**31))
-        self.discrete = spec.discrete
+        self.discrete = self.policy.spec.discrete
         self.version = -1
         self.load(payload)
 

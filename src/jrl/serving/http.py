@@ -159,6 +159,8 @@ class JsonHttpServer:
     # -- request plumbing -----------------------------------------------------------------------
 
     async def read_body(self, request: Any) -> bytes:
+        if request.content.is_eof():  # the whole body arrived with the head: nothing to wait for
+            return await request.read()
         return await asyncio.wait_for(request.read(), self.request_timeout)
 
     def json_response(self, value: Any, status: int = 200) -> Any:

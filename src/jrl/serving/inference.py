@@ -97,14 +97,74 @@ class InferenceServer(JsonHttpServer):
         return np.stack(rows)
 
 
+def build_policy(algo: str, config: dict[str, Any], observation_space: Any, action_space: Any,
+                 seed: int = 0) -> tuple[Any, Any]:
+    """``(policy, algorithm)``: the algorithm's jitted ``act`` for these spaces, with no env (the
+    config's env, input/output and callbacks are not used); set weights with ``set_acting``."""
+    from jrl import registry
+    from jrl.rollout.envs import env_spec
+    from jrl.rollout.policy import Policy
+    from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
+
+    config = {k: v for k, v in config.items()
+              if k not in ("callbacks", "input", "output", "env", "input_evaluation")}
+    definition = registry.get_algorithm_def(algo)
+    algo_config = registry.parse_config(definition.name, config)
+    preprocessor = get_preprocessor(observation_space, algo_config.model)
+    spec = env_spec(preprocessor.shape, preprocessor.dtype, action_space,
+                    action_mask_slice(preprocessor))
+    algorithm = registry.make_algorithm(definition, algo_config, spec)
+    policy = Policy(definition, algorithm, algo_config, spec, preprocessor, observation_space,
+                    action_space, seed=seed)
+    return policy, algorithm
+
+
+def policy_from_checkpoint(path: str) -> Any | None:
+    """The checkpoint's policy rebuilt from the spaces its metadata records (no env is made, so
+    a registered or custom env need not be importable here); None for checkpoints without
+    spaces (older ones), multi-agent ones, or ones holding more than the learner state."""
+    import jax
+
+    from jrl import checkpoint as ckpt
+    from jrl.rollout.spaces import space_from_json
+
+    meta = ckpt.load_metadata(path)
+    spaces, config = meta.get("spaces"), meta.get("config")
+    if not isinstance(spaces, dict) or not isinstance(config, dict) or \
+            meta.get("parts", ["algo"]) != ["algo"] or \
+            (config.get("multiagent") or {}).get("policies"):
+        return None
+    policy, algorithm = build_policy(meta["algo"], config,
+                                     space_from_json(spaces["observation_space"]),
+                                     space_from_json(spaces["action_space"]),
+                                     seed=int(config.get("seed") or 0))
+    abstract = {"algo": jax.eval_shape(algorithm.init, jax.random.PRNGKey(0))}
+    state = ckpt.restore_state(path, abstract)["algo"]
+    policy.set_acting(jax.jit(algorithm.policy)(state))
+    return policy
+
+
 def serve_checkpoint(checkpoint: str, host: str = "127.0.0.1", port: int = 9900,
                      token: str | None = None, config: dict | None = None,
                      **limits: Any) -> InferenceServer:
-    """An ``InferenceServer`` (not yet serving) for the checkpoint's policy."""
+    """An ``InferenceServer`` (not yet serving) for the checkpoint's policy.
+
+    Checkpoints record their observation and action spaces, so the policy is rebuilt without
+    making the env (a ``register_env`` creator or a custom gymnasium id of the training script
+    need not exist here). Older checkpoints, multi-agent ones and ``config`` overrides go
+    through ``Trainer.from_checkpoint``, which makes the env."""
+    from jrl import checkpoint as ckpt
     from jrl.serving.http import check_bind
     from jrl.trainer import Trainer
 
     check_bind(host, token)  # before the (slow) restore
+    path = ckpt.resolve_checkpoint(checkpoint)
+    policy = None if config else policy_from_checkpoint(path)
+    if policy is not None:
+        meta = ckpt.load_metadata(path)
+        describe = {"algo": meta["algo"], "env": meta.get("env"), "checkpoint": str(checkpoint),
+                    "training_iteration": ckpt.read_counters(path, meta)["training_iteration"]}
+        return InferenceServer(policy, host, port, token, describe, **limits)
     trainer = Trainer.from_checkpoint(checkpoint, config=config or {}, log_to_disk=False)
     describe = {"algo": trainer.algo_name, "env": trainer.env_id,
                 "checkpoint": str(checkpoint), "training_iteration": trainer.iteration}

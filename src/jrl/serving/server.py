@@ -1,7 +1,8 @@
 """``PolicyServer``: an ``ExternalEnv``'s episode API over HTTP (protocol v1, see README).
 
-Each POST mirrors one ``ExternalEnv`` method; ``get_action`` awaits the inference thread, which
-answers every client's pending observation in one jitted ``act`` call. A request may carry a
+Each POST mirrors one ``ExternalEnv`` method; ``get_action`` queues its observation, and once
+the event loop has read the round of requests that came together it answers every client's
+pending observation in one jitted ``act`` call, on the loop itself. A request may carry a
 ``request_id``: a repeated id (a client retrying after a lost answer) gets the first answer
 again and changes nothing, so a retry never logs a step twice.
 """
@@ -15,7 +16,8 @@ from typing import Any
 import jax
 
 from jrl.config import jsonable as config_jsonable
-from jrl.rollout.external_env import ExternalEnv
+from jrl.errors import ConfigError
+from jrl.rollout.external_env import ExternalEnv, ExternalEnvClosed
 from jrl.serving.http import JsonHttpServer
 from jrl.serving.protocol import (
     PREFIX,
@@ -50,18 +52,30 @@ class PolicyServer(JsonHttpServer):
       address: interface to bind; anything but loopback needs ``token``.
       port: TCP port (0: a free one, see ``.port``).
       token: shared secret clients send as ``Authorization: Bearer <token>``.
+      episode_timeout_s: episodes with no call for this many seconds are ended (clients that
+        went away; see ``ExternalEnv.end_idle_episodes``); later calls for them get 404.
+        None: episodes never time out.
       **limits: ``max_body_bytes`` (4 MiB), ``request_timeout`` (30 s), ``max_inflight`` (256).
     """
 
     def __init__(self, external_env: ExternalEnv, address: str = "127.0.0.1", port: int = 9900,
-                 token: str | None = None, **limits: Any):
+                 token: str | None = None, episode_timeout_s: float | None = None,
+                 **limits: Any):
         if not isinstance(external_env, ExternalEnv):
             raise ProtocolError(f"PolicyServer needs an ExternalEnv, got "
                                 f"{type(external_env).__name__}")
+        if episode_timeout_s is not None and not (
+                isinstance(episode_timeout_s, (int, float)) and episode_timeout_s > 0):
+            raise ConfigError(f"episode_timeout_s must be a positive number of seconds or None, "
+                              f"got {episode_timeout_s!r}")
+        self.episode_timeout_s = episode_timeout_s
         self.external_env = external_env
         self._recent: collections.OrderedDict[str, asyncio.Future] = collections.OrderedDict()
+        self._answer_scheduled = False
         super().__init__(address, port, token, **limits)
         external_env.add_close_callback(self.shutdown)
+        if episode_timeout_s is not None:
+            self._loop.call_soon(self._end_idle_episodes)
 
     def add_routes(self, router: Any) -> None:
         for name in _COMMANDS:
@@ -101,14 +115,19 @@ class PolicyServer(JsonHttpServer):
                 self._recent[request_id] = task
                 while len(self._recent) > _REMEMBERED_REQUESTS:
                     self._recent.popitem(last=False)
-        return await asyncio.wait_for(asyncio.shield(task), self.request_timeout)
+        if not task.done():  # (asyncio.wait never cancels the run: a retry can still get it)
+            await asyncio.wait((task,), timeout=self.request_timeout)
+            if not task.done():
+                raise TimeoutError
+        return task.result()
 
     async def _run(self, name: str, body: Any) -> dict[str, Any]:
         required, optional = _COMMANDS[name]
         args = check_fields(body, required, optional)
         env = self.external_env
         if name == "get_action":
-            future = env.get_action_async(_episode_id(args), args["observation"])
+            future = env.get_action_async(_episode_id(args), args["observation"], inline=True)
+            self._answer_soon()
             return {"action": jsonable(await asyncio.wrap_future(future))}
         if name == "start_episode":
             enabled = args.get("training_enabled", True)
@@ -133,6 +152,29 @@ class PolicyServer(JsonHttpServer):
                 raise ProtocolError("truncated must be true or false")
             env.end_episode(_episode_id(args), args["observation"], truncated)
         return {}
+
+    def _end_idle_episodes(self) -> None:
+        """Ends idle episodes, then runs again in a quarter of the timeout (at most 5 s)."""
+        try:
+            self.external_env.end_idle_episodes(self.episode_timeout_s)
+        finally:
+            if not self._stopped:
+                self._loop.call_later(min(self.episode_timeout_s / 4, 5.0),
+                                      self._end_idle_episodes)
+
+    def _answer_soon(self) -> None:
+        """Answers the queued observations on this loop once the requests that arrived with
+        this one were read: one batched ``act`` per round, no thread hand-over."""
+        if not self._answer_scheduled:
+            self._answer_scheduled = True
+            asyncio.get_running_loop().call_soon(self._answer_now)
+
+    def _answer_now(self) -> None:
+        self._answer_scheduled = False
+        try:
+            self.external_env.runner.answer_pending()
+        except ExternalEnvClosed:  # the futures fail on their own
+            pass
 
     async def _batch(self, request: Any) -> Any:
         """``{"commands": [{"command": "log_action", ...}, ...]}``, applied in order; an error
