@@ -47,9 +47,10 @@ def test_apex_refuses_uniform_replay():
         parse_config("APEX", {"prioritized_replay": False})
 
 
-def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluster):
+def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluster, tmp_path):
     trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False,
-                          config={**SMALL_APEX, "num_workers": 2, "num_replay_buffer_shards": 2})
+                          config={**SMALL_APEX, "num_workers": 2, "num_replay_buffer_shards": 2,
+                                  "store_buffer_in_checkpoints": True})
     plan = trainer.backend.plan
     shards = list(plan.shards)
     try:
@@ -74,6 +75,18 @@ def test_apex_with_remote_workers_fills_shards_and_updates_priorities(ray_cluste
         stats = ray.get([s.stats.remote() for s in shards])
         assert all(s["total_priority"] > 0 for s in stats)
         assert last["episodes_total"] > 0
+        # both shard actors' buffers go into the checkpoint and come back on restore (fragments
+        # still in flight add to the shards after train() returns: let them land first)
+        assert last["info"]["replay_buffer_size"] >= sum(sizes)  # read a moment later
+        ray.wait(list(plan._pending), num_returns=len(plan._pending))
+        saved = _arrays(plan.replay)
+        path = trainer.save(str(tmp_path))
+        trainer.train()  # the shards move on ...
+        ray.wait(list(plan._pending), num_returns=len(plan._pending))
+        assert trainer.backend.replay_buffer_size > sum(sizes)
+        trainer.restore(path)  # ... and return to the saved buffers
+        for x, y in zip(saved, _arrays(plan.replay), strict=True):
+            np.testing.assert_array_equal(x, y)
     finally:
         trainer.stop()
     # clean shutdown: the prefetch thread is gone and the shard actors are dead
@@ -96,15 +109,23 @@ def _eventually_dead(actor, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_apex_with_num_workers_zero_runs_in_process():
+def test_apex_with_num_workers_zero_runs_in_process(tmp_path):
+    from jrl import checkpoint as ckpt
+
     trainer = jrl.Trainer("APEX", env="CartPole-v1", log_to_disk=False,
                           config={**SMALL_APEX, "num_workers": 0})
     try:
         result = trainer.train()
         assert result["replay_shards"]["size_0"] >= 400 - 20
+        assert result["info"]["replay_buffer_size"] == result["replay_shards"]["size_0"]
         assert result["learner_throughput"]["num_updates"] > 0
         assert result["replay_shards"]["priority_updates_0"] > 0
         assert not ray.is_initialized() or trainer.backend.plan._thread is None
+        # without store_buffer_in_checkpoints: no shard in the checkpoint, counters still are
+        meta = ckpt.load_metadata(trainer.save(str(tmp_path)))
+        assert meta["parts"] == ["algo"]
+        assert meta["resume"]["plan"]["env_steps"] == result["timesteps_total"]
+        assert meta["resume"]["plan"]["shards"][0]["added"] == result["replay_shards"]["added_0"]
     finally:
         trainer.stop()
 
@@ -145,3 +166,39 @@ def test_replay_shard_adds_samples_and_takes_priority_updates():
     stats = shard.stats()
     assert stats["priority_updates"] == 3 and stats["sampled"] == 48 and stats["added"] == 4
     assert stats["total_priority"] > 10.0
+
+
+
+def _arrays(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_apex_checkpoint_keeps_the_replay_shard_and_resume_is_exact(small_config, tmp_path):
+    # num_workers 0: one in-process shard. Weights go out every step (delay 1), so after the
+    # restore the resumed run acts with the same weights as the straight one.
+    config = small_config("APEX", store_buffer_in_checkpoints=True, max_weight_sync_delay=1)
+    straight = jrl.Trainer("APEX", env="CartPole-v1", config=config, log_to_disk=False)
+    first = jrl.Trainer("APEX", env="CartPole-v1", config=config, log_to_disk=False)
+    try:
+        for _ in range(2):
+            straight.train()
+        first.train()
+        saved_size = first.backend.replay_buffer_size
+        path = first.save(str(tmp_path))
+    finally:
+        first.stop()
+    resumed = jrl.Trainer.from_checkpoint(path, log_to_disk=False)
+    try:
+        assert resumed.backend.replay_buffer_size == saved_size == 32
+        results = [resumed.train()]
+        assert results[-1]["info"]["replay_buffer_size"] == 64
+        assert results[-1]["replay_shards"]["size_0"] == 64
+        assert results[-1]["learner_throughput"]["num_updates"] > 0
+        expected = _arrays(straight.backend.checkpoint_parts(include_replay=True))
+        got = _arrays(resumed.backend.checkpoint_parts(include_replay=True))
+        assert len(expected) == len(got)
+        for x, y in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(x, y)
+    finally:
+        straight.stop()
+        resumed.stop()

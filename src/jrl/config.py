@@ -323,18 +323,42 @@ class InputConfig:
       input_evaluation: off-policy estimators of the learned policy's value run on every batch
         read from files: ``"is"`` and/or ``"wis"`` (results under
         ``off_policy_estimator/<name>/...``).
+      postprocess_inputs: run the algorithm's trajectory postprocessing on batches read from
+        files with the CURRENT policy, episode by episode (rows are cut wherever ``eps_id``/``t``
+        jump, the cut bootstrapping from the current value of ``new_obs``): GAE advantages and
+        value targets for PPO/A2C/PG, n-step returns for DQN, returns for MARWIL. On-policy
+        algorithms (PPO, A2C, PG) read files only with it.
     """
 
     input: str | tuple[str, ...] | dict = "sampler"
     shuffle_buffer_size: int = field(0, min=0)
     input_evaluation: tuple[str, ...] = INPUT_ESTIMATORS
+    postprocess_inputs: bool = False
 
     def validate(self) -> None:
         check_input(self.input)
+        if not isinstance(self.postprocess_inputs, bool):
+            raise ConfigError("config key 'postprocess_inputs' must be true or false, got "
+                              f"{self.postprocess_inputs!r}")
         for name in self.input_evaluation:
             if name not in INPUT_ESTIMATORS:
                 raise ConfigError(f"config key 'input_evaluation' holds unknown estimator "
                                   f"'{name}' (available: {', '.join(INPUT_ESTIMATORS)})")
+
+
+def check_on_policy_input(config: Any, algo: str) -> None:
+    """Validates ``InputConfig`` keys of an on-policy algorithm: it learns from files only with
+    ``postprocess_inputs`` (its advantages come from the current value function) and a
+    feed-forward model (recorded rows hold no recurrent state)."""
+    InputConfig.validate(config)
+    if config.input == "sampler":
+        return
+    if not config.postprocess_inputs:
+        raise ConfigError(f"{algo} learns from 'input' files only with postprocess_inputs: true "
+                          "(advantages are recomputed with the current value function)")
+    if config.model.recurrent:
+        raise ConfigError(f"{algo} with 'input' files needs a feed-forward model: recorded rows "
+                          "hold no recurrent state (set model.use_lstm: false)")
 
 
 def check_input(value: Any) -> None:

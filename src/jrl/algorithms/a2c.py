@@ -23,7 +23,7 @@ from jrl.algorithms.actor_critic import (
     make_learner,
 )
 from jrl.algorithms.examples import train_batch_example
-from jrl.config import CommonConfig, field, to_dict
+from jrl.config import CommonConfig, InputConfig, check_on_policy_input, field, to_dict
 from jrl.errors import ConfigError
 from jrl.ops.returns import gae
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
@@ -33,7 +33,7 @@ A2CPolicy = ActorCriticPolicy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class A2CConfig(CommonConfig):
+class A2CConfig(InputConfig, CommonConfig):
     """A2C settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -67,6 +67,7 @@ class A2CConfig(CommonConfig):
     rmsprop_decay: float = field(0.99, min=0.0, max=1.0)
 
     def validate(self) -> None:
+        check_on_policy_input(self, "A2C")
         if self.microbatch_size is not None and self.microbatch_size > self.train_batch_size:
             raise ConfigError(f"config key 'microbatch_size' ({self.microbatch_size}) must be "
                               f"<= train_batch_size ({self.train_batch_size})")
@@ -130,5 +131,6 @@ ALGORITHM_DEF = AlgorithmDef(
     example_batch=train_batch_example,
     gradient_fns=make_gradient_fns,
     recurrent=True,
+    action_logp=toolkit.actor_critic_action_logp,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "A2C")

@@ -33,6 +33,9 @@ class A3CConfig(A2CConfig):
     rollout_fragment_length: int = field(16, min=1)
 
     def validate(self) -> None:
+        if self.input != "sampler":
+            raise ConfigError("A3C samples its own envs: config key 'input' must be 'sampler' "
+                              "(learn from files with A2C or PPO and postprocess_inputs: true)")
         fragment = self.rollout_fragment_length * self.num_envs_per_worker
         if self.microbatch_size is not None and self.microbatch_size > fragment:
             raise ConfigError(f"config key 'microbatch_size' ({self.microbatch_size}) must be "

@@ -20,7 +20,7 @@ from jrl import registry
 from jrl.algorithms import toolkit
 from jrl.algorithms.actor_critic import ActorCriticPolicy, ActorCriticState, make_learner
 from jrl.algorithms.examples import train_batch_example
-from jrl.config import CommonConfig, field, to_dict
+from jrl.config import CommonConfig, InputConfig, check_on_policy_input, field, to_dict
 from jrl.ops.returns import discounted_returns
 from jrl.types import Algorithm, AlgorithmDef, EnvSpec, Transition
 
@@ -29,7 +29,7 @@ PGPolicy = ActorCriticPolicy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PGConfig(CommonConfig):
+class PGConfig(InputConfig, CommonConfig):
     """PG settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -47,6 +47,9 @@ class PGConfig(CommonConfig):
     vf_loss_coeff: float = field(0.5, min=0.0)
     entropy_coeff: float = field(0.0, min=0.0)
     normalize_advantages: bool = False
+
+    def validate(self) -> None:
+        check_on_policy_input(self, "PG")
 
 
 DEFAULT_CONFIG: dict[str, Any] = to_dict(PGConfig())
@@ -108,5 +111,6 @@ ALGORITHM_DEF = AlgorithmDef(
     plan="on_policy",
     example_batch=train_batch_example,
     recurrent=True,
+    action_logp=toolkit.actor_critic_action_logp,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "PG")

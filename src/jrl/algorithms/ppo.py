@@ -18,7 +18,7 @@ import optax
 from jrl import registry
 from jrl.algorithms import toolkit
 from jrl.algorithms.examples import train_batch_example
-from jrl.config import CommonConfig, field, to_dict
+from jrl.config import CommonConfig, InputConfig, check_on_policy_input, field, to_dict
 from jrl.errors import ConfigError
 from jrl.ops.bootstrap import next_values
 from jrl.ops.filters import FilterState
@@ -30,7 +30,7 @@ from jrl.types import Algorithm, AlgorithmDef, EnvSpec, NetworkPolicy, Transitio
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PPOConfig(CommonConfig):
+class PPOConfig(InputConfig, CommonConfig):
     """PPO settings (RLlib names) on top of the common ones.
 
     Attributes:
@@ -70,6 +70,7 @@ class PPOConfig(CommonConfig):
     normalize_advantages: bool = True
 
     def validate(self) -> None:
+        check_on_policy_input(self, "PPO")
         if self.sgd_minibatch_size > self.train_batch_size:
             raise ConfigError(f"config key 'sgd_minibatch_size' ({self.sgd_minibatch_size}) must "
                               f"be <= train_batch_size ({self.train_batch_size})")
@@ -189,6 +190,9 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
     optimizer = toolkit.make_optimizer(lr_schedule, grad_clip=config.grad_clip,
                                        eps=config.adam_epsilon)
 
+    # Recorded rows end (truncated) anywhere, not only at the env's time limit.
+    time_limit = spec.max_episode_steps if config.input == "sampler" else None
+
     def init(key: jax.Array) -> PPOState:
         state = toolkit.init_learner_state(key, fns.init_params, optimizer, fns.obs_filter,
                                            spec.obs_shape)
@@ -201,7 +205,7 @@ def make_ppo(config: PPOConfig, networks: Any = None, spec: EnvSpec | None = Non
         old_dist, values = fns.forward(state.params, state.obs_filter, obs)
         bootstrap = next_values(
             values.reshape(T, B), batch.next_obs, batch.truncated,
-            lambda o: fns.forward(state.params, state.obs_filter, o)[1], spec.max_episode_steps)
+            lambda o: fns.forward(state.params, state.obs_filter, o)[1], time_limit)
         lambda_ = config.lambda_ if config.use_gae else 1.0
         advantages, value_targets = gae(
             batch.reward, values.reshape(T, B), bootstrap,
@@ -288,5 +292,6 @@ ALGORITHM_DEF = AlgorithmDef(
     plan="on_policy",
     example_batch=train_batch_example,
     recurrent=True,
+    action_logp=toolkit.actor_critic_action_logp,
 )
 __getattr__ = registry.trainer_class_getattr(__name__, "PPO")

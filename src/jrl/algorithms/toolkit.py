@@ -369,3 +369,15 @@ def advance_learner_state(state: Any, *, obs_filter: Any, env_steps: Any, **chan
 def network_policy(state: Any) -> NetworkPolicy:
     """What ``act`` needs from a learner state: its params and filter statistics."""
     return NetworkPolicy(state.params, state.obs_filter)
+
+
+def actor_critic_action_logp(config: Any, spec: Any, networks: Any = None) -> Callable:
+    """``logp(policy, obs [N, ...], actions [N, ...]) -> [N]`` of a feed-forward actor-critic
+    policy (off-policy estimation of ``input`` files)."""
+    fns = make_actor_critic_fns(spec, config.model, config.observation_filter, networks)
+
+    def logp(policy: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        dist, _ = fns.forward(policy.params, policy.obs_filter, obs)
+        return dist.log_prob(actions)
+
+    return logp

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrl.errors import CheckpointError
 from jrl.execution.learner import Learner, replay_item_example, scan_updates
 from jrl.replay.prioritized import (
     config_beta,
@@ -113,6 +114,26 @@ class ReplayShard:
         return {"size": int(self._state.size), "added": self.num_added,
                 "sampled": self.num_sampled, "priority_updates": self.num_priority_updates,
                 "total_priority": float(self._state.tree[1])}
+
+    def get_buffer(self) -> Any:
+        """The buffer (``PrioritizedReplayState``, host arrays) for a checkpoint."""
+        return jax.device_get(self._state)
+
+    def set_buffer(self, buffer: Any) -> None:
+        """Replaces the buffer with one from :meth:`get_buffer` (same capacity and items)."""
+        self._state = jax.tree.map(jnp.asarray, buffer)
+
+    def get_state(self) -> dict[str, Any]:
+        """The sampling key and counters (JSON-able), for exact resume."""
+        return {"key": np.asarray(self._key).tolist(),
+                "added": self.num_added, "sampled": self.num_sampled,
+                "priority_updates": self.num_priority_updates}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._key = jnp.asarray(np.asarray(state["key"], np.uint32))
+        self.num_added = int(state.get("added", 0))
+        self.num_sampled = int(state.get("sampled", 0))
+        self.num_priority_updates = int(state.get("priority_updates", 0))
 
 
 # Per rollout-worker process: the worker's jitted postprocess and td-error functions.
@@ -376,6 +397,55 @@ class DistributedReplayPlan:
                     "learner_busy_frac": min(1.0, self._learn_time / elapsed),
                     "queue_size": self._queue.qsize(),
                     "env_steps_per_s": self._env_steps / elapsed}}
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _call_shards(self, method: str, *per_shard_args: Any) -> list[Any]:
+        """Calls ``method`` on every shard (remote or local), with the i-th of each argument."""
+        args = list(zip(*per_shard_args, strict=True)) if per_shard_args else \
+            [()] * len(self.shards)
+        if self._distributed:
+            import ray
+
+            return ray.get([getattr(s, method).remote(*a) for s, a in zip(self.shards, args,
+                                                                           strict=True)])
+        return [getattr(s, method)(*a) for s, a in zip(self.shards, args, strict=True)]
+
+    @property
+    def replay_buffer_size(self) -> int:
+        """Items in all replay shards together now."""
+        return sum(s["size"] for s in self._call_shards("stats"))
+
+    @property
+    def replay(self) -> dict[str, Any]:
+        """Every shard's buffer, ``{"shard_<i>": PrioritizedReplayState}`` (the checkpoint's
+        ``replay`` part with ``store_buffer_in_checkpoints``)."""
+        return {f"shard_{i}": b for i, b in enumerate(self._call_shards("get_buffer"))}
+
+    @replay.setter
+    def replay(self, buffers: dict[str, Any]) -> None:
+        if len(buffers) != len(self.shards):  # restore_state checks the layout before this
+            raise CheckpointError(f"the checkpoint holds {len(buffers)} replay shards, this "
+                                  f"trainer has {len(self.shards)} (num_replay_buffer_shards)")
+        self._call_shards("set_buffer", [buffers[f"shard_{i}"] for i in range(len(buffers))])
+
+    def get_state(self) -> dict[str, Any]:
+        """Counters and each shard's sampling key and counters. Batches in the learner queue
+        and fragments still being sampled are not saved: after a restore the learner draws
+        new batches from the (saved) shards, the workers sample new fragments, and the first
+        step broadcasts the restored weights."""
+        return {"env_steps": self._env_steps, "num_updates": self._num_updates,
+                "next_shard": self._next_shard,
+                "shards": self._call_shards("get_state")}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._env_steps = int(state.get("env_steps", self._env_steps))
+        self._num_updates = int(state.get("num_updates", self._num_updates))
+        self._next_shard = int(state.get("next_shard", self._next_shard))
+        self._beta = float(config_beta(self.config, self._env_steps))
+        shards = state.get("shards")
+        if isinstance(shards, list) and len(shards) == len(self.shards):
+            self._call_shards("set_state", shards)
 
     def stop(self) -> None:
         """Stops the prefetch thread and the shard actors."""

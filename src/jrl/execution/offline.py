@@ -164,7 +164,9 @@ def make_input(definition: AlgorithmDef, config: Any, spec: Any, T: int, B: int,
             readers[name] = sample
         else:
             files = list(config.input) if name == "__files__" else name
-            assembler = BatchAssembler(T, B, spec.obs_dtype, spec.action_dtype, spec.obs_shape)
+            assembler = BatchAssembler(T, B, spec.obs_dtype, spec.action_dtype, spec.obs_shape,
+                                       episode_cuts=bool(getattr(config, "postprocess_inputs",
+                                                                 False)))
             readers[name] = JsonReader(files, assembler, config.shuffle_buffer_size,
                                        seed=config.seed + index, policy_id=policy_id).next
     estimation = None

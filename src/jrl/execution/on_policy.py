@@ -1,4 +1,9 @@
-"""Synchronous on-policy plan (PG, A2C, PPO): sample a full train batch, then one update."""
+"""Synchronous on-policy plan (PG, A2C, PPO): sample a full train batch, then one update.
+
+With ``input`` files (and ``postprocess_inputs``) the train batch of the same ``[T, B]`` shape
+comes from ``jrl.execution.offline.make_input`` instead (or a mix with sampling); the update
+recomputes advantages and value targets with the current value function, episode by episode.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 import jax
 
 from jrl.execution.learner import Learner
+from jrl.execution.offline import SAMPLER, make_input
 from jrl.logger import PHASES
 from jrl.rollout.worker import SampleBatch
 from jrl.rollout.worker_set import WorkerSet
@@ -27,11 +33,31 @@ class OnPolicyPlan:
         self.learner = Learner.for_algorithm(definition, algorithm, config, spec,
                                              workers.num_envs)
         self._policy = jax.jit(algorithm.policy)
+        self.input = self.estimation = None
+        if getattr(config, "input", SAMPLER) != SAMPLER:
+            self.input, self.estimation = make_input(
+                definition, config, spec, config.rollout_fragment_length * self.rounds,
+                workers.num_envs, self._sample, policy_id=getattr(workers, "policy_id", None))
+
+    def _sample(self) -> SampleBatch:
+        return SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
+
+    def _next_batch(self, state: Any) -> SampleBatch:
+        if self.input is None:
+            return self._sample()
+        source, batch = self.input.next()
+        if source != SAMPLER and self.estimation is not None:
+            self.estimation.add(self._policy(state), batch)
+        return SampleBatch(batch)
+
+    def stats(self) -> dict[str, Any]:
+        """Off-policy estimates of the iteration's file batches, if any."""
+        return self.estimation.pop() if self.estimation is not None else {}
 
     def step(self, state: Any) -> tuple[Any, dict, int]:
         self.workers.set_policy(self._policy(state))
         with PHASES.phase("train: sample (envs + acting)"):
-            batch = SampleBatch.concat_time([self.workers.sample() for _ in range(self.rounds)])
+            batch = self._next_batch(state)
         with PHASES.phase("train: learn (update)"):
             # waiting here costs nothing: the next sample needs the new weights anyway
             state, metrics = jax.block_until_ready(

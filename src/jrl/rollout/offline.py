@@ -484,14 +484,24 @@ class BatchAssembler:
     batch also holds ``episode_start`` ``[T, B]``: the first step of each (part of an) episode
     in a lane, for off-policy estimation.
 
+    With ``episode_cuts`` (``postprocess_inputs``) the rows are cut per episode: a step after
+    which ``eps_id`` changes or ``t`` does not count on by one ends its episode there
+    (``truncated`` unless terminated), so postprocessing never runs across two episodes of one
+    row; and a row that continues the episode the previous row left open (same ``eps_id``,
+    ``t`` counting on) is joined to it without the cut.
+
     Args:
       T, B: batch shape.
       obs_dtype, action_dtype: dtypes the batch's ``obs``/``new_obs`` and ``actions`` get.
       obs_shape: the env's observation shape (a row of another shape is a ``DataError``).
+      episode_cuts: cut rows by ``eps_id``/``t`` as above.
     """
 
     def __init__(self, T: int, B: int, obs_dtype: Any, action_dtype: Any,
-                 obs_shape: tuple[int, ...] | None = None):
+                 obs_shape: tuple[int, ...] | None = None, episode_cuts: bool = False):
+        self.episode_cuts = episode_cuts
+        # (eps_id, t) of the last pending step when only the row's end cut its episode
+        self._open_end: tuple[int, int] | None = None
         self.T, self.B = T, B
         self.obs_dtype, self.action_dtype = np.dtype(obs_dtype), np.dtype(action_dtype)
         self.obs_shape = tuple(obs_shape) if obs_shape is not None else None
@@ -514,6 +524,10 @@ class BatchAssembler:
             "eps_id": row.get("eps_id", np.zeros(n, np.int64)).astype(np.int64, copy=False),
             "t": row.get("t", np.arange(n)).astype(np.int64, copy=False),
         }
+        if self.episode_cuts and n > 1:
+            eps_id, t = cols["eps_id"], cols["t"]
+            new_episode = (eps_id[1:] != eps_id[:-1]) | (t[1:] != t[:-1] + 1)
+            cols["truncateds"][:-1] |= new_episode & ~cols["terminateds"][:-1]
         if n:
             cols["truncateds"][-1] |= not cols["terminateds"][-1]
         start = np.zeros(n, bool)
@@ -525,9 +539,20 @@ class BatchAssembler:
         return cols
 
     def add(self, row: dict) -> None:
-        if len(row["rewards"]):
-            self._pending.append(self._columns(row))
-            self._count += len(row["rewards"])
+        if not len(row["rewards"]):
+            return
+        cols = self._columns(row)
+        if self.episode_cuts:
+            if (self._open_end is not None and self._pending
+                    and (int(cols["eps_id"][0]), int(cols["t"][0])) == self._open_end):
+                last = self._pending[-1]
+                last["truncateds"][-1] = False
+                cols["episode_start"][0] = False
+            recorded_end = bool(np.asarray(row["truncateds"])[-1] or cols["terminateds"][-1])
+            self._open_end = (None if recorded_end
+                              else (int(cols["eps_id"][-1]), int(cols["t"][-1]) + 1))
+        self._pending.append(cols)
+        self._count += len(row["rewards"])
 
     @property
     def ready(self) -> bool:
