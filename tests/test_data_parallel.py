@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     import jrl
@@ -129,6 +131,7 @@ SEEDS_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # CI time; the two-device update test keeps multi-device code in the default run
 def test_seeds_shard_over_devices_with_the_same_results(tmp_path):
     _run_on_two_cpu_devices(SEEDS_SCRIPT, tmp_path)
 

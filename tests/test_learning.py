@@ -25,13 +25,15 @@ def _train_until(trainer, steps: int, target: float) -> float:
     return best
 
 
+# ES, IMPALA, APPO, PG, TD3 and DDPG smoke runs are slow (CI time); their update paths stay in
+# the default suite through test_algorithm_contract.py.
 @pytest.mark.parametrize("name, steps, target", [
     ("cartpole-ppo.yaml", 15_000, 150.0),
     ("cartpole-dqn.yaml", 12_000, 150.0),
-    ("cartpole-es.yaml", 30_000, 150.0),
-    ("cartpole-impala.yaml", 10_000, 100.0),
-    ("cartpole-appo.yaml", 10_000, 100.0),
-    ("cartpole-pg.yaml", 20_000, 150.0),
+    pytest.param("cartpole-es.yaml", 30_000, 150.0, marks=pytest.mark.slow),
+    pytest.param("cartpole-impala.yaml", 10_000, 100.0, marks=pytest.mark.slow),
+    pytest.param("cartpole-appo.yaml", 10_000, 100.0, marks=pytest.mark.slow),
+    pytest.param("cartpole-pg.yaml", 20_000, 150.0, marks=pytest.mark.slow),
     ("cartpole-a2c.yaml", 15_000, 150.0),
     ("cartpole-a3c.yaml", 15_000, 150.0),
 ])
@@ -48,6 +50,7 @@ def test_smoke_learning_beats_random_policy(name, steps, target):
         trainer.stop()
 
 
+@pytest.mark.slow  # CI time; prioritized replay's math is in test_prioritized_replay.py
 def test_dqn_with_prioritized_replay_learns():
     """The tuned DQN with prioritized replay (n-step items, annealed beta) still learns."""
     algo, config, _ = _tuned("cartpole-dqn.yaml")
@@ -137,8 +140,8 @@ def test_gymnasium_and_jitted_loops_learn_alike_with_one_config():
 
 @pytest.mark.parametrize("name, steps, target", [
     ("pendulum-sac.yaml", 4_000, -600.0),
-    ("pendulum-td3.yaml", 7_000, -600.0),
-    ("pendulum-ddpg.yaml", 6_000, -600.0),
+    pytest.param("pendulum-td3.yaml", 7_000, -600.0, marks=pytest.mark.slow),
+    pytest.param("pendulum-ddpg.yaml", 6_000, -600.0, marks=pytest.mark.slow),
 ])
 def test_smoke_continuous_control_beats_random_policy(name, steps, target):
     """A random Pendulum policy scores about -1200; the tuned learners pass -600 within a few
@@ -152,6 +155,7 @@ def test_smoke_continuous_control_beats_random_policy(name, steps, target):
         trainer.stop()
 
 
+@pytest.mark.slow  # CI time; discrete SAC's update is in test_algorithm_contract.py
 def test_smoke_discrete_sac_beats_random_policy_on_cartpole():
     config = {"num_envs_per_worker": 4, "rollout_fragment_length": 8, "train_batch_size": 128,
               "training_intensity": 32, "learning_starts": 500, "tau": 0.01,
