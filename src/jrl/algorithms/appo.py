@@ -134,6 +134,11 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
             state, loss_fn, data, optimizer, num_epochs=config.num_sgd_iter,
             minibatch_size=config.sgd_minibatch_size or T * B,
             kl_target=config.kl_target if config.use_kl_loss else None, axis_name=axis_name)
+        return finish(state, trained, stats, targets, v_t, log_rho_t, batch)
+
+    def finish(state, trained, stats, targets, v_t, log_rho_t, batch):
+        """V-trace diagnostics, the observation filter and the step count after the epochs."""
+        T, B = batch.reward.shape
         stats.update(mean_rho=pmean(jnp.mean(jnp.exp(log_rho_t)), axis_name),
                      vf_explained_var=toolkit.explained_variance(targets.vs, v_t, axis_name))
         new_state = toolkit.advance_learner_state(
@@ -171,13 +176,7 @@ def make_appo(config: APPOConfig, networks: Any = None, spec: EnvSpec | None = N
             state, loss_fn, data, optimizer, num_epochs=config.num_sgd_iter,
             minibatch_size=max(1, (config.sgd_minibatch_size or T * B) // L),
             kl_target=config.kl_target if config.use_kl_loss else None, axis_name=axis_name)
-        stats.update(mean_rho=pmean(jnp.mean(jnp.exp(log_rho_t)), axis_name),
-                     vf_explained_var=toolkit.explained_variance(targets.vs, v_t, axis_name))
-        new_state = toolkit.advance_learner_state(
-            trained, obs_filter=fns.obs_filter.update(state.obs_filter,
-                                                      all_observations(batch, axis_name)),
-            env_steps=T * B * num_devices(axis_name))
-        return new_state, stats
+        return finish(state, trained, stats, targets, v_t, log_rho_t, batch)
 
     if recurrent:
         return Algorithm(init=init, update=recurrent_update, act=fns.act,

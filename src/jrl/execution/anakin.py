@@ -132,27 +132,8 @@ def make_anakin(definition: AlgorithmDef | str, env: JaxEnv, config: Any, iterat
         return runner._replace(train_state=train_state), metrics
 
     def learn_off_policy(runner: RunnerState, batch: Transition):
-        ts = runner.train_state
-        ts = ts._replace(obs_filter=get_filter(config.observation_filter).update(
-            ts.obs_filter, batch.obs))
-        replay = replay_add(runner.replay, postprocess(config, batch))
-
-        def one_update(ts, _):
-            key, sample_key = jax.random.split(ts.key)
-            ts, metrics = algorithm.update(
-                ts._replace(key=key), replay_sample(replay, sample_key, config.train_batch_size))
-            # Per-sample td errors [N] are for prioritized replay; learner metrics stay scalars.
-            return ts, {k: v for k, v in metrics.items() if k != "td_error"}
-
-        def learn(ts):
-            ts, metrics = jax.lax.scan(one_update, ts, None, length=config.updates_per_fragment)
-            return ts, jax.tree.map(jnp.mean, metrics)
-
-        metrics_shape = jax.eval_shape(learn, ts)[1]
-        ts, metrics = jax.lax.cond(
-            ts.env_steps >= config.learning_starts, learn,
-            lambda ts: (ts, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
-                                         metrics_shape)), ts)
+        ts, replay, metrics = replay_learn(algorithm, config, postprocess, runner.train_state,
+                                           runner.replay, batch)
         return runner._replace(train_state=ts, replay=replay), metrics
 
     learn = learn_off_policy if off_policy else learn_on_policy
@@ -181,3 +162,36 @@ def steps_per_env(definition: AlgorithmDef, config: Any) -> int:
         return fragment
     return fragment * max(1, math.ceil(
         config.train_batch_size / (fragment * config.num_envs_per_worker)))
+
+
+def replay_learn(algorithm: Algorithm, config: Any, postprocess: Callable, ts: Any,
+                 replay: ReplayState, batch: Transition) -> tuple[Any, ReplayState, dict]:
+    """Off-policy learning inside the jitted loop, for one policy.
+
+    ``batch`` (a ``[T, B]`` fragment) updates the observation filter and goes into ``replay``
+    (after the algorithm's ``postprocess``, e.g. n-step); then ``updates_per_fragment`` updates
+    on uniformly sampled batches run once ``learning_starts`` env steps were taken (before that
+    the metrics are NaN, of the same shapes). Returns ``(train_state, replay, mean metrics)``.
+    Shared by the single- and multi-agent loops.
+    """
+    ts = ts._replace(obs_filter=get_filter(config.observation_filter).update(
+        ts.obs_filter, batch.obs))
+    replay = replay_add(replay, postprocess(config, batch))
+
+    def one_update(ts, _):
+        key, sample_key = jax.random.split(ts.key)
+        ts, metrics = algorithm.update(
+            ts._replace(key=key), replay_sample(replay, sample_key, config.train_batch_size))
+        # Per-sample td errors [N] are for prioritized replay; learner metrics stay scalars.
+        return ts, {k: v for k, v in metrics.items() if k != "td_error"}
+
+    def learn(ts):
+        ts, metrics = jax.lax.scan(one_update, ts, None, length=config.updates_per_fragment)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    metrics_shape = jax.eval_shape(learn, ts)[1]
+    ts, metrics = jax.lax.cond(
+        ts.env_steps >= config.learning_starts, learn,
+        lambda ts: (ts, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
+                                     metrics_shape)), ts)
+    return ts, replay, metrics

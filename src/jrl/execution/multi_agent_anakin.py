@@ -30,11 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrl.errors import ConfigError
-from jrl.execution.anakin import steps_per_env
+from jrl.execution.anakin import replay_learn, steps_per_env
 from jrl.execution.learner import replay_item_example
-from jrl.ops.filters import get_filter
 from jrl.registry import get_algorithm_def, make_algorithm
-from jrl.replay.uniform import replay_add, replay_init, replay_sample
+from jrl.replay.uniform import replay_init
 from jrl.rollout.jax_envs import JaxMultiAgentEnv
 from jrl.types import Algorithm, AlgorithmDef, Transition
 
@@ -175,27 +174,7 @@ def make_multi_agent_anakin(definition: AlgorithmDef | str, env: JaxMultiAgentEn
 
     def learn_off_policy(algo: Algorithm, cfg: Any, ts: Any, replay: Any, batch: Transition):
         """One policy: its fragment into its buffer, then its updates (once it may learn)."""
-        postprocess = definition.require("postprocess")
-        ts = ts._replace(obs_filter=get_filter(cfg.observation_filter).update(
-            ts.obs_filter, batch.obs))
-        replay = replay_add(replay, postprocess(cfg, batch))
-
-        def one_update(ts, _):
-            key, sample_key = jax.random.split(ts.key)
-            ts, metrics = algo.update(ts._replace(key=key),
-                                      replay_sample(replay, sample_key, cfg.train_batch_size))
-            return ts, {name: v for name, v in metrics.items() if name != "td_error"}
-
-        def learn(ts):
-            ts, metrics = jax.lax.scan(one_update, ts, None, length=cfg.updates_per_fragment)
-            return ts, jax.tree.map(jnp.mean, metrics)
-
-        shapes = jax.eval_shape(learn, ts)[1]
-        ts, metrics = jax.lax.cond(
-            ts.env_steps >= cfg.learning_starts, learn,
-            lambda ts: (ts, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), shapes)),
-            ts)
-        return ts, replay, metrics
+        return replay_learn(algo, cfg, definition.require("postprocess"), ts, replay, batch)
 
     def learn_all_off_policy(train_state: Any, replay: Any, batch: Transition):
         batch = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), batch)  # [P, T, ...]
