@@ -89,6 +89,18 @@ def _clip_reward(reward: np.ndarray, clip: Any) -> np.ndarray:
     return np.clip(reward, -float(clip), float(clip))
 
 
+def acting_device(config: Any) -> jax.Device | None:
+    """Where a rollout worker computes its actions; ``None`` for JAX's default device.
+
+    As in RLlib, rollout workers act on the host unless given GPUs (``num_gpus_per_worker``):
+    with an accelerator as JAX's default backend, each step's forward pass of a small network
+    would otherwise pay a host-to-device round trip and a kernel launch per op.
+    """
+    if jax.default_backend() == "cpu" or getattr(config, "num_gpus_per_worker", 0) > 0:
+        return None
+    return jax.devices("cpu")[0]
+
+
 def prepare_worker_process(env_id: str, worker_index: int, env_creator: Any = None,
                            model_registrations: dict | None = None) -> None:
     """What a rollout worker (single- or multi-agent) sets up in its process before it builds
@@ -204,7 +216,8 @@ class RolloutWorker(WorkerBase):
         self.policy_map: dict[str, Policy] = {DEFAULT_POLICY_ID: Policy(
             self.definition, self.algorithm, config, self.spec, self.preprocessor,
             single_obs_space, self.action_space, seed=seed)}
-        self._key = jax.random.PRNGKey(seed)
+        self._act_device = acting_device(config)
+        self._key = self._on_acting_device(jax.random.PRNGKey(seed))
         # An ExternalEnv drives its own episodes: its runner answers actions and packs steps.
         self._external = self.env if isinstance(self.env, ExternalEnvRunner) else None
         if self._external is not None and self.spec.composite:
@@ -271,8 +284,12 @@ class RolloutWorker(WorkerBase):
         self._prev_action = np.zeros((B, *self.spec.action_shape), self.spec.action_dtype)
         self._prev_reward = np.zeros((B,), np.float32)
 
+    def _on_acting_device(self, tree: Any) -> Any:
+        return tree if self._act_device is None else jax.device_put(tree, self._act_device)
+
     def set_policy(self, policy: Any) -> None:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
+        policy = self._on_acting_device(policy)
         self._policy = policy
         self.policy_map[DEFAULT_POLICY_ID].set_acting(policy)
         if self._external is not None:
@@ -558,7 +575,7 @@ class RolloutWorker(WorkerBase):
             logger.warning("checkpoint sampler has %d envs, this worker %d: envs start fresh",
                            len(envs), self.num_envs)
             return
-        self._key = jax.device_put(np.asarray(state["key"], np.uint32))
+        self._key = jax.device_put(np.asarray(state["key"], np.uint32), self._act_device)
         self._steps_sampled = int(state["steps_sampled"])
         log_len = 0
         local_envs = getattr(self.env, "envs", [None] * self.num_envs)
