@@ -99,6 +99,8 @@ def test_trainer_on_a_jax_env_advances_one_chunk_per_train_call(tmp_path):
         for seed in (0, 1):
             lines = (tmp_path / "default").glob(f"*/seed_{seed}/result.json")
             assert [p.read_text().count("\n") for p in lines] == [1]
+            # few seeds: TensorBoard per seed too (SEED_TENSORBOARD_MAX)
+            assert list((tmp_path / "default").glob(f"*/seed_{seed}/events.out.tfevents*"))
         evaluation = trainer.evaluate(3)["evaluation"]
         assert evaluation["episodes_this_iter"] == 3
         action = trainer.compute_action(np.zeros(4, np.float32))

@@ -181,3 +181,25 @@ def test_progress_reporter_live_table_on_terminal():
     with ProgressReporter(stream=stream, force_terminal=True) as reporter:
         reporter.update(make_result(4, reward=55.5))
     assert "55.5" in stream.getvalue()
+
+
+def test_logger_without_held_files_or_tensorboard(tmp_path):
+    """Per-seed loggers of vmapped runs: files opened per result, no event files."""
+    logger = ResultLogger(str(tmp_path), {"seed_index": 3}, tensorboard=False, hold_files=False)
+    def held():  # this process's open files under tmp_path
+        fds = os.listdir("/proc/self/fd")
+        return [p for p in (os.path.realpath(f"/proc/self/fd/{fd}") for fd in fds)
+                if p.startswith(str(tmp_path))]
+
+    assert held() == []
+    logger.log({"timesteps_total": 10, "episode_reward_mean": 1.5})
+    assert held() == []  # nothing held between results
+    logger.log({"timesteps_total": 20, "episode_reward_mean": 2.5, "evaluation": {"r": 3.0}})
+    logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert [r["timesteps_total"] for r in rows] == [10, 20]
+    with open(tmp_path / "progress.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["episode_reward_mean"] for row in table] == ["1.5", "2.5"]
+    assert table[0]["evaluation/r"] == "" and table[1]["evaluation/r"] == "3.0"
+    assert not list(tmp_path.glob("events.out.tfevents*"))

@@ -104,37 +104,64 @@ class ResultLogger:
     truncates. Use as a context manager, or call ``close()``.
     """
 
-    def __init__(self, logdir: str, params: Mapping[str, Any] | None = None):
+    def __init__(self, logdir: str, params: Mapping[str, Any] | None = None, *,
+                 tensorboard: bool = True, hold_files: bool = True):
+        """Args:
+          tensorboard: also write TensorBoard event files.
+          hold_files: keep ``result.json`` and ``progress.csv`` open between results;
+            ``False`` opens them for each result, so that many loggers (one per vmapped seed)
+            hold no file descriptors.
+        """
         self.logdir = os.path.abspath(os.path.expanduser(logdir))
         os.makedirs(self.logdir, exist_ok=True)
         self._write_params(params or {})
-        self._json = _open_append(os.path.join(self.logdir, "result.json"))
-        self._csv_file = _open_append(os.path.join(self.logdir, "progress.csv"), newline="")
+        self._hold = hold_files
+        self._with_tensorboard = tensorboard
+        self._json: TextIO | None = None
+        self._csv_file: TextIO | None = None
         self._csv_columns = _csv_header(os.path.join(self.logdir, "progress.csv"))
         self._csv: csv.DictWriter | None = None
         self._tensorboard: Any = None
         self._closed = False
+        if hold_files:
+            self._open_files()
 
     def log(self, result: Mapping[str, Any]) -> None:
         """Appends one iteration's ``result``."""
         if self._closed:
             raise RuntimeError("ResultLogger is closed")
-        self._json.write(json.dumps(jsonable(json_safe(result)), allow_nan=False) + "\n")
-        self._json.flush()
-
-        scalars = flatten_result({k: v for k, v in result.items() if k not in _NOT_SCALARS})
-        self._write_csv(scalars)
-        self._write_tensorboard(result, scalars)
+        if not self._hold:
+            self._open_files()
+        try:
+            self._json.write(json.dumps(jsonable(json_safe(result)), allow_nan=False) + "\n")
+            self._json.flush()
+            scalars = flatten_result({k: v for k, v in result.items() if k not in _NOT_SCALARS})
+            self._write_csv(scalars)
+        finally:
+            if not self._hold:
+                self._close_files()
+        if self._with_tensorboard:
+            self._write_tensorboard(result, scalars)
 
     def close(self) -> None:
         """Flushes and closes every file; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self._json.close()
-        self._csv_file.close()
+        self._close_files()
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+    def _open_files(self) -> None:
+        self._json = _open_append(os.path.join(self.logdir, "result.json"))
+        self._csv_file = _open_append(os.path.join(self.logdir, "progress.csv"), newline="")
+        self._csv = None  # a writer is bound to the file object it was made with
+
+    def _close_files(self) -> None:
+        for f in (self._json, self._csv_file):
+            if f is not None:
+                f.close()
+        self._json = self._csv_file = self._csv = None
 
     def __enter__(self) -> ResultLogger:
         return self

@@ -31,6 +31,9 @@ from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
 from jrl.types import AlgorithmDef
 
+# Vmapped runs with at most this many seeds also write TensorBoard event files per seed.
+SEED_TENSORBOARD_MAX = 16
+
 
 def evaluate_jax(algorithm: Any, env: JaxEnv, policy: Any, key: jax.Array, num_episodes: int,
                  explore: bool, max_steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -195,8 +198,13 @@ class JaxEnvBackend:
         if self._logdir is None or len(rewards) == 1:
             return
         if self._seed_loggers is None:
+            # Files are opened per result (no descriptors held per seed), and TensorBoard gets
+            # per-seed event files only for a few seeds: with hundreds, a writer thread and a
+            # flush per seed cost more than the jitted chunk itself (issue 18, GPU run).
+            tensorboard = len(rewards) <= SEED_TENSORBOARD_MAX
             self._seed_loggers = [
-                ResultLogger(os.path.join(self._logdir, f"seed_{i}"), {"seed_index": i})
+                ResultLogger(os.path.join(self._logdir, f"seed_{i}"), {"seed_index": i},
+                             tensorboard=tensorboard, hold_files=False)
                 for i in range(len(rewards))]
         for i, seed_logger in enumerate(self._seed_loggers):
             seed_logger.log({
