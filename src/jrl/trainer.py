@@ -29,15 +29,8 @@ from jrl.config import jsonable, merge, to_dict
 from jrl.errors import CheckpointError, ConfigError, EnvError
 from jrl.logger import PHASES, ResultLogger, flatten_result, make_logdir
 from jrl.rollout.envs import MultiAgentEnvFound
-from jrl.rollout.jax_envs import (
-    GYMNAX_PREFIX,
-    JAX_MA_PREFIX,
-    MINATAR_PREFIX,
-    is_jax_env_id,
-    is_multi_agent_jax_env,
-    make_jax_env,
-)
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, index_actions
+from jrl.rollout.jax_envs import is_jax_env_id, resolve_jax_env
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess, index_actions
 from jrl.rollout.worker_set import WorkerSet
 from jrl.types import AlgorithmDef
 
@@ -109,7 +102,7 @@ def _summarize_episodes(episodes: list[dict]) -> dict[str, Any]:
     return result
 
 
-class Trainer:
+class Trainer(PolicyMapAccess):
     """Trains one algorithm on one env (RLlib's ``Trainer``).
 
     Args:
@@ -126,6 +119,7 @@ class Trainer:
     """
 
     _algo_name: str | None = None
+    _POLICY_OWNER = "this trainer"
 
     def __init__(self, algo: str | None = None, env: str | None = None, config: Any = None, *,
                  local_dir: str | None = None, experiment: str = "default",
@@ -163,16 +157,9 @@ class Trainer:
             self.algo_config = merge(self.algo_config, {"output": self.logdir})
             self.config = to_dict(self.algo_config)
         video_dir = os.path.join(self.logdir, "videos") if self.algo_config.monitor else None
-        # gymnax/MinAtar ids are single-agent; only users' JAX envs need building to tell (the
-        # backend then takes the env built here instead of building it again)
-        built_jax_env = make_jax_env(self.env_id, self.algo_config.env_config) if (
-            is_jax_env_id(self.env_id) and not self.algo_config.multiagent.policies
-            and not self.env_id.startswith((JAX_MA_PREFIX, GYMNAX_PREFIX, MINATAR_PREFIX))) \
-            else None
-        jax_multi_agent = is_jax_env_id(self.env_id) and (
-            bool(self.algo_config.multiagent.policies)
-            or self.env_id.startswith(JAX_MA_PREFIX)
-            or (built_jax_env is not None and is_multi_agent_jax_env(built_jax_env)))
+        jax_multi_agent, built_jax_env = resolve_jax_env(
+            self.env_id, self.algo_config.env_config, bool(self.algo_config.multiagent.policies)
+        ) if is_jax_env_id(self.env_id) else (False, None)
         backend = JaxMultiAgentBackend if jax_multi_agent else \
             JaxEnvBackend if is_jax_env_id(self.env_id) else (
             MultiAgentBackend if is_multi_agent(self.algo_config) else WorkerBackend)
@@ -393,22 +380,6 @@ class Trainer:
         out_states = [[s[j] for s in state_out] for j in range(len(keys))]
         return out_actions, dict(zip(keys, out_states, strict=True)) if keyed else out_states, \
             extras
-
-    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
-        """The ``Policy`` called ``policy_id`` (its weights are the learner's)."""
-        if policy_id not in self.policy_map:
-            raise ConfigError(f"unknown policy_id '{policy_id}' (this trainer has: "
-                              f"{', '.join(self.policy_map)})")
-        return self.policy_map[policy_id]
-
-    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
-        """``{policy_id: weights}`` for ``policies`` (default: all)."""
-        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
-
-    def set_weights(self, weights: Mapping[str, Any]) -> None:
-        """Sets each named policy's weights (then every rollout worker gets them)."""
-        for pid, w in weights.items():
-            self.get_policy(pid).set_weights(w)
 
     # -- checkpoints ----------------------------------------------------------------------------
 

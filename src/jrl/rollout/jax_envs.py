@@ -269,6 +269,24 @@ def check_jax_env(env: Any, what: str) -> JaxEnv:
     return env
 
 
+def resolve_jax_env(env_id: str, env_config: dict | None,
+                    multiagent_policies: bool) -> tuple[bool, JaxEnv | None]:
+    """``(multi_agent, env)`` for a JAX env id: whether it trains on the multi-agent jitted
+    backend, and the env when telling needed building it (the backend then takes that env
+    instead of building it again).
+
+    gymnax, MinAtar and brax ids are single-agent and ``jax_ma:`` ids multi-agent without
+    building anything; a user's own env (``register_jax_env`` or ``module:factory``) is built
+    to look for ``num_agents``. A ``multiagent.policies`` config makes any JAX env multi-agent.
+    """
+    if multiagent_policies or env_id.startswith(JAX_MA_PREFIX):
+        return True, None
+    if env_id.startswith((GYMNAX_PREFIX, MINATAR_PREFIX, BRAX_PREFIX)):
+        return False, None
+    env = make_jax_env(env_id, env_config)
+    return is_multi_agent_jax_env(env), env
+
+
 def make_jax_env(env_id: str, env_config: dict | None = None) -> JaxEnv:
     """The ``JaxEnv`` an id names (see ``is_jax_env_id``)."""
     if env_id in _JAX_ENVS:

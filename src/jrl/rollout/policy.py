@@ -687,3 +687,27 @@ def _variables(params: Any, as_dict: bool) -> list | dict:
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
     named = {catalog.path_name(path): np.asarray(leaf) for path, leaf in leaves}
     return named if as_dict else list(named.values())
+
+
+class PolicyMapAccess:
+    """RLlib's policy accessors over ``policy_map``, shared by rollout workers and the
+    ``Trainer`` (``_POLICY_OWNER`` names the owner in the unknown-policy error)."""
+
+    policy_map: dict[str, Policy]
+    _POLICY_OWNER = "this worker"
+
+    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
+        """The ``Policy`` called ``policy_id`` (RLlib's ``get_policy``)."""
+        if policy_id not in self.policy_map:
+            raise ConfigError(f"unknown policy_id '{policy_id}' ({self._POLICY_OWNER} has: "
+                              f"{', '.join(self.policy_map)})")
+        return self.policy_map[policy_id]
+
+    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
+        """``{policy_id: weights}`` for ``policies`` (default: all)."""
+        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
+
+    def set_weights(self, weights: Mapping[str, Any]) -> None:
+        """Sets each named policy's weights."""
+        for pid, w in weights.items():
+            self.get_policy(pid).set_weights(w)

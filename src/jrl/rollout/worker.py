@@ -27,7 +27,7 @@ from jrl.rollout.envs import (
     unflatten_actions,
 )
 from jrl.rollout.external_env import ExternalEnvRunner
-from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
+from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy, PolicyMapAccess
 from jrl.rollout.preprocessors import action_mask_slice, get_preprocessor
 from jrl.types import AlgorithmDef, Transition
 
@@ -118,29 +118,12 @@ def prepare_worker_process(env_id: str, worker_index: int, env_creator: Any = No
         ModelCatalog.restore_registrations(model_registrations)
 
 
-class WorkerBase:
+class WorkerBase(PolicyMapAccess):
     """What single- and multi-agent rollout workers share: RLlib's policy accessors over
     ``policy_map`` and the calls plans and ``WorkerSet`` make on any worker (subclasses define
     ``set_policy``)."""
 
-    policy_map: dict[str, Policy]
     _completed: list[dict]
-
-    def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
-        """The ``Policy`` called ``policy_id`` (RLlib's ``RolloutWorker.get_policy``)."""
-        if policy_id not in self.policy_map:
-            raise ConfigError(f"unknown policy_id '{policy_id}' (this worker has: "
-                              f"{', '.join(self.policy_map)})")
-        return self.policy_map[policy_id]
-
-    def get_weights(self, policies: list[str] | None = None) -> dict[str, Any]:
-        """``{policy_id: weights}`` for ``policies`` (default: all)."""
-        return {pid: self.get_policy(pid).get_weights() for pid in policies or self.policy_map}
-
-    def set_weights(self, weights: dict[str, Any]) -> None:
-        """Sets each named policy's weights."""
-        for pid, w in weights.items():
-            self.get_policy(pid).set_weights(w)
 
     def apply(self, fn, *args: Any) -> Any:
         """``fn(self, *args)``: runs a function on this worker (plans' remote tasks)."""
