@@ -9,6 +9,13 @@ the pulled weights and ships ``log_action`` commands in batches of 1000 (the flu
 the measured calls).
 
     python benchmarks/serving.py --out benchmarks/RESULTS.md
+
+``--cpu`` measures what depends least on a shared machine's load: CPU seconds per action
+(server process + client processes, from ``/proc``, over the measured window), remote inference
+with 16 clients, ``--rounds`` times. Run it with ``PYTHONPATH=<tree>/src`` for each tree to
+compare (alternate the trees).
+
+    PYTHONPATH=src python benchmarks/serving.py --cpu --rounds 3
 """
 
 from __future__ import annotations
@@ -75,8 +82,17 @@ def _client(port: int, mode: str, index: int, ready, measure, stop, out) -> None
     out.put(latencies)
 
 
-def load(port: int, clients: int, mode: str, seconds: float, warmup: float) -> dict:
-    """``clients`` client processes (each simulator is its own process, as in production)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, clients: int, mode: str, seconds: float, warmup: float,
+         server_pid: int | None = None) -> dict:
+    """``clients`` client processes (each simulator is its own process, as in production).
+    With ``server_pid``, also the CPU seconds the server and the clients spent in the window."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")  # this process has not imported jax: forking is safe
@@ -89,18 +105,28 @@ def load(port: int, clients: int, mode: str, seconds: float, warmup: float) -> d
         if not ready.acquire(timeout=300):
             raise RuntimeError("a client did not start")
     time.sleep(warmup)
+    pids = [p.pid for p in procs]
+    if server_pid is not None:
+        cpu0 = cpu_seconds(server_pid), sum(cpu_seconds(pid) for pid in pids)
     measure.set()
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     elapsed = time.perf_counter() - t0
+    if server_pid is not None:
+        cpu1 = cpu_seconds(server_pid), sum(cpu_seconds(pid) for pid in pids)
     results = [out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=30)
     all_lat = np.concatenate([np.asarray(x) for x in results]) * 1000.0
-    return {"mode": mode, "clients": clients, "requests": len(all_lat),
-            "rps": len(all_lat) / elapsed, "p50": float(np.percentile(all_lat, 50)),
-            "p99": float(np.percentile(all_lat, 99))}
+    out = {"mode": mode, "clients": clients, "requests": len(all_lat),
+           "rps": len(all_lat) / elapsed, "p50": float(np.percentile(all_lat, 50)),
+           "p99": float(np.percentile(all_lat, 99))}
+    if server_pid is not None:
+        # The clients' last calls after ``stop`` add a few requests' CPU: at most one each.
+        out["server_us"] = (cpu1[0] - cpu0[0]) / len(all_lat) * 1e6
+        out["clients_us"] = (cpu1[1] - cpu0[1]) / len(all_lat) * 1e6
+    return out
 
 
 def main() -> None:
@@ -109,6 +135,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--port", type=int, default=9931)
     parser.add_argument("--out", help="write the section into this markdown file")
+    parser.add_argument("--cpu", action="store_true",
+                        help="CPU seconds per action (server + clients), remote, 16 clients")
+    parser.add_argument("--rounds", type=int, default=3, help="--cpu: measured windows")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -117,6 +146,19 @@ def main() -> None:
     header = section_header()
     server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve",
                                "--port", str(args.port)], stdout=subprocess.PIPE, text=True)
+    if args.cpu:
+        try:
+            assert server.stdout.readline().strip() == "ready", "the server did not start"
+            for _ in range(args.rounds):
+                r = load(args.port, 16, "remote", args.seconds, args.warmup, server.pid)
+                print(f"remote 16 clients: {r['rps']:,.0f}/s p50 {r['p50']:.2f} ms p99 "
+                      f"{r['p99']:.2f} ms | CPU per action: server {r['server_us']:.0f} us, "
+                      f"clients {r['clients_us']:.0f} us, total "
+                      f"{r['server_us'] + r['clients_us']:.0f} us | load "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)
+        finally:
+            server.kill()
+        return
     try:
         assert server.stdout.readline().strip() == "ready", "the server did not start"
         results = [load(args.port, n, mode, args.seconds, args.warmup)
