@@ -77,11 +77,21 @@ class PolicyClient:
         self.update_interval = update_interval
         self._scheme, self._host = url.scheme, url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if url.port is not None:
+            host = f"{host}:{url.port}"
+        head = (f"Host: {host}\r\nAccept-Encoding: identity\r\nContent-Type: application/json"
+                f"\r\nConnection: keep-alive\r\n")
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+            if any(c in token for c in "\r\n"):
+                raise ConfigError("token must not contain line breaks")
+            head += f"Authorization: Bearer {token}\r\n"
+        try:
+            self._head = head.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError("token and address must be latin-1 text") from None
         self._timeout, self._retry_timeout = float(timeout), float(retry_timeout)
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | None = None
         self._lock = threading.RLock()
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
@@ -241,15 +251,10 @@ class PolicyClient:
                       request_id=self._next_id())
         return self._request("POST", f"{PREFIX}/{name}", body, request_id=self._next_id())
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> _Connection:
         if self._conn is None:
-            cls = _HTTPSConnection if self._scheme == "https" else _HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
-            conn.connect()
-            # Headers and body go out in two sends: without NODELAY, Nagle's algorithm would
-            # hold the body until the server's (delayed) ACK of the headers.
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn
+            self._conn = _Connection(self._scheme, self._host, self._port, self._timeout,
+                                     self._head)
         return self._conn
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -262,12 +267,7 @@ class PolicyClient:
         with self._lock:
             while True:
                 try:
-                    conn = self._connection()
-                    conn.hold_head = data is not None
-                    conn.request(method, path, body=data, headers=self._headers)
-                    response = conn.getresponse()
-                    payload = response.read()
-                    status = response.status
+                    status, payload = self._connection().request(method, path, data)
                 except (OSError, http.client.HTTPException) as e:
                     if self._conn is not None:
                         self._conn.close()
@@ -294,31 +294,106 @@ class PolicyClient:
         return result
 
 
-class _OneWrite:
-    """``http.client`` writes a request's head and body in two ``send`` calls: two packets, so
-    the server's event loop wakes twice per request. With ``hold_head`` set, the head waits
-    and goes out with the body in one write."""
-
-    hold_head = False
-    _head = b""
-
-    def send(self, data: Any) -> None:
-        if self.hold_head and isinstance(data, bytes):
-            self.hold_head = False
-            self._head = data
-            return
-        if self._head:
-            head, self._head = self._head, b""
-            data = head + bytes(data)
-        super().send(data)  # type: ignore[misc]
+_MAX_HEAD = 65536  # http.client's line limit; a longer response head is refused
+_RECV = 65536
 
 
-class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
-    pass
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to the server, with little per-request work.
 
+    ``http.client`` opens it (TCP or TLS, its timeout on every read and write). A request goes
+    out as one write of pre-built header bytes and the body (one packet: the server wakes once
+    per request), and the answer is read straight from the socket: the status line, then the
+    head's ``Content-Length`` and ``Connection`` (the protocol's answers are always
+    ``Content-Length``-framed JSON), then exactly that many bytes. ``http.client``'s response
+    objects, its ``email``-based header parser and per-response file objects cost about as much
+    CPU as the rest of a ``get_action`` call on the client. Anything this reader does not
+    expect (a malformed status line or head, a head over 64 KiB, a lost connection) raises
+    ``http.client.HTTPException`` or ``OSError``: the client reconnects and repeats the request
+    with the same ``request_id``; a chunked answer raises ``ProtocolError``.
+    """
 
-class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    pass
+    def __init__(self, scheme: str, host: str, port: int, timeout: float, head: bytes):
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        self._http = cls(host, port, timeout=timeout)
+        self._http.connect()
+        self.sock = self._http.sock
+        # Without NODELAY, a write that follows an unacknowledged one waits for the delayed ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._head = head  # "Host: ...\r\n" and the fixed headers, as bytes
+        self._buf = bytearray()
+
+    def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        """Sends the request; returns the answer's status and body."""
+        if body is None:
+            message = b"%s %s HTTP/1.1\r\n%s\r\n" % (method.encode(), path.encode(),
+                                                       self._head)
+        else:
+            message = b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+                method.encode(), path.encode(), self._head, len(body), body)
+        self.sock.sendall(message)
+        while True:
+            status, length, close = self._read_head()
+            if status >= 200:
+                break  # 1xx: an interim answer, the real one follows
+        if length is None:  # no Content-Length: the body runs to the end of the connection
+            while self._fill(eof_ok=True):
+                pass
+            length, close = len(self._buf), True
+        while len(self._buf) < length:
+            self._fill()
+        payload = bytes(self._buf[:length])
+        del self._buf[:length]
+        if close:
+            self.close()
+        return status, payload
+
+    def _read_head(self) -> tuple[int, int | None, bool]:
+        buf = self._buf
+        start = 0
+        while (end := buf.find(b"\r\n\r\n", start)) < 0:
+            if len(buf) > _MAX_HEAD:
+                raise http.client.LineTooLong("response head")
+            start = max(0, len(buf) - 3)
+            self._fill()
+        if end > _MAX_HEAD:
+            raise http.client.LineTooLong("response head")
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[:end + 4]
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise http.client.BadStatusLine(lines[0].decode("latin-1")[:80])
+        status, length = int(parts[1]), None
+        close = parts[0] == b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                value = value.strip()
+                if not value.isdigit():
+                    raise http.client.HTTPException(f"bad Content-Length {value[:40]!r}")
+                length = int(value)
+            elif name == b"transfer-encoding" and value.strip().lower() != b"identity":
+                raise ProtocolError("the server answered with a Transfer-Encoding; protocol "
+                                    "v1 answers are Content-Length framed")
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        if status < 200 or status in (204, 304):
+            length = 0
+        return status, length, close
+
+    def _fill(self, eof_ok: bool = False) -> bool:
+        data = self.sock.recv(_RECV)
+        if not data:
+            if eof_ok:
+                return False
+            raise http.client.RemoteDisconnected("the server closed the connection")
+        self._buf += data
+        return True
+
+    def close(self) -> None:
+        self._http.close()
+        self._buf.clear()
 
 
 class _LocalPolicy:
