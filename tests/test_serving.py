@@ -578,3 +578,81 @@ def test_cartpole_examples_train_to_475(run, mode):
             if p is not None and p.poll() is None:
                 p.kill()
     assert client.returncode == 0, out[-2000:]
+
+
+class _ScriptedHttpPeer:
+    """A loopback TCP peer that reads one request at a time and answers each with the next
+    scripted list of byte chunks (sent apart, to split the answer across packets)."""
+
+    def __init__(self, answers):
+        self.answers, self.requests, self.connections = list(answers), [], 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            conn, _ = self.sock.accept()
+            self.connections += 1
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    if b"\r\n\r\n" not in buf:
+                        break  # the client closed: accept the next connection
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    self.requests.append((head, json.loads(buf[:length])))
+                    buf = buf[length:]
+                    if not self.answers:
+                        break
+                    chunks = self.answers.pop(0)
+                    for chunk in chunks:
+                        conn.sendall(chunk)
+                        time.sleep(0.01)
+                    if chunks and b"connection: close" in chunks[0].lower():
+                        break
+
+
+def test_client_reads_answers_split_across_packets_and_reconnects_on_close():
+    peer = _ScriptedHttpPeer([
+        # head and body in three pieces, the head split mid-line; then a 100 Continue first
+        [b"HTTP/1.1 200 OK\r\nContent-Ty", b"pe: application/json\r\nContent-Length: 19\r\n\r\n"
+         b'{"episode_id"', b': "e"}'],
+        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 12\r\n"
+         b"Connection: close\r\n\r\n", b'{"action":1}'],
+        # a new connection: an answer without Content-Length runs to the end of it
+        [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"action\": [0.5, 2]}"],
+        [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 24\r\n\r\n{\"error\": \"bad reward\"}\n"],
+    ])
+    client = PolicyClient(f"http://127.0.0.1:{peer.port}", token=TOKEN, retry_timeout=5)
+    assert client.start_episode(training_enabled=False) == "e"
+    assert client.get_action("e", np.zeros(4, np.float32)) == 1
+    np.testing.assert_allclose(client.get_action("e", np.ones(4, np.float32)), [0.5, 2])
+    with pytest.raises(ServerError, match="400 bad reward") as e:
+        client.log_returns("e", 1.0)
+    assert e.value.status == 400
+    client.close()
+    assert peer.connections == 3
+    heads = [head.decode() for head, _ in peer.requests]
+    assert heads[0].startswith("POST /v1/start_episode HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{peer.port}" in heads[0]
+    assert all(f"Authorization: Bearer {TOKEN}" in h for h in heads)
+    assert [body["observation"] for _, body in peer.requests[1:3]] == [[0.0] * 4, [1.0] * 4]
+    # each request carries its own id; none was repeated
+    assert len({body["request_id"] for _, body in peer.requests}) == 4
+
+
+def test_client_refuses_chunked_answers():
+    peer = _ScriptedHttpPeer([[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"2\r\n{}\r\n0\r\n\r\n"]])
+    client = PolicyClient(f"http://127.0.0.1:{peer.port}", retry_timeout=5)
+    with pytest.raises(EnvError, match="Content-Length framed"):
+        client.start_episode()

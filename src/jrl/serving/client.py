@@ -252,7 +252,7 @@ class PolicyClient:
         return self._request("POST", f"{PREFIX}/{name}", body, request_id=self._next_id())
 
     def _connection(self) -> _Connection:
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:
             self._conn = _Connection(self._scheme, self._host, self._port, self._timeout,
                                      self._head)
         return self._conn
@@ -322,6 +322,7 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._head = head  # "Host: ...\r\n" and the fixed headers, as bytes
         self._buf = bytearray()
+        self.closed = False
 
     def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         """Sends the request; returns the answer's status and body."""
@@ -392,6 +393,7 @@ class _Connection:
         return True
 
     def close(self) -> None:
+        self.closed = True
         self._http.close()
         self._buf.clear()
 
