@@ -15,7 +15,8 @@ one per recorded episode) to ``output-<date>_worker-<index>_<n>.json``, starting
 ``obs``, ``new_obs``, ``actions``, ``rewards``, ``dones`` (plus ``terminateds``/``truncateds``),
 ``action_prob``, ``action_logp``, ``eps_id``, ``agent_index``, ``t``, ``prev_actions``,
 ``prev_rewards``, ``infos``. Columns named in ``output_compress_columns`` are one string instead:
-base64 of the zlib-compressed ``.npy`` bytes of the array (``np.save(allow_pickle=False)``).
+base64 of the compressed ``.npy`` bytes of the array (``np.save(allow_pickle=False)``), an LZ4
+frame or a zlib stream (``output_compress_codec``; the bytes name their codec, so both read).
 
 Reading (``input``): ``JsonReader`` streams lines from a directory, a glob, a file or a list of
 them (never the whole data set in memory), ``ShuffledInput`` mixes rows through a buffer, and
@@ -39,6 +40,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import lz4.frame
 import numpy as np
 import orjson
 
@@ -61,11 +63,26 @@ DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 # -- columns ------------------------------------------------------------------------------------
 
 
-def pack(array: np.ndarray) -> str:
-    """base64 of the zlib-compressed ``.npy`` bytes of ``array`` (dtype and shape included)."""
+# Codecs of compressed columns (``output_compress_codec``). A value names its codec by the
+# first bytes of its base64-decoded payload: an LZ4 frame (magic ``04 22 4D 18``) or a zlib
+# stream (RFC 1950 header), so files of either codec, and files mixing them, read alike.
+CODECS = ("lz4", "zlib")
+DEFAULT_CODEC = "lz4"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+
+
+def pack(array: np.ndarray, codec: str = DEFAULT_CODEC) -> str:
+    """base64 of the compressed ``.npy`` bytes of ``array`` (dtype and shape included);
+    ``codec``: ``lz4`` (an LZ4 frame, several times faster to inflate) or ``zlib``."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode("ascii")
+    if codec == "lz4":
+        data = lz4.frame.compress(buf.getvalue())
+    elif codec == "zlib":
+        data = zlib.compress(buf.getvalue(), 1)
+    else:
+        raise ValueError(f"unknown codec '{codec}' (one of {', '.join(CODECS)})")
+    return base64.b64encode(data).decode("ascii")
 
 
 # The header ``np.save`` writes for a plain array; anything else goes through ``np.load``.
@@ -94,7 +111,13 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
 def unpack(text: str, writable: bool = True) -> np.ndarray:
     """The array ``pack`` encoded (no pickle: object arrays are refused); read-only without
     ``writable`` (a view of the decompressed bytes, no copy)."""
-    raw = zlib.decompress(binascii.a2b_base64(text, strict_mode=True))
+    data = binascii.a2b_base64(text, strict_mode=True)
+    if data[:4] == _LZ4_MAGIC:
+        raw = lz4.frame.decompress(data)
+    elif len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
+        raw = zlib.decompress(data)
+    else:
+        raise ValueError("not an LZ4 frame or zlib stream of .npy bytes")
     # Fast path for version-1.0 headers of plain arrays (what ``pack`` writes): parsing them
     # with ``np.load`` (``ast.literal_eval``) costs more than decompressing a column.
     if raw[:8] == b"\x93NUMPY\x01\x00":
@@ -104,6 +127,9 @@ def unpack(text: str, writable: bool = True) -> np.ndarray:
             dtype, shape = parsed
             array = np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(shape)
             return array.copy() if writable else array
+    if raw[:1] == b"\x80":  # RLlib's compressed columns: LZ4-compressed pickles
+        raise ValueError("it holds a pickle (RLlib's compressed format), which jrl never loads; "
+                         "write the column uncompressed")
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
@@ -119,20 +145,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> str:
+def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = (),
+               codec: str = DEFAULT_CODEC) -> str:
     """One JSON line (without newline) for a row of ``[T, ...]`` columns."""
-    return json.dumps(encode_columns(row, compress_columns))
+    return json.dumps(encode_columns(row, compress_columns, codec))
 
 
-def encode_columns(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> dict:
-    """The JSON object of a ``SampleBatch`` row of ``[T, ...]`` columns."""
+def encode_columns(row: Mapping[str, Any], compress_columns: Iterable[str] = (),
+                   codec: str = DEFAULT_CODEC) -> dict:
+    """The JSON object of a ``SampleBatch`` row of ``[T, ...]`` columns (``compress_columns``
+    ``pack``ed with ``codec``)."""
     compress = set(compress_columns)
     out: dict[str, Any] = {"type": "SampleBatch"}
     for key, value in row.items():
         if key == "infos":
             out[key] = [_jsonable(v) for v in value]
         elif key in compress:
-            out[key] = pack(np.asarray(value))
+            out[key] = pack(np.asarray(value), codec)
         else:
             out[key] = np.asarray(value).tolist()
     return out
@@ -182,6 +211,7 @@ class JsonWriter:
       path: output directory (created), or a file path ending in ``.json`` to write exactly
         that file (``jrl evaluate --out``; no size cap then).
       compress_columns: columns stored as ``pack``ed strings.
+      compress_codec: their codec, ``lz4`` or ``zlib`` (``output_compress_codec``).
       worker_index: the writing worker's index (part of the file name).
       max_file_size: start a new file once the current one holds this many bytes.
       single_file: write exactly the file ``path`` (default: when ``path`` ends in ``.json``
@@ -189,8 +219,12 @@ class JsonWriter:
     """
 
     def __init__(self, path: str, compress_columns: Iterable[str] = (), worker_index: int = 0,
-                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, single_file: bool | None = None):
+                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, single_file: bool | None = None,
+                 compress_codec: str = DEFAULT_CODEC):
+        if compress_codec not in CODECS:
+            raise ValueError(f"unknown codec '{compress_codec}' (one of {', '.join(CODECS)})")
         self.compress_columns = tuple(compress_columns)
+        self.compress_codec = compress_codec
         self.max_file_size = int(max_file_size)
         self.worker_index = worker_index
         if single_file is None:
@@ -236,7 +270,8 @@ class JsonWriter:
         full = complete_row(row, prev_action, prev_reward)
         if lane is not None and len(full["rewards"]):
             self._prev[lane] = (full["actions"][-1], float(full["rewards"][-1]))
-        self._write_line(encode_row(_ordered(full), self.compress_columns) + "\n")
+        self._write_line(encode_row(_ordered(full), self.compress_columns, self.compress_codec)
+                         + "\n")
 
     def write_multi_agent(self, policy_rows: Mapping[str, list], count: int) -> None:
         """Writes one ``MultiAgentBatch`` line: for each policy, its rows (one per agent, each
@@ -246,7 +281,8 @@ class JsonWriter:
             full = [complete_row(row) for row in rows]
             joined = {k: ([x for f in full for x in f[k]] if k == "infos"
                           else np.concatenate([f[k] for f in full])) for k in full[0]}
-            batches[str(pid)] = encode_columns(_ordered(joined), self.compress_columns)
+            batches[str(pid)] = encode_columns(_ordered(joined), self.compress_columns,
+                                               self.compress_codec)
         self._write_line(json.dumps({"type": "MultiAgentBatch", "policy_batches": batches,
                                      "count": int(count)}) + "\n")
 
@@ -282,13 +318,14 @@ _RECORDED = ("obs", "new_obs", "actions", "rewards", "terminateds", "truncateds"
 
 
 def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
-                   compress_columns: Iterable[str] = ()) -> None:
+                   compress_columns: Iterable[str] = (), compress_codec: str = DEFAULT_CODEC
+                   ) -> None:
     """Writes recorded episodes (``obs``, ``new_obs``, ``actions``, ``rewards``,
     ``terminateds``, ``truncateds``, ``action_logp``), one line each, to the file ``path``.
 
     A multi-agent episode (``agent_batches``: ``{policy_id: [one such dict per agent, with
     its ``agent_index``]}``) becomes one ``MultiAgentBatch`` line."""
-    writer = JsonWriter(path, compress_columns, single_file=True)
+    writer = JsonWriter(path, compress_columns, single_file=True, compress_codec=compress_codec)
     try:
         for eps_id, episode in enumerate(episodes):
             if "agent_batches" in episode:
