@@ -703,3 +703,28 @@ def test_pop_stacked_equals_batches_popped_one_by_one():
     assert not many.ready and not one.ready
     with pytest.raises(ValueError, match="batches of 6 steps asked"):
         many.pop_stacked(1)
+
+
+def test_readers_skip_empty_infos_without_parsing_and_keep_the_rest():
+    from jrl.rollout.offline import drop_empty_infos
+
+    line = b'{"obs": [1], "infos": [{}, {}, {}]}\n'
+    assert drop_empty_infos(line) == b'{"obs": [1]}'
+    for kept in (b'{"obs": [1], "infos": [{}, {"a": {}}]}\n', b'{"obs": [1], "infos": [{},{}]}\n',
+                 b'{"obs": [1], "infos": []}\n', b'{"obs": [1], "infos": [{}, {}, {}]}',
+                 b'{"obs": [1], "infos": [{}{}, {}]}\n', b'{"infos": [{}], "obs": [1]}\n'):
+        assert drop_empty_infos(kept) is kept
+
+
+def test_infos_are_read_back_and_batches_ignore_them(tmp_path):
+    batch = _fragment()
+    infos = [[{"step": t} if b else {} for b in range(2)] for t in range(6)]
+    writer = JsonWriter(str(tmp_path), ["obs"])
+    writer.write(batch, infos)
+    writer.close()
+    rows = list(read_json(str(tmp_path)))
+    assert rows[0]["infos"] == [{}] * 6 and rows[1]["infos"] == [{"step": t} for t in range(6)]
+    got = load_dataset(str(tmp_path), 3, 2, np.float32, np.int32, (4,))
+    flat = np.concatenate([batch["rewards"][:, 0], batch["rewards"][:, 1]]).astype(np.float32)
+    np.testing.assert_array_equal(got["rewards"], flat.reshape(2, 2, 3).swapaxes(1, 2))
+    np.testing.assert_array_equal(got["obs"][1, :, 1], batch["obs"][3:, 1])

@@ -458,10 +458,31 @@ def policy_batch(obj: Any, policy_id: str | None) -> Any:
     return obj
 
 
+_INFOS_MEMBER = b', "infos": ['
+
+
+def drop_empty_infos(line: bytes) -> bytes:
+    """``line`` without its last member when that is ``"infos": [{}, {}, ..., {}]`` exactly as
+    ``json.dumps`` writes it (RLlib's and jrl's writers), else ``line`` itself: a reader that
+    does not want ``infos`` then parses no per-step dicts, which cost as much as all the
+    compressed columns of a line."""
+    if not line.endswith(b"{}]}\n"):
+        return line
+    pos = line.rfind(_INFOS_MEMBER)
+    if pos < 0:
+        return line
+    start, stop = pos + len(_INFOS_MEMBER), len(line) - 3  # the list's items, ending in {}
+    if stop - start != 4 * line.count(b"{}, ", start, stop) + 2:
+        return line
+    return line[:pos] + b"}"
+
+
 def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
               policy_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line;
     with ``policy_id`` that policy's batches of ``MultiAgentBatch`` lines."""
+    columns = None if columns is None else tuple(columns)
+    skip_infos = columns is not None and "infos" not in columns
     for path in files:
         # A 1 MiB buffer: rows are long lines, which the default 8 KiB buffer reads in pieces.
         with open(path, "rb", buffering=1 << 20) as fh:
@@ -469,7 +490,8 @@ def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
                 if not line.strip():
                     continue
                 try:
-                    obj = policy_batch(parse_line(line), policy_id)
+                    obj = policy_batch(parse_line(drop_empty_infos(line) if skip_infos
+                                                  else line), policy_id)
                     if obj is None:
                         continue
                     row = decode_row(obj, columns)
