@@ -199,14 +199,14 @@ def reader_table(tp: dict, repeats: int) -> list[str]:
                  row("np.load, .npz uncompressed", "numpy_npz")])]
 
 
-def publish_reader_only(out: str | None, tp: dict, repeats: int) -> None:
+def publish_reader_only(out: str | None, tp: dict, repeats: int, machine: list[str]) -> None:
     """Replaces the reader table of the section in ``out``, keeping the rest of the section
-    (whose numbers come from the last full run)."""
+    (whose numbers come from the last full run); ``machine``: ``machine_lines()`` at start."""
     import re
 
-    note = (f"- **reader table re-run alone** ({common.machine_lines()[0][2:]}; "
-            f"{common.machine_lines()[2][2:]}; command `{common.command_line()}`): the other "
-            "tables of this section were not re-run and keep the numbers of the full run above")
+    note = (f"- **reader table re-run alone** ({'; '.join(m[2:] for m in machine)}; command "
+            f"`{common.command_line()}`): the other tables of this section were not re-run and "
+            "keep the numbers of the full run above")
     table = "\n".join(reader_table(tp, repeats))
     body = ""
     if out and os.path.exists(out):
@@ -352,9 +352,10 @@ def main() -> None:
         record_epsilon_random(checkpoint, os.path.join(mixed_dir, "epsilon-random.json"),
                               args.steps // 2, args.epsilon)
     if args.reader_only:
+        machine = common.machine_lines()
         tp = reader_throughput(expert_dir, args.repeats)
         print("throughput", tp, flush=True)
-        publish_reader_only(args.out, tp, args.repeats)
+        publish_reader_only(args.out, tp, args.repeats, machine)
         return
     expert_returns = episode_returns(expert_dir)
     target = 0.9 * float(expert_returns.mean())
