@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -262,13 +263,15 @@ def test_output_files_are_named_per_worker_and_roll_over_at_the_size_cap(tmp_pat
 
 
 def test_trainer_output_to_logdir_writes_the_format(make_trainer):
-    trainer = make_trainer("PPO", output="logdir")
+    trainer = make_trainer("PPO", output="logdir", output_compress_codec="zlib")
     trainer.train()
     files = [f for f in os.listdir(trainer.logdir) if f.startswith("output-")]
     assert files and all(f.endswith(".json") for f in files)
     rows = list(read_json(os.path.join(trainer.logdir, "output-*.json")))
     assert rows and set(COLUMNS) <= set(rows[0])
     assert rows[0]["obs"].dtype == np.float32  # compressed by default
+    line = json.loads(open(os.path.join(trainer.logdir, files[0])).readline())
+    assert base64.b64decode(line["obs"])[:1] == b"\x78"  # the config's codec: a zlib stream
     np.testing.assert_allclose(rows[0]["action_prob"], np.exp(rows[0]["action_logp"]), rtol=1e-6)
 
 
