@@ -231,7 +231,8 @@ def main() -> None:
         "- each run: `jrl train -f configs/<name>.yaml --seed S` (its own stop criteria), then "
         f"`jrl evaluate <dir> --episodes {EVAL_EPISODES} --seed {FRESH_SEED_BASE}+1000*S` "
         "(greedy, env seeds training never used); *hold* = fresh mean >= the YAML's threshold "
-        "(A2C: 475, the solve level; its YAML stops at 495)",
+        "(the solve level where a YAML stops on a stricter 20-episode evaluation: A2C and ES stop "
+        "at 495 and hold 475; Pendulum SAC, DDPG and TD3 stop at -175 and hold -200)",
         "- excluded: " + "; ".join(f"`{k}` ({v})" for k, v in EXCLUDED.items()),
         "",
         table(records, names, args.seeds),
