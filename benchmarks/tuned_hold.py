@@ -185,10 +185,12 @@ def table(records: list[dict], configs: list[str], seeds: list[int]) -> str:
             cell += f" ({steps / 1000:.0f}k steps)" if steps else ""
             cells.append(cell)
         held = sum(bool(r.get("holds")) for r in runs)
+        train_s = "; ".join(f"{r['train_s']:.0f}" if r.get("train_s") is not None else "-"
+                            for r in runs)
         rows.append([f"`configs/{name}.yaml`", f"{runs[0]['threshold']:g}", "; ".join(cells),
-                     f"{held}/{len(runs)}"])
+                     train_s, f"{held}/{len(runs)}"])
     return common.markdown_table(["config", "threshold", "fresh mean per seed 0,1,2 "
-                                  "(training steps)", "hold"], rows)
+                                  "(training steps)", "train s per seed", "hold"], rows)
 
 
 def main() -> None:
