@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -38,9 +39,14 @@ from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_EPISODES = 10
-SYSTEMS = ("jrl", "jrl-warm", "sb3")
+SYSTEMS = ("jrl", "jrl-warm", "sb3", "sbx")
 SYSTEM_LABELS = {"jrl": "jrl, cold start (empty compilation cache)",
-                 "jrl-warm": "jrl, warm compilation cache", "sb3": "SB3 (torch CPU, 1 thread)"}
+                 "jrl-warm": "jrl, warm compilation cache", "sb3": "SB3 (torch CPU, 1 thread)",
+                 "sbx": "SBX (SB3's JAX port, same hyperparameters)"}
+# Peers a time-to-solve script runs by default: SBX only where it is installed (`bench` extra).
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS
+                        if s != "sbx" or importlib.util.find_spec("sbx") is not None)
+PEERS = ("sb3", "sbx")
 
 # ----------------------------------------------------------------------------------------------
 # Machine info and the section header
@@ -380,8 +386,12 @@ def time_to_solve_child_main(args: argparse.Namespace, run_jrl: Callable[..., di
                              run_sb3: Callable[..., dict]) -> None:
     """Child side of :func:`run_time_to_solve_child`: one run, its record written to
     ``--child-out``. The runners take ``(algo, seed, max_steps, eval_every)``."""
-    runner = run_sb3 if args.child_system == "sb3" else run_jrl
-    record = runner(args.child_algo, args.child_seed, args.child_max_steps, args.eval_every)
+    if args.child_system in PEERS:  # SBX keeps SB3's API: the same runner, another library
+        record = run_sb3(args.child_algo, args.child_seed, args.child_max_steps,
+                         args.eval_every, library=args.child_system)
+    else:
+        record = run_jrl(args.child_algo, args.child_seed, args.child_max_steps,
+                         args.eval_every)
     record.update(system=args.child_system, algo=args.child_algo, seed=args.child_seed,
                   max_steps=args.child_max_steps)
     write_child_record(args.child_out, record)
@@ -604,15 +614,17 @@ def time_to_solve_table(results: list[dict], algos: Sequence[str], seeds: Sequen
                 format_seconds(med_t),
                 "not solved" if math.isinf(med_s) else f"{med_s / 1000:.1f}k",
                 *timings, f"{max(rss):.0f} MB" if rss else "—"])
-        for system in ("jrl", "jrl-warm"):
-            if system not in medians or "sb3" not in medians:
-                continue
-            a, b = medians[system], medians["sb3"]
-            if math.isfinite(a) and math.isfinite(b) and b > 0:
-                ratio = f"{a / b:.2f}× ({system} {a:.1f} s / SB3 {b:.1f} s)"
-            else:
-                ratio = f"n/a ({system} {format_seconds(a)}, SB3 {format_seconds(b)})"
-            ratio_lines.append(f"- {algo}: median time-to-solve ratio {system} / SB3 = {ratio}")
+        for peer, name in (("sb3", "SB3"), ("sbx", "SBX")):
+            for system in ("jrl", "jrl-warm"):
+                if system not in medians or peer not in medians:
+                    continue
+                a, b = medians[system], medians[peer]
+                if math.isfinite(a) and math.isfinite(b) and b > 0:
+                    ratio = f"{a / b:.2f}× ({system} {a:.1f} s / {name} {b:.1f} s)"
+                else:
+                    ratio = f"n/a ({system} {format_seconds(a)}, {name} {format_seconds(b)})"
+                ratio_lines.append(
+                    f"- {algo}: median time-to-solve ratio {system} / {name} = {ratio}")
     return markdown_table(head, rows) + ("\n\n" + "\n".join(ratio_lines) if ratio_lines else "")
 
 

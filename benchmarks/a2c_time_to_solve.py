@@ -40,7 +40,9 @@ def run_jrl(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
     return {**record, "config_source": rel}
 
 
-def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
+def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int, library: str = "sb3") -> dict:
+    if library != "sb3":
+        raise SystemExit(f"{library} has no A2C; peers here: sb3")
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
 

@@ -110,8 +110,12 @@ def run_jrl(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
     return {**record, "config_source": source}
 
 
-def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
-    from stable_baselines3 import DQN, PPO
+def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int, library: str = "sb3") -> dict:
+    """SB3 (or, with ``library="sbx"``, SBX: the same API on JAX) with the zoo's settings."""
+    if library == "sbx":
+        from sbx import DQN, PPO
+    else:
+        from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.env_util import make_vec_env
 
     zoo = SB3_ZOO[algo]
@@ -144,7 +148,7 @@ def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
 
     record = common.sb3_time_to_solve(build, ENV_ID, seed=seed, max_steps=max_steps,
                                       eval_every=eval_every, threshold=THRESHOLD)
-    return {**record, "config_source": "rl-zoo CartPole-v1", "config": zoo}
+    return {**record, "config_source": f"rl-zoo CartPole-v1 ({library})", "config": zoo}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,14 +158,14 @@ def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_time_to_solve_flags(
-        p, algos=["PPO", "DQN"], default_algos=["PPO", "DQN"], default_systems=common.SYSTEMS,
+        p, algos=["PPO", "DQN"], default_algos=["PPO", "DQN"], default_systems=common.DEFAULT_SYSTEMS,
         systems_help=None, max_steps_help="env-step cap per run (default: PPO 300k, DQN 150k)",
         out_help="markdown file to write/update the results section in "
                  "(e.g. benchmarks/RESULTS.md)")
     common.time_to_solve_main(
         p, script=__file__, section=SECTION, run_jrl=run_jrl, run_sb3=run_sb3,
         default_caps=DEFAULT_MAX_STEPS, threshold=THRESHOLD,
-        notes=["- SB3: rl-zoo CartPole-v1 hyperparameters (lin_* schedules and exploration "
+        notes=["- SB3 and SBX (where installed): rl-zoo CartPole-v1 hyperparameters (lin_* schedules and exploration "
                "fraction keep the zoo's n_timesteps horizon), `device=\"cpu\"`, "
                "`torch.set_num_threads(1)`; jrl uses JAX's default CPU threading"],
         cells_note="\"build\" = constructing the agent (incl. jit of init for jrl); \"1st "

@@ -8,11 +8,12 @@ MARWIL on a mixed-quality data set.
 2. Mixed data (``--data/mixed``): half the steps from expert episodes, half from epsilon-random
    episodes (the expert's greedy action, replaced by a uniform random one with probability
    ``--epsilon``; the behaviour log-probabilities are recorded).
-3. Reader throughput: samples/s of ``JsonReader`` assembling ``[T, B]`` batches from the expert
-   files (one full pass) vs ``np.load`` of the same columns from an ``.npz`` (zlib-compressed,
-   like the JSON files' compressed columns) and from an uncompressed ``.npz``; the JSON files as
-   recorded (``obs``/``new_obs`` compressed, RLlib's default) and rewritten with every numeric
-   column compressed.
+3. Reader throughput: samples per CPU-second of ``JsonReader`` assembling ``[T, B]`` batches
+   (``load_dataset``, one full pass) from the expert rows rewritten four ways (obs/new_obs
+   compressed, RLlib's default, or every numeric column compressed; codec zlib or lz4) vs
+   ``np.load`` of the same columns from an ``.npz`` (zlib-compressed) and from an uncompressed
+   ``.npz``; each repeat runs every reader in turn. ``--reader-only`` runs just this part and
+   replaces just its table in ``--out``.
 4. Time to 0.9x expert, per algorithm, two ways:
    - trainer: ``jrl.Trainer`` with ``configs/cartpole-<algo>.yaml`` (files streamed by the
      offline plan), greedy 10-episode evaluation after each iteration with the clock paused;
@@ -23,6 +24,7 @@ MARWIL on a mixed-quality data set.
    20 stochastic (sampled) episodes each, over ``--seeds``.
 
     python benchmarks/offline.py --out benchmarks/RESULTS.md
+    python benchmarks/offline.py --reader-only --repeats 21 --out benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ def episode_returns(source: str) -> np.ndarray:
 
 
 def reader_throughput(source: str, repeats: int) -> dict:
+    """Samples per CPU-second of each way of reading the expert data (CPU time: the machine is
+    shared). Each repeat runs every reader once, in turn, so that load drifting during the run
+    weighs on all of them alike; the median of the repeats is reported."""
     from jrl.rollout.offline import COLUMNS, JsonWriter, load_dataset, read_json
 
     T, B = 250, 8
@@ -132,36 +137,92 @@ def reader_throughput(source: str, repeats: int) -> dict:
     np.savez_compressed(npz_c, **arrays)
     np.savez(npz_u, **arrays)
 
-    def timed(fn):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return steps / float(np.median(times))
-
     def load_npz(path):
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
 
-    # The same rows with every numeric column compressed (output_compress_columns).
-    packed = os.path.join(tmp, "packed")
-    writer = JsonWriter(packed, [c for c in COLUMNS if c != "infos"])
-    for row in rows:
-        writer.write_row(row)
-    writer.close()
-    result = {
-        "steps": steps,
-        "packed_bytes": sum(os.path.getsize(p) for p in glob.glob(os.path.join(packed, "*"))),
-        "reader_packed": timed(lambda: load_dataset(packed, T, B, "float32", "int32", (4,))),
-        "json_bytes": sum(os.path.getsize(p) for p in glob.glob(os.path.join(source, "*.json"))),
-        "npz_compressed_bytes": os.path.getsize(npz_c),
-        "reader": timed(lambda: load_dataset(source, T, B, "float32", "int32", (4,))),
-        "rows_only": timed(lambda: list(read_json(source))),
-        "numpy_npz_compressed": timed(lambda: load_npz(npz_c)),
-        "numpy_npz": timed(lambda: load_npz(npz_u)),
-    }
+    # The same rows rewritten: obs/new_obs compressed (RLlib's default columns) or every numeric
+    # column compressed, with each codec (output_compress_codec).
+    numeric = [c for c in COLUMNS if c != "infos"]
+    dirs = {}
+    for name, columns, codec in (("obs_zlib", ["obs", "new_obs"], "zlib"),
+                                 ("obs_lz4", ["obs", "new_obs"], "lz4"),
+                                 ("all_zlib", numeric, "zlib"), ("all_lz4", numeric, "lz4")):
+        dirs[name] = os.path.join(tmp, name)
+        writer = JsonWriter(dirs[name], columns, compress_codec=codec)
+        for row in rows:
+            writer.write_row(row)
+        writer.close()
+
+    def dataset(path):
+        return lambda: load_dataset(path, T, B, "float32", "int32", (4,))
+
+    readers = {name: dataset(path) for name, path in dirs.items()}
+    readers["rows_only"] = lambda: list(read_json(dirs["obs_lz4"]))
+    readers["numpy_npz_compressed"] = lambda: load_npz(npz_c)
+    readers["numpy_npz"] = lambda: load_npz(npz_u)
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for fn in readers.values():  # warm the page cache and the header caches
+        fn()
+    for _ in range(repeats):
+        for name, fn in readers.items():
+            start = time.process_time()
+            fn()
+            times[name].append(time.process_time() - start)
+    result = {name: steps / float(np.median(t)) for name, t in times.items()}
+    result.update(steps=steps, source=source, npz_compressed_bytes=os.path.getsize(npz_c),
+                  bytes={name: sum(os.path.getsize(p) for p in glob.glob(os.path.join(d, "*")))
+                         for name, d in dirs.items()})
     return result
+
+
+def reader_table(tp: dict, repeats: int) -> list[str]:
+    npz = tp["numpy_npz_compressed"]
+
+    def row(label, key):
+        return [label, f"{tp[key]:,.0f}", f"{tp[key] / npz:.2f}x"]
+
+    mb = {k: f"{v / 1e6:.1f} MB" for k, v in tp["bytes"].items()}
+    return [f"### Reader throughput (samples per CPU-second, median of {repeats} interleaved "
+            f"repeats; {tp['steps']} steps; npz {tp['npz_compressed_bytes'] / 1e6:.1f} MB)", "",
+            common.markdown_table(
+                ["reader", "samples/s", "vs np.load(.npz compressed)"],
+                [row(f"JsonReader -> [250, 8] batches (load_dataset), obs/new_obs compressed, "
+                     f"zlib ({mb['obs_zlib']})", "obs_zlib"),
+                 row(f"same, obs/new_obs compressed, lz4 ({mb['obs_lz4']})", "obs_lz4"),
+                 row(f"same, every numeric column compressed, zlib ({mb['all_zlib']})",
+                     "all_zlib"),
+                 row(f"same, every numeric column compressed, lz4 ({mb['all_lz4']})",
+                     "all_lz4"),
+                 row("read_json rows only (obs/new_obs compressed, lz4)", "rows_only"),
+                 row("np.load, .npz compressed (same columns)", "numpy_npz_compressed"),
+                 row("np.load, .npz uncompressed", "numpy_npz")])]
+
+
+def publish_reader_only(out: str | None, tp: dict, repeats: int, machine: list[str]) -> None:
+    """Replaces the reader table of the section in ``out``, keeping the rest of the section
+    (whose numbers come from the last full run); ``machine``: ``machine_lines()`` at start."""
+    import re
+
+    note = (f"- **reader table re-run alone** ({'; '.join(m[2:] for m in machine)}; command "
+            f"`{common.command_line()}`): the other tables of this section were not re-run and "
+            "keep the numbers of the full run above")
+    table = "\n".join(reader_table(tp, repeats))
+    body = ""
+    if out and os.path.exists(out):
+        with open(out) as f:
+            match = re.search(rf"^## {re.escape(SECTION)}[ \t]*\n(.*?)(?=^## |\Z)", f.read(),
+                              re.S | re.M)
+        body = match.group(1) if match else ""
+    if "### Reader throughput" in body:
+        head, rest = body.split("### Reader throughput", 1)
+        tail = rest[rest.index("\n### "):] if "\n### " in rest else ""
+        head = "\n".join(line for line in head.rstrip().split("\n")
+                         if not line.startswith("- **reader table re-run alone**"))
+        body = f"{head}\n{note}\n\n{table}\n{tail}"
+    else:
+        body = f"{body.rstrip()}\n{note}\n\n{table}\n"
+    common.publish(out, SECTION, body)
 
 
 class Clock:
@@ -276,6 +337,8 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=100)
     parser.add_argument("--mixed-epochs", type=int, default=30)
     parser.add_argument("--out")
+    parser.add_argument("--reader-only", action="store_true",
+                        help="measure only the reader and replace only its table in --out")
     args = parser.parse_args()
     header = common.section_header()
 
@@ -288,6 +351,12 @@ def main() -> None:
                       seed=900)
         record_epsilon_random(checkpoint, os.path.join(mixed_dir, "epsilon-random.json"),
                               args.steps // 2, args.epsilon)
+    if args.reader_only:
+        machine = common.machine_lines()
+        tp = reader_throughput(expert_dir, args.repeats)
+        print("throughput", tp, flush=True)
+        publish_reader_only(args.out, tp, args.repeats, machine)
+        return
     expert_returns = episode_returns(expert_dir)
     target = 0.9 * float(expert_returns.mean())
     mixed_expert = episode_returns(os.path.join(mixed_dir, "expert-half.json"))
@@ -320,22 +389,7 @@ def main() -> None:
              f"recorded episodes, {tp['steps']} steps, mean return "
              f"{expert_returns.mean():.1f}; target 0.9x = {target:.1f} (greedy 10-episode "
              "mean, evaluated after each iteration / eval chunk with the clock paused)",
-             "", "### Reader throughput (samples/s, median of "
-             f"{args.repeats}; {tp['steps']} steps, JSON {tp['json_bytes'] / 1e6:.1f} MB with "
-             f"obs/new_obs compressed, npz {tp['npz_compressed_bytes'] / 1e6:.1f} MB)", "",
-             common.markdown_table(
-                 ["reader", "samples/s", "vs np.load(.npz compressed)"],
-                 [["JsonReader -> [250, 8] batches (load_dataset)", f"{tp['reader']:,.0f}",
-                   f"{tp['reader'] / tp['numpy_npz_compressed']:.2f}x"],
-                  ["same, every numeric column compressed "
-                   f"({tp['packed_bytes'] / 1e6:.1f} MB)", f"{tp['reader_packed']:,.0f}",
-                   f"{tp['reader_packed'] / tp['numpy_npz_compressed']:.2f}x"],
-                  ["read_json rows only", f"{tp['rows_only']:,.0f}",
-                   f"{tp['rows_only'] / tp['numpy_npz_compressed']:.2f}x"],
-                  ["np.load, .npz compressed (same columns)",
-                   f"{tp['numpy_npz_compressed']:,.0f}", "1.00x"],
-                  ["np.load, .npz uncompressed", f"{tp['numpy_npz']:,.0f}",
-                   f"{tp['numpy_npz'] / tp['numpy_npz_compressed']:.2f}x"]]),
+             "", *reader_table(tp, args.repeats),
              "", "### Time to 0.9x expert from the recorded steps", "",
              common.markdown_table(
                  ["algo", "seed", "Trainer (files streamed): s", "iterations", "steps trained",

@@ -57,9 +57,15 @@ def run_jrl(algo: str, seed: int, max_steps: int, eval_every: int, override: dic
         threshold=THRESHOLD))
 
 
-def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int, override: dict) -> dict:
+def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int, override: dict,
+            library: str = "sb3") -> dict:
+    """SB3 (or, with ``library="sbx"``, SBX: the same API on JAX) with the zoo's settings."""
     import numpy as np
-    from stable_baselines3 import DDPG, SAC, TD3
+
+    if library == "sbx":
+        from sbx import DDPG, SAC, TD3
+    else:
+        from stable_baselines3 import DDPG, SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.noise import NormalActionNoise
 
@@ -86,8 +92,8 @@ def run_sb3(algo: str, seed: int, max_steps: int, eval_every: int, override: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algos", nargs="+", default=["SAC", "TD3", "DDPG"])
-    parser.add_argument("--systems", nargs="+", default=["jrl", "jrl-warm", "sb3"],
-                        choices=["jrl", "jrl-warm", "sb3"])
+    parser.add_argument("--systems", nargs="+", default=list(common.DEFAULT_SYSTEMS),
+                        choices=list(common.SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--max-steps", type=int, default=30_000)
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -118,7 +124,7 @@ def main() -> None:
         "evaluation averages >= -200 (evaluations every "
         f"{args.eval_every} env steps, their time excluded; JIT compile included; cold: empty "
         "compilation cache, warm: the cache a previous short run of the same config left). "
-        "jrl: `configs/pendulum-<algo>.yaml`; SB3: rl-zoo hyperparameters, 1 env.", "",
+        "jrl: `configs/pendulum-<algo>.yaml`; SB3 and SBX: rl-zoo hyperparameters, 1 env.", "",
         common.time_to_solve_table(results, args.algos, args.seeds, timing_columns=False), "",
         *machine,
         "- the machine is shared with other jobs: absolute times are noisy, ratios from one "

@@ -1,5 +1,6 @@
 """The ``jrl`` command line end to end, in a temp dir."""
 
+import base64
 import json
 import os
 import subprocess
@@ -43,6 +44,7 @@ def test_train_then_evaluate_the_checkpoint(tmp_path, capsys):
     assert len(rows) == 2 and all(row["type"] == "SampleBatch" for row in rows)
     assert len(rows[0]["actions"]) == len(rows[0]["rewards"]) == len(rows[0]["t"])
     assert rows[0]["dones"][-1] and not any(rows[0]["dones"][:-1])
+    assert base64.b64decode(rows[0]["obs"])[:4] == b"\x04\x22\x4d\x18"  # lz4 by default
 
 
 def test_rollout_alias_accepts_a_results_dir_and_steps_cap(tmp_path, capsys):

@@ -160,3 +160,18 @@ ACTOR_CRITIC_SCRIPT = textwrap.dedent('''
 def test_replay_actor_critics_train_on_two_devices(tmp_path):
     """SAC and TD3 updates (per-device noise keys, three optimizers) run data-parallel."""
     _run_on_two_cpu_devices(ACTOR_CRITIC_SCRIPT, tmp_path)
+
+
+def test_rollout_workers_act_on_the_host_unless_given_gpus(monkeypatch):
+    """With an accelerator as JAX's default backend, workers act on the CPU unless
+    ``num_gpus_per_worker > 0`` (RLlib's placement); on a CPU backend nothing is moved."""
+    import jax
+
+    from jrl.registry import parse_config
+    from jrl.rollout import worker
+
+    config = parse_config("PPO", {})
+    assert worker.acting_device(config) is None  # CPU backend: JAX's default device
+    monkeypatch.setattr(worker.jax, "default_backend", lambda: "gpu")
+    assert worker.acting_device(config) == jax.devices("cpu")[0]
+    assert worker.acting_device(parse_config("PPO", {"num_gpus_per_worker": 1})) is None

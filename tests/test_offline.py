@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -262,13 +263,15 @@ def test_output_files_are_named_per_worker_and_roll_over_at_the_size_cap(tmp_pat
 
 
 def test_trainer_output_to_logdir_writes_the_format(make_trainer):
-    trainer = make_trainer("PPO", output="logdir")
+    trainer = make_trainer("PPO", output="logdir", output_compress_codec="zlib")
     trainer.train()
     files = [f for f in os.listdir(trainer.logdir) if f.startswith("output-")]
     assert files and all(f.endswith(".json") for f in files)
     rows = list(read_json(os.path.join(trainer.logdir, "output-*.json")))
     assert rows and set(COLUMNS) <= set(rows[0])
     assert rows[0]["obs"].dtype == np.float32  # compressed by default
+    line = json.loads(open(os.path.join(trainer.logdir, files[0])).readline())
+    assert base64.b64decode(line["obs"])[:1] == b"\x78"  # the config's codec: a zlib stream
     np.testing.assert_allclose(rows[0]["action_prob"], np.exp(rows[0]["action_logp"]), rtol=1e-6)
 
 
@@ -578,3 +581,153 @@ def test_dqn_records_its_epsilon_greedy_behaviour_probability():
     # eps / n = 0.1 on every action, plus 1 - eps = 0.6 on the greedy one.
     np.testing.assert_allclose(prob, np.where(action == greedy, 0.7, 0.1), rtol=1e-6)
     assert 0 < (action != greedy).sum() < 512
+
+
+# -- codecs of compressed columns -----------------------------------------------------------------
+
+
+def _payload(text):
+    import base64
+
+    return base64.b64decode(text)
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zlib"])
+def test_round_trip_per_codec_is_bit_identical_and_the_value_names_its_codec(tmp_path, codec):
+    batch = _fragment()
+    writer = JsonWriter(str(tmp_path), [c for c in COLUMNS if c != "infos"], worker_index=0,
+                        compress_codec=codec)
+    writer.write(batch)
+    writer.close()
+    rows = list(read_json(str(tmp_path)))
+    for b, row in enumerate(rows):
+        for key, value in batch.items():
+            assert row[key].dtype == value.dtype, key
+            assert row[key].tobytes() == np.ascontiguousarray(value[:, b]).tobytes(), key
+    line = json.loads(open(writer.paths[0]).readline())
+    magic = _payload(line["obs"])[:4]
+    if codec == "lz4":
+        assert magic == b"\x04\x22\x4d\x18"  # an LZ4 frame
+    else:
+        assert magic[0] == 0x78  # a zlib stream
+    # load_dataset's batches do not depend on the codec
+    expected = load_dataset(str(tmp_path), 3, 2, np.float32, np.int32, (4,))
+    other = tmp_path / "other"
+    writer = JsonWriter(str(other), ["obs"], compress_codec="zlib" if codec == "lz4" else "lz4")
+    writer.write(batch)
+    writer.close()
+    got = load_dataset(str(other), 3, 2, np.float32, np.int32, (4,))
+    for key in expected:
+        assert got[key].tobytes() == expected[key].tobytes(), key
+
+
+def test_old_zlib_files_and_files_mixing_codecs_still_read(tmp_path):
+    import base64
+    import io
+    import zlib
+
+    obs = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    def zlib_value(array, level):  # what earlier versions wrote (level 1), or another writer's
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        return base64.b64encode(zlib.compress(buf.getvalue(), level)).decode()
+
+    lines = [json.dumps({"type": "SampleBatch", "obs": zlib_value(obs, 1),
+                         "new_obs": zlib_value(obs + 1, 9), "actions": [0, 1, 0],
+                         "rewards": [1.0, 1.0, 1.0]}),
+             json.dumps({"type": "SampleBatch", "obs": pack(obs, "lz4"),
+                         "new_obs": pack(obs + 1, "zlib"), "actions": [0, 1, 0],
+                         "rewards": [1.0, 1.0, 1.0]})]
+    rows = list(read_json(_write_lines(tmp_path / "old.json", lines)))
+    for row in rows:
+        assert row["obs"].dtype == np.float32
+        np.testing.assert_array_equal(row["obs"], obs)
+        np.testing.assert_array_equal(row["new_obs"], obs + 1)
+    with pytest.raises(ValueError, match="unknown codec"):
+        JsonWriter(str(tmp_path / "w"), ["obs"], compress_codec="gzip")
+
+
+def _lz4_frame(raw):
+    import base64
+
+    import lz4.frame
+
+    return base64.b64encode(lz4.frame.compress(raw)).decode()
+
+
+@pytest.mark.parametrize("value,message", [
+    (pack(np.zeros((3, 4), np.float32), "lz4")[:-12], "column 'obs' cannot be decoded"),
+    (_lz4_frame(b"\x93NUMPY" + b"\x00" * 40)[:24] + "AAAA" * 8, "column 'obs' cannot be decoded"),
+    (pack(np.zeros((3, 4), np.float32), "zlib")[:-8], "column 'obs' cannot be decoded"),
+    ("QUJDRA==", "not an LZ4 frame or zlib stream"),
+    # RLlib's compressed columns: base64 of an LZ4 frame of a pickle, never loaded
+    (_lz4_frame(b"\x80\x04\x95" + b"\x00" * 20), "pickle"),
+], ids=["lz4-truncated", "lz4-corrupt", "zlib-truncated", "unknown-codec", "rllib-pickle"])
+def test_a_corrupt_compressed_value_is_one_data_error_naming_file_line_and_column(
+        tmp_path, value, message):
+    bad = json.dumps({"type": "SampleBatch", "obs": value, "new_obs": [[0.0] * 4] * 3,
+                      "actions": [0] * 3, "rewards": [1.0] * 3})
+    path = _write_lines(tmp_path / "data.json", [_good_line(), bad])
+    with pytest.raises(DataError, match=rf"data\.json, line 2: .*{re.escape(message)}") as info:
+        list(read_json(path))
+    assert "\n" not in str(info.value) and "column 'obs'" in str(info.value)
+    with pytest.raises(DataError, match=r"data\.json, line 2: "):
+        load_dataset(path, 2, 1, np.float32, np.int32, (4,))
+
+
+def test_the_codec_is_a_validated_config_key():
+    with pytest.raises(ConfigError, match="output_compress_codec"):
+        jrl.Trainer("PG", env="CartPole-v1", config={"output_compress_codec": "gzip"},
+                    log_to_disk=False)
+
+
+def test_pop_stacked_equals_batches_popped_one_by_one():
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, n in enumerate((5, 9, 2, 13, 7)):
+        rows.append({"obs": rng.random((n, 4)).astype(np.float32),
+                     "new_obs": rng.random((n, 4)).astype(np.float32),
+                     "actions": rng.integers(0, 2, n), "rewards": rng.random(n),
+                     "terminateds": np.arange(n) == n - 1 if i % 2 else np.zeros(n, bool),
+                     "truncateds": np.zeros(n, bool), "action_logp": -rng.random(n),
+                     "eps_id": np.full(n, i), "t": np.arange(n)})
+    one, many = (BatchAssembler(3, 2, np.float32, np.int32, (4,)) for _ in range(2))
+    for row in rows:
+        one.add(row)
+        many.add(row)
+    singles = []
+    while one.ready:
+        singles.append(one.pop())
+    stacked = many.pop_stacked()
+    assert len(singles) == 6 and stacked["obs"].shape == (6, 3, 2, 4)
+    for key in stacked:
+        assert stacked[key].tobytes() == np.stack([b[key] for b in singles]).tobytes(), key
+    assert not many.ready and not one.ready
+    with pytest.raises(ValueError, match="batches of 6 steps asked"):
+        many.pop_stacked(1)
+
+
+def test_readers_skip_empty_infos_without_parsing_and_keep_the_rest():
+    from jrl.rollout.offline import drop_empty_infos
+
+    line = b'{"obs": [1], "infos": [{}, {}, {}]}\n'
+    assert drop_empty_infos(line) == b'{"obs": [1]}'
+    for kept in (b'{"obs": [1], "infos": [{}, {"a": {}}]}\n', b'{"obs": [1], "infos": [{},{}]}\n',
+                 b'{"obs": [1], "infos": []}\n', b'{"obs": [1], "infos": [{}, {}, {}]}',
+                 b'{"obs": [1], "infos": [{}{}, {}]}\n', b'{"infos": [{}], "obs": [1]}\n'):
+        assert drop_empty_infos(kept) is kept
+
+
+def test_infos_are_read_back_and_batches_ignore_them(tmp_path):
+    batch = _fragment()
+    infos = [[{"step": t} if b else {} for b in range(2)] for t in range(6)]
+    writer = JsonWriter(str(tmp_path), ["obs"])
+    writer.write(batch, infos)
+    writer.close()
+    rows = list(read_json(str(tmp_path)))
+    assert rows[0]["infos"] == [{}] * 6 and rows[1]["infos"] == [{"step": t} for t in range(6)]
+    got = load_dataset(str(tmp_path), 3, 2, np.float32, np.int32, (4,))
+    flat = np.concatenate([batch["rewards"][:, 0], batch["rewards"][:, 1]]).astype(np.float32)
+    np.testing.assert_array_equal(got["rewards"], flat.reshape(2, 2, 3).swapaxes(1, 2))
+    np.testing.assert_array_equal(got["obs"][1, :, 1], batch["obs"][3:, 1])

@@ -499,7 +499,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         from jrl.rollout.offline import write_episodes
 
-        write_episodes(args.out, episodes, trainer.algo_config.output_compress_columns)
+        write_episodes(args.out, episodes, trainer.algo_config.output_compress_columns,
+                       trainer.algo_config.output_compress_codec)
         if "agent_batches" in episodes[0]:
             print(f"Episodes written to {args.out} (MultiAgentBatch JSON lines, one per "
                   f"episode)")

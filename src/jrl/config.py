@@ -236,7 +236,9 @@ class CommonConfig:
       log_level: ``DEBUG``, ``INFO``, ``WARN`` or ``ERROR``.
       output: directory to write sampled experiences to as JSON lines in RLlib's SampleBatch
         format (``"logdir"``: the trainer's results directory; ``None``: off).
-      output_compress_columns: columns stored as base64 of zlib-compressed ``.npy`` bytes.
+      output_compress_columns: columns stored as base64 of compressed ``.npy`` bytes.
+      output_compress_codec: their codec: ``lz4`` (default; inflates several times faster) or
+        ``zlib``. Readers take either (the bytes name their codec).
       output_max_file_size: start a new output file after this many bytes.
       num_seeds: independent seeds trained at once with ``vmap`` (JAX envs only, e.g.
         ``gymnax:CartPole-v1``).
@@ -295,6 +297,7 @@ class CommonConfig:
     log_level: str = field("WARN", choices=("DEBUG", "INFO", "WARN", "WARNING", "ERROR"))
     output: str | None = None
     output_compress_columns: tuple[str, ...] = ("obs", "new_obs")
+    output_compress_codec: str = field("lz4", choices=("lz4", "zlib"))
     output_max_file_size: int = field(64 * 1024 * 1024, min=1)
     monitor: bool = False
     num_seeds: int = field(1, min=1)

@@ -41,7 +41,12 @@ from jrl.rollout.multi_agent_env import (
 )
 from jrl.rollout.policy import DEFAULT_POLICY_ID, Policy
 from jrl.rollout.preprocessors import get_preprocessor
-from jrl.rollout.worker import SampleBatch, WorkerBase, prepare_worker_process
+from jrl.rollout.worker import (
+    SampleBatch,
+    WorkerBase,
+    acting_device,
+    prepare_worker_process,
+)
 from jrl.types import AlgorithmDef
 
 logger = logging.getLogger(__name__)
@@ -363,6 +368,9 @@ class MultiAgentRolloutWorker(WorkerBase):
         self._closed: list[tuple[Any, dict]] = []  # pieces the callback has not seen yet
         self._keys = {pid: jax.random.PRNGKey(seed + 7 * i) for i, pid in
                       enumerate(self.policy_map)}
+        self._act_device = acting_device(config)
+        if self._act_device is not None:
+            self._keys = jax.device_put(self._keys, self._act_device)
         self._has_policy = False
         self._act_sizes: dict[str, int] = {}
         self._completed: list[dict] = []
@@ -377,6 +385,8 @@ class MultiAgentRolloutWorker(WorkerBase):
     def set_policy(self, policies: Mapping[str, Any]) -> None:
         """Sets the acting pytrees ``{policy_id: acting}`` (any subset of the policies)."""
         for pid, acting in policies.items():
+            if self._act_device is not None:
+                acting = jax.device_put(acting, self._act_device)
             self.policy_map[pid].set_acting(acting)
         self._has_policy = True
 

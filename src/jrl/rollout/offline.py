@@ -15,7 +15,8 @@ one per recorded episode) to ``output-<date>_worker-<index>_<n>.json``, starting
 ``obs``, ``new_obs``, ``actions``, ``rewards``, ``dones`` (plus ``terminateds``/``truncateds``),
 ``action_prob``, ``action_logp``, ``eps_id``, ``agent_index``, ``t``, ``prev_actions``,
 ``prev_rewards``, ``infos``. Columns named in ``output_compress_columns`` are one string instead:
-base64 of the zlib-compressed ``.npy`` bytes of the array (``np.save(allow_pickle=False)``).
+base64 of the compressed ``.npy`` bytes of the array (``np.save(allow_pickle=False)``), an LZ4
+frame or a zlib stream (``output_compress_codec``; the bytes name their codec, so both read).
 
 Reading (``input``): ``JsonReader`` streams lines from a directory, a glob, a file or a list of
 them (never the whole data set in memory), ``ShuffledInput`` mixes rows through a buffer, and
@@ -39,10 +40,17 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import lz4.frame
 import numpy as np
 import orjson
 
 from jrl.errors import DataError
+
+try:  # SIMD base64 (a core dependency): several times faster than binascii on long columns
+    from pybase64 import b64decode as _b64decode
+except ImportError:  # pragma: no cover (binascii decodes the same strings, slower)
+    def _b64decode(text: str, validate: bool = True) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=validate)
 
 # The columns of a written SampleBatch line, in RLlib's names.
 COLUMNS = ("obs", "new_obs", "actions", "rewards", "dones", "terminateds", "truncateds",
@@ -61,11 +69,26 @@ DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 # -- columns ------------------------------------------------------------------------------------
 
 
-def pack(array: np.ndarray) -> str:
-    """base64 of the zlib-compressed ``.npy`` bytes of ``array`` (dtype and shape included)."""
+# Codecs of compressed columns (``output_compress_codec``). A value names its codec by the
+# first bytes of its base64-decoded payload: an LZ4 frame (magic ``04 22 4D 18``) or a zlib
+# stream (RFC 1950 header), so files of either codec, and files mixing them, read alike.
+CODECS = ("lz4", "zlib")
+DEFAULT_CODEC = "lz4"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+
+
+def pack(array: np.ndarray, codec: str = DEFAULT_CODEC) -> str:
+    """base64 of the compressed ``.npy`` bytes of ``array`` (dtype and shape included);
+    ``codec``: ``lz4`` (an LZ4 frame, several times faster to inflate) or ``zlib``."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode("ascii")
+    if codec == "lz4":
+        data = lz4.frame.compress(buf.getvalue())
+    elif codec == "zlib":
+        data = zlib.compress(buf.getvalue(), 1)
+    else:
+        raise ValueError(f"unknown codec '{codec}' (one of {', '.join(CODECS)})")
+    return base64.b64encode(data).decode("ascii")
 
 
 # The header ``np.save`` writes for a plain array; anything else goes through ``np.load``.
@@ -94,7 +117,13 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
 def unpack(text: str, writable: bool = True) -> np.ndarray:
     """The array ``pack`` encoded (no pickle: object arrays are refused); read-only without
     ``writable`` (a view of the decompressed bytes, no copy)."""
-    raw = zlib.decompress(binascii.a2b_base64(text, strict_mode=True))
+    data = _b64decode(text, validate=True)
+    if data[:4] == _LZ4_MAGIC:
+        raw = lz4.frame.decompress(data)
+    elif len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
+        raw = zlib.decompress(data)
+    else:
+        raise ValueError("not an LZ4 frame or zlib stream of .npy bytes")
     # Fast path for version-1.0 headers of plain arrays (what ``pack`` writes): parsing them
     # with ``np.load`` (``ast.literal_eval``) costs more than decompressing a column.
     if raw[:8] == b"\x93NUMPY\x01\x00":
@@ -104,6 +133,9 @@ def unpack(text: str, writable: bool = True) -> np.ndarray:
             dtype, shape = parsed
             array = np.frombuffer(raw, dtype, count=math.prod(shape), offset=end).reshape(shape)
             return array.copy() if writable else array
+    if raw[:1] == b"\x80":  # RLlib's compressed columns: LZ4-compressed pickles
+        raise ValueError("it holds a pickle (RLlib's compressed format), which jrl never loads; "
+                         "write the column uncompressed")
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
@@ -119,20 +151,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> str:
+def encode_row(row: Mapping[str, Any], compress_columns: Iterable[str] = (),
+               codec: str = DEFAULT_CODEC) -> str:
     """One JSON line (without newline) for a row of ``[T, ...]`` columns."""
-    return json.dumps(encode_columns(row, compress_columns))
+    return json.dumps(encode_columns(row, compress_columns, codec))
 
 
-def encode_columns(row: Mapping[str, Any], compress_columns: Iterable[str] = ()) -> dict:
-    """The JSON object of a ``SampleBatch`` row of ``[T, ...]`` columns."""
+def encode_columns(row: Mapping[str, Any], compress_columns: Iterable[str] = (),
+                   codec: str = DEFAULT_CODEC) -> dict:
+    """The JSON object of a ``SampleBatch`` row of ``[T, ...]`` columns (``compress_columns``
+    ``pack``ed with ``codec``)."""
     compress = set(compress_columns)
     out: dict[str, Any] = {"type": "SampleBatch"}
     for key, value in row.items():
         if key == "infos":
             out[key] = [_jsonable(v) for v in value]
         elif key in compress:
-            out[key] = pack(np.asarray(value))
+            out[key] = pack(np.asarray(value), codec)
         else:
             out[key] = np.asarray(value).tolist()
     return out
@@ -182,6 +217,7 @@ class JsonWriter:
       path: output directory (created), or a file path ending in ``.json`` to write exactly
         that file (``jrl evaluate --out``; no size cap then).
       compress_columns: columns stored as ``pack``ed strings.
+      compress_codec: their codec, ``lz4`` or ``zlib`` (``output_compress_codec``).
       worker_index: the writing worker's index (part of the file name).
       max_file_size: start a new file once the current one holds this many bytes.
       single_file: write exactly the file ``path`` (default: when ``path`` ends in ``.json``
@@ -189,8 +225,12 @@ class JsonWriter:
     """
 
     def __init__(self, path: str, compress_columns: Iterable[str] = (), worker_index: int = 0,
-                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, single_file: bool | None = None):
+                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, single_file: bool | None = None,
+                 compress_codec: str = DEFAULT_CODEC):
+        if compress_codec not in CODECS:
+            raise ValueError(f"unknown codec '{compress_codec}' (one of {', '.join(CODECS)})")
         self.compress_columns = tuple(compress_columns)
+        self.compress_codec = compress_codec
         self.max_file_size = int(max_file_size)
         self.worker_index = worker_index
         if single_file is None:
@@ -236,7 +276,8 @@ class JsonWriter:
         full = complete_row(row, prev_action, prev_reward)
         if lane is not None and len(full["rewards"]):
             self._prev[lane] = (full["actions"][-1], float(full["rewards"][-1]))
-        self._write_line(encode_row(_ordered(full), self.compress_columns) + "\n")
+        self._write_line(encode_row(_ordered(full), self.compress_columns, self.compress_codec)
+                         + "\n")
 
     def write_multi_agent(self, policy_rows: Mapping[str, list], count: int) -> None:
         """Writes one ``MultiAgentBatch`` line: for each policy, its rows (one per agent, each
@@ -246,7 +287,8 @@ class JsonWriter:
             full = [complete_row(row) for row in rows]
             joined = {k: ([x for f in full for x in f[k]] if k == "infos"
                           else np.concatenate([f[k] for f in full])) for k in full[0]}
-            batches[str(pid)] = encode_columns(_ordered(joined), self.compress_columns)
+            batches[str(pid)] = encode_columns(_ordered(joined), self.compress_columns,
+                                               self.compress_codec)
         self._write_line(json.dumps({"type": "MultiAgentBatch", "policy_batches": batches,
                                      "count": int(count)}) + "\n")
 
@@ -282,13 +324,14 @@ _RECORDED = ("obs", "new_obs", "actions", "rewards", "terminateds", "truncateds"
 
 
 def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
-                   compress_columns: Iterable[str] = ()) -> None:
+                   compress_columns: Iterable[str] = (), compress_codec: str = DEFAULT_CODEC
+                   ) -> None:
     """Writes recorded episodes (``obs``, ``new_obs``, ``actions``, ``rewards``,
     ``terminateds``, ``truncateds``, ``action_logp``), one line each, to the file ``path``.
 
     A multi-agent episode (``agent_batches``: ``{policy_id: [one such dict per agent, with
     its ``agent_index``]}``) becomes one ``MultiAgentBatch`` line."""
-    writer = JsonWriter(path, compress_columns, single_file=True)
+    writer = JsonWriter(path, compress_columns, single_file=True, compress_codec=compress_codec)
     try:
         for eps_id, episode in enumerate(episodes):
             if "agent_batches" in episode:
@@ -421,17 +464,40 @@ def policy_batch(obj: Any, policy_id: str | None) -> Any:
     return obj
 
 
+_INFOS_MEMBER = b', "infos": ['
+
+
+def drop_empty_infos(line: bytes) -> bytes:
+    """``line`` without its last member when that is ``"infos": [{}, {}, ..., {}]`` exactly as
+    ``json.dumps`` writes it (RLlib's and jrl's writers), else ``line`` itself: a reader that
+    does not want ``infos`` then parses no per-step dicts, which cost as much as all the
+    compressed columns of a line."""
+    if not line.endswith(b"{}]}\n"):
+        return line
+    pos = line.rfind(_INFOS_MEMBER)
+    if pos < 0:
+        return line
+    start, stop = pos + len(_INFOS_MEMBER), len(line) - 3  # the list's items, ending in {}
+    if stop - start != 4 * line.count(b"{}, ", start, stop) + 2:
+        return line
+    return line[:pos] + b"}"
+
+
 def iter_rows(files: Iterable[str], columns: Iterable[str] | None = None,
               policy_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Decoded rows of ``files`` (``columns`` only, when given), streamed line by line;
     with ``policy_id`` that policy's batches of ``MultiAgentBatch`` lines."""
+    columns = None if columns is None else tuple(columns)
+    skip_infos = columns is not None and "infos" not in columns
     for path in files:
-        with open(path, "rb") as fh:
+        # A 1 MiB buffer: rows are long lines, which the default 8 KiB buffer reads in pieces.
+        with open(path, "rb", buffering=1 << 20) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    obj = policy_batch(parse_line(line), policy_id)
+                    obj = policy_batch(parse_line(drop_empty_infos(line) if skip_infos
+                                                  else line), policy_id)
                     if obj is None:
                         continue
                     row = decode_row(obj, columns)
@@ -560,18 +626,28 @@ class BatchAssembler:
 
     def pop(self) -> dict[str, np.ndarray]:
         """The next ``[T, B]`` batch (needs ``ready``)."""
+        return {k: v[0] for k, v in self.pop_stacked(1).items()}
+
+    def pop_stacked(self, count: int | None = None) -> dict[str, np.ndarray]:
+        """The next ``count`` batches (default: every full one pending) stacked,
+        ``{column: [count, T, B, ...]}``: one concatenation and one copy per column however
+        many batches (needs ``ready``)."""
         n = self.T * self.B
+        count = self._count // n if count is None else count
+        if count < 1 or count * n > self._count:
+            raise ValueError(f"{count} batches of {n} steps asked, {self._count} steps pending")
+        m = count * n
         flat = {k: np.concatenate([p[k] for p in self._pending]) for k in self._pending[0]}
-        rest = {k: v[n:] for k, v in flat.items()}
+        rest = {k: v[m:] for k, v in flat.items()}
         self._pending = [rest] if len(rest["rewards"]) else []
         if self._pending:
-            self._pending[0]["episode_start"][0] = True
-        self._count -= n
+            rest["episode_start"][0] = True
+        self._count -= m
         batch = {}
         for k, v in flat.items():
-            lanes = v[:n].reshape(self.B, self.T, *v.shape[1:])
-            batch[k] = np.ascontiguousarray(np.swapaxes(lanes, 0, 1))
-        batch["episode_start"][0] = True
+            lanes = v[:m].reshape(count, self.B, self.T, *v.shape[1:])
+            batch[k] = np.ascontiguousarray(np.swapaxes(lanes, 1, 2))
+        batch["episode_start"][:, 0] = True
         return batch
 
 
@@ -646,11 +722,10 @@ def load_dataset(source: str | Iterable[str], T: int, B: int, obs_dtype: Any,
                  ) -> dict[str, np.ndarray]:
     """Every full ``[T, B]`` batch of ``source`` stacked: ``{column: [K, T, B, ...]}`` (for
     training inside one jit; the steps of a last partial batch are dropped)."""
-    reader = JsonReader(source, BatchAssembler(T, B, obs_dtype, action_dtype, obs_shape),
-                        loop=False)
-    batches = []
-    while (batch := reader.next()) is not None:
-        batches.append(batch)
-    if not batches:
+    assembler = BatchAssembler(T, B, obs_dtype, action_dtype, obs_shape)
+    reader = JsonReader(source, assembler, loop=False)
+    for row in reader._rows:
+        assembler.add(row)
+    if not assembler.ready:
         raise DataError(f"input {source!r} holds fewer than one batch of {T * B} steps")
-    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    return assembler.pop_stacked()

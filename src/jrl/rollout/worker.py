@@ -231,7 +231,8 @@ class RolloutWorker(WorkerBase):
         self._steps_sampled = 0
         self._action_log: list[np.ndarray] = []  # env actions of the running episodes' steps
         self._writer = (JsonWriter(config.output, tuple(config.output_compress_columns),
-                                   worker_index, config.output_max_file_size)
+                                   worker_index, config.output_max_file_size,
+                                   compress_codec=config.output_compress_codec)
                          if config.output else None)
         self.num_skipped_episodes = 0
         # Tuple/Dict actions: the log keeps the flat vectors; the env gets them unflattened.
