@@ -57,7 +57,7 @@ EXCLUDED = {
 OFFLINE = ("cartpole-bc", "cartpole-marwil")
 # The level a run must hold where the YAML stops on a stricter evaluation than its solve level.
 HOLD_THRESHOLD = {"cartpole-a2c": 475.0, "cartpole-es": 475.0, "cartpole-impala": 475.0,
-                  "cartpole-a3c": 475.0, "cartpole-apex": 475.0,
+                  "cartpole-a3c": 475.0, "cartpole-apex": 475.0, "cartpole-dqn": 475.0,
                   "pendulum-sac": -200.0, "pendulum-ddpg": -200.0, "pendulum-td3": -200.0}
 EVAL_EPISODES = 10
 FRESH_SEED_BASE = 900_000
@@ -234,7 +234,7 @@ def main() -> None:
         "- each run: `jrl train -f configs/<name>.yaml --seed S` (its own stop criteria), then "
         f"`jrl evaluate <dir> --episodes {EVAL_EPISODES} --seed {FRESH_SEED_BASE}+1000*S` "
         "(greedy, env seeds training never used); *hold* = fresh mean >= the YAML's threshold "
-        "(the solve level where a YAML stops on a stricter 20-episode evaluation: A2C, A3C, ES, "
+        "(the solve level where a YAML stops on a stricter 20-episode evaluation: A2C, A3C, DQN, ES, "
         "IMPALA and APEX stop at 495 and hold 475; Pendulum SAC, DDPG and TD3 stop at -150 and hold -200)",
         "- excluded: " + "; ".join(f"`{k}` ({v})" for k, v in EXCLUDED.items()),
         "",
