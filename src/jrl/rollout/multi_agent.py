@@ -369,8 +369,7 @@ class MultiAgentRolloutWorker(WorkerBase):
         self._keys = {pid: jax.random.PRNGKey(seed + 7 * i) for i, pid in
                       enumerate(self.policy_map)}
         self._act_device = acting_device(config)
-        if self._act_device is not None:
-            self._keys = jax.device_put(self._keys, self._act_device)
+        self._keys = self._on_acting_device(self._keys)
         self._has_policy = False
         self._act_sizes: dict[str, int] = {}
         self._completed: list[dict] = []
@@ -385,9 +384,7 @@ class MultiAgentRolloutWorker(WorkerBase):
     def set_policy(self, policies: Mapping[str, Any]) -> None:
         """Sets the acting pytrees ``{policy_id: acting}`` (any subset of the policies)."""
         for pid, acting in policies.items():
-            if self._act_device is not None:
-                acting = jax.device_put(acting, self._act_device)
-            self.policy_map[pid].set_acting(acting)
+            self.policy_map[pid].set_acting(self._on_acting_device(acting))
         self._has_policy = True
 
     def get_spec(self) -> dict:

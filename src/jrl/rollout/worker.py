@@ -124,6 +124,11 @@ class WorkerBase(PolicyMapAccess):
     ``set_policy``)."""
 
     _completed: list[dict]
+    _act_device: jax.Device | None = None  # from acting_device(config), set by subclasses
+
+    def _on_acting_device(self, tree: Any) -> Any:
+        """``tree`` placed where this worker acts (unchanged on JAX's default device)."""
+        return tree if self._act_device is None else jax.device_put(tree, self._act_device)
 
     def apply(self, fn, *args: Any) -> Any:
         """``fn(self, *args)``: runs a function on this worker (plans' remote tasks)."""
@@ -267,9 +272,6 @@ class RolloutWorker(WorkerBase):
         self._rnn_state = [np.array(s) for s in self._recurrent.initial_state(B)]
         self._prev_action = np.zeros((B, *self.spec.action_shape), self.spec.action_dtype)
         self._prev_reward = np.zeros((B,), np.float32)
-
-    def _on_acting_device(self, tree: Any) -> Any:
-        return tree if self._act_device is None else jax.device_put(tree, self._act_device)
 
     def set_policy(self, policy: Any) -> None:
         """Sets the acting pytree sampling reads (params, filter statistics, epsilon, ...)."""
